@@ -1,0 +1,17 @@
+export { isIndexMediaType, isManifestMediaType, MediaType } from './media-types.ts';
+export type { OciErrorOptions } from './oci-error.ts';
+export { AbortedError, ErrorCode, isOciError, OciError, throwIfAborted } from './oci-error.ts';
+export type {
+  BlobSource,
+  BlobStore,
+  Descriptor,
+  Digest,
+  FetchOptions,
+  ImageConfig,
+  ImageIndex,
+  ImageManifest,
+  ImageRuntimeConfig,
+  IngestOptions,
+  IngestResult,
+  Platform,
+} from './types.ts';
