@@ -6,7 +6,7 @@ export class InvalidDigestError extends OciError {
   readonly input: string;
 
   constructor(input: unknown, reason: string) {
-    const shown = typeof input === 'string' ? input.slice(0, 200) : String(input).slice(0, 200);
+    const shown = describe(input).slice(0, 200);
     super(ErrorCode.InvalidDigest, `invalid digest ${JSON.stringify(shown)}: ${reason}`);
     this.name = 'InvalidDigestError';
     this.input = shown;
@@ -42,4 +42,17 @@ export class SizeMismatchError extends OciError {
     this.expected = expected;
     this.actual = actual;
   }
+}
+
+/**
+ * Renders any rejected input for a message without ever calling into it: `String()` throws on
+ * null-prototype objects and runs hostile `toString`s, and an error constructor that throws would
+ * replace `ERR_INVALID_DIGEST` with a TypeError.
+ */
+function describe(input: unknown): string {
+  if (typeof input === 'string') return input;
+  if (input === null || (typeof input !== 'object' && typeof input !== 'function')) {
+    return typeof input === 'symbol' ? input.toString() : String(input);
+  }
+  return Array.isArray(input) ? '[array]' : `[${typeof input}]`;
 }

@@ -5,7 +5,7 @@ export { DigestMismatchError, InvalidDigestError, SizeMismatchError } from './er
 export { createHasher, DEFAULT_ALGORITHM, Hasher } from './hasher.ts';
 export type { DigestAlgorithm } from './parse-digest.ts';
 export { digestAlgorithm, digestEncoded, isDigest, parseDigest } from './parse-digest.ts';
-export type { VerifierOptions } from './verifier.ts';
+export type { ResumeVerifierOptions, VerifierOptions } from './verifier.ts';
 export {
   createVerifier,
   createVerifyStream,
