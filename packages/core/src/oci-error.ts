@@ -16,6 +16,8 @@ export const ErrorCode = {
   DiffIdMismatch: 'ERR_DIFF_ID_MISMATCH',
   /** A lock could not be taken before the timeout. */
   LockTimeout: 'ERR_LOCK_TIMEOUT',
+  /** A held lock was lost (its lockfile removed or taken over) while the work under it ran. */
+  LockCompromised: 'ERR_LOCK_COMPROMISED',
   /** The operation was cancelled through its AbortSignal. */
   Aborted: 'ERR_ABORTED',
   /** An option or argument is out of its allowed range or shape. */
