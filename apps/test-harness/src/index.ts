@@ -1,4 +1,21 @@
 // Fixture builder: build OCI layouts from tree specs, the named fixture corpus, random images.
+
+// The real CNCF distribution registry as a child process, and the tools around it.
+export type {
+  DistributionMode,
+  DistributionOptions,
+  DistributionRegistry,
+  DistributionRequest,
+  PushOptions,
+} from './distribution/start-distribution.ts';
+export {
+  DEFAULT_DISTRIBUTION_USERS,
+  DISTRIBUTION_TOKEN_SERVICE,
+  startDistribution,
+} from './distribution/start-distribution.ts';
+export type { TokenRequestRecord } from './distribution/token-server.ts';
+export type { SkopeoOptions, ToolResult } from './distribution/tools.ts';
+export { requireTool, skopeo } from './distribution/tools.ts';
 export type {
   BuildImageOptions,
   BuiltBlob,
@@ -61,3 +78,21 @@ export {
   whiteout,
   writeLayout,
 } from './fixtures/index.ts';
+// In-process registry: serves OCI layouts over the distribution API, push side, auth modes, scripted faults.
+export type { AccessPolicy, RegistryAction, RegistryAuth } from './registry/auth.ts';
+export { DEFAULT_TOKEN_EXPIRES_IN, DEFAULT_TOKEN_SERVICE } from './registry/auth.ts';
+export type {
+  FaultAction,
+  FaultController,
+  FaultHandle,
+  FaultMatch,
+  FaultRule,
+  RouteKind,
+} from './registry/faults.ts';
+export type {
+  HarnessRegistry,
+  RedirectOrigin,
+  RegistryOptions,
+  RequestRecord,
+} from './registry/start-registry.ts';
+export { startRegistry } from './registry/start-registry.ts';
