@@ -1,0 +1,120 @@
+import { link, mkdir, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Digest } from '@ocipull/core';
+import { MediaType } from '@ocipull/core';
+import { digestAlgorithm, digestEncoded } from '@ocipull/digest';
+import { syncDirectory, uniqueSuffix } from './atomic-file.ts';
+import { fsError, isErrno } from './fs-errors.ts';
+
+/** The `oci-layout` file content (image-layout.md). */
+export const OCI_LAYOUT_CONTENT = '{"imageLayoutVersion":"1.0.0"}';
+
+/** Where everything lives under a cache root. */
+export class CacheLayout {
+  readonly root: string;
+  readonly blobs: string;
+  readonly ingest: string;
+  readonly layers: string;
+  /** Layer trees being built: same filesystem as `layers/`, so commit is a rename. */
+  readonly layerTemps: string;
+  readonly locks: string;
+  readonly leases: string;
+  readonly quarantine: string;
+  readonly indexJson: string;
+  readonly ociLayout: string;
+
+  constructor(root: string) {
+    this.root = root;
+    this.blobs = join(root, 'blobs');
+    this.ingest = join(root, 'ingest');
+    this.layers = join(root, 'layers');
+    this.layerTemps = join(root, 'layers', '.tmp');
+    this.locks = join(root, 'locks');
+    this.leases = join(root, 'locks', 'leases');
+    this.quarantine = join(root, 'quarantine');
+    this.indexJson = join(root, 'index.json');
+    this.ociLayout = join(root, 'oci-layout');
+  }
+
+  /** `blobs/<algorithm>/<encoded>` (image-layout.md "Blobs"). */
+  blobPath(digest: Digest): string {
+    return join(this.blobs, digestAlgorithm(digest), digestEncoded(digest));
+  }
+
+  blobDirectory(digest: Digest): string {
+    return join(this.blobs, digestAlgorithm(digest));
+  }
+
+  /** The partial download of a blob. */
+  partPath(digest: Digest): string {
+    return join(this.ingest, `${digestEncoded(digest)}.part`);
+  }
+
+  /** The sidecar that says what a `.part` is (digest, declared size, media type). */
+  sidecarPath(digest: Digest): string {
+    return join(this.ingest, `${digestEncoded(digest)}.json`);
+  }
+
+  /** `layers/<algorithm>/<encoded>`: the extracted tree of the layer whose uncompressed digest it is. */
+  layerPath(diffId: Digest): string {
+    return join(this.layers, digestAlgorithm(diffId), digestEncoded(diffId));
+  }
+
+  layerDirectory(diffId: Digest): string {
+    return join(this.layers, digestAlgorithm(diffId));
+  }
+
+  blobLockName(digest: Digest): string {
+    return `blob-${digestAlgorithm(digest)}-${digestEncoded(digest)}`;
+  }
+
+  layerLockName(diffId: Digest): string {
+    return `layer-${digestAlgorithm(diffId)}-${digestEncoded(diffId)}`;
+  }
+}
+
+/**
+ * Creates `path` with `content` unless it exists, without ever exposing a partial file and without a
+ * window where two processes overwrite each other: write a temp file, then `link()` it into place
+ * (fails with EEXIST when another process won), then drop the temp name.
+ */
+async function createFileOnce(path: string, content: string, tempDirectory: string): Promise<void> {
+  const temp = join(tempDirectory, `.init.${uniqueSuffix()}.tmp`);
+  try {
+    await writeFile(temp, content, { flag: 'wx', flush: true });
+    try {
+      await link(temp, path);
+    } catch (error) {
+      if (!isErrno(error, 'EEXIST')) throw error;
+    }
+  } finally {
+    await unlink(temp).catch(() => {});
+  }
+}
+
+/**
+ * Creates the layout idempotently and race-free across processes: `mkdir -p` for the directories and
+ * create-once for `oci-layout` and an empty `index.json`; an existing `index.json` is never touched.
+ */
+export async function initLayout(layout: CacheLayout): Promise<void> {
+  try {
+    for (const directory of [
+      join(layout.blobs, 'sha256'),
+      layout.ingest,
+      layout.layerTemps,
+      join(layout.layers, 'sha256'),
+      layout.leases,
+    ]) {
+      await mkdir(directory, { recursive: true });
+    }
+    await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
+    await createFileOnce(
+      layout.indexJson,
+      `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] }, null, 2)}\n`,
+      layout.ingest,
+    );
+    await syncDirectory(layout.root);
+  } catch (error) {
+    throw fsError(error, `creating the cache layout in ${layout.root}`);
+  }
+}

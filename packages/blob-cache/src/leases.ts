@@ -1,0 +1,143 @@
+import { appendFile, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { acquireLock } from '@ocipull/lock';
+import { uniqueSuffix } from './atomic-file.ts';
+import { fsError, isErrno } from './fs-errors.ts';
+
+/** File name suffix of a lease. */
+const LEASE_SUFFIX = '.lease';
+/** Lock name of a lease (`<id>.holder.lock`); the lease file only appears once this lock is held. */
+const HOLDER_SUFFIX = '.holder';
+
+/** What a lease protects: a blob digest or an extracted layer's diff id. */
+export type LeaseKey = `blob:${string}` | `layer:${string}`;
+
+/** Lock timing of a lease; a dead holder's lease is reclaimable after `staleMs`. */
+export interface LeaseLockOptions {
+  staleMs?: number | undefined;
+  updateMs?: number | undefined;
+}
+
+/**
+ * The lease of one open cache: a file `locks/leases/<id>.lease` listing (one per line) every blob and
+ * layer this process has started to write or read through the cache, held alive by a cross-process
+ * lock on that file. `gc` treats the entries of live leases as roots, so a pull that has committed
+ * blobs but not yet recorded its image in `index.json` never loses them; a lease whose lock went stale
+ * (its process died) is deleted by the next `gc`.
+ */
+export class Lease {
+  readonly id: string;
+  readonly path: string;
+  readonly #holder: string;
+  readonly options: LeaseLockOptions;
+  readonly #keys = new Set<string>();
+  #opening: Promise<() => Promise<void>> | undefined;
+  #closed = false;
+
+  constructor(leasesDirectory: string, options: LeaseLockOptions = {}) {
+    this.id = uniqueSuffix();
+    this.path = join(leasesDirectory, `${this.id}${LEASE_SUFFIX}`);
+    this.#holder = join(leasesDirectory, `${this.id}${HOLDER_SUFFIX}`);
+    this.options = options;
+  }
+
+  /** Records `key` before the caller touches it; the file exists and is locked when this resolves. */
+  async add(key: LeaseKey): Promise<void> {
+    if (this.#closed) return;
+    if (this.#keys.has(key)) return;
+    this.#keys.add(key);
+    await this.#open();
+    try {
+      await appendFile(this.path, `${key}\n`);
+    } catch (error) {
+      throw fsError(error, 'recording a cache lease');
+    }
+  }
+
+  /** True once the lease file exists (something was leased). */
+  get active(): boolean {
+    return this.#opening !== undefined && !this.#closed;
+  }
+
+  #open(): Promise<() => Promise<void>> {
+    this.#opening ??= (async () => {
+      // Lock first, then create the lease file: gc only looks at lease files, so it can never
+      // mistake a lease that is being set up for a dead one.
+      const release = await acquireLock(this.#holder, {
+        timeoutMs: 0,
+        ...(this.options.staleMs === undefined ? {} : { staleMs: this.options.staleMs }),
+        ...(this.options.updateMs === undefined ? {} : { updateMs: this.options.updateMs }),
+      });
+      try {
+        await (await open(this.path, 'a')).close();
+      } catch (error) {
+        await release().catch(() => {});
+        throw fsError(error, 'creating a cache lease');
+      }
+      return release;
+    })();
+    return this.#opening;
+  }
+
+  /** Ends the lease: what it protected becomes collectable unless `index.json` reaches it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#opening === undefined) return;
+    const release = await this.#opening.catch(() => undefined);
+    await unlink(this.path).catch(() => {});
+    await release?.().catch(() => {});
+  }
+}
+
+/** What `readLeases` found. */
+export interface LeaseScan {
+  /** Keys of live leases. */
+  keys: Set<string>;
+  /** Ids of live leases (layer temp directories carry their lease id). */
+  liveIds: Set<string>;
+  /** Lease files of dead processes that were removed. */
+  removed: number;
+}
+
+/**
+ * Reads every lease; a lease whose lock can be taken at once belongs to a dead process (its holder
+ * stopped refreshing it) and is deleted, the others' keys are returned as live.
+ */
+export async function readLeases(
+  leasesDirectory: string,
+  options: LeaseLockOptions = {},
+): Promise<LeaseScan> {
+  const scan: LeaseScan = { keys: new Set(), liveIds: new Set(), removed: 0 };
+  let names: string[];
+  try {
+    names = await readdir(leasesDirectory);
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return scan;
+    throw fsError(error, 'reading cache leases');
+  }
+  for (const name of names) {
+    if (!name.endsWith(LEASE_SUFFIX)) continue;
+    const path = join(leasesDirectory, name);
+    const id = name.slice(0, -LEASE_SUFFIX.length);
+    const holder = join(leasesDirectory, `${id}${HOLDER_SUFFIX}`);
+    let release: (() => Promise<void>) | undefined;
+    try {
+      release = await acquireLock(holder, {
+        timeoutMs: 0,
+        ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }),
+        ...(options.updateMs === undefined ? {} : { updateMs: options.updateMs }),
+      });
+    } catch {
+      // Held by a live process (or vanished while we looked): its keys are roots.
+      scan.liveIds.add(id);
+      const text = await readFile(path, 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (line !== '') scan.keys.add(line);
+      continue;
+    }
+    await unlink(path).catch(() => {});
+    await release().catch(() => {});
+    scan.removed += 1;
+  }
+  return scan;
+}

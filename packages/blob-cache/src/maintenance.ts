@@ -1,0 +1,497 @@
+import { lstat, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type Descriptor,
+  type Digest,
+  ErrorCode,
+  isIndexMediaType,
+  isManifestMediaType,
+  isOciError,
+  MediaType,
+  throwIfAborted,
+} from '@ocipull/core';
+import { digestOfFile, isDigest, parseDigest } from '@ocipull/digest';
+import { uniqueSuffix } from './atomic-file.ts';
+import type { BlobCache } from './blob-cache.ts';
+import { fsError, isErrno } from './fs-errors.ts';
+import { readIndex, recordsOf } from './image-records.ts';
+import { readLeases } from './leases.ts';
+import { removeTree } from './remove-tree.ts';
+
+/**
+ * Temp files (`.*.tmp` from atomic writes) younger than this may belong to a write in progress; gc
+ * leaves them alone. Ten minutes is far above the seconds an atomic write of a small file takes.
+ */
+export const TEMP_GRACE_MS = 10 * 60_000;
+
+/** Media types whose blob is a config with `rootfs.diff_ids`. */
+const CONFIG_MEDIA_TYPES = new Set<string>([MediaType.OciConfig, MediaType.DockerConfig]);
+
+/** Manifests, indexes and configs above this are not parsed while marking (the spec caps manifests at 4 MiB). */
+const MAX_JSON_BYTES = 16 * 1024 * 1024;
+
+/** What a walk from some roots reaches. */
+export interface Reachable {
+  blobs: Set<Digest>;
+  layers: Set<Digest>;
+}
+
+async function readJson(
+  cache: BlobCache,
+  descriptor: Descriptor,
+): Promise<Record<string, unknown> | undefined> {
+  if (descriptor.size > MAX_JSON_BYTES) return undefined;
+  try {
+    const value: unknown = JSON.parse((await cache.readBlob(descriptor.digest)).toString('utf8'));
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function descriptorsIn(value: unknown): Descriptor[] {
+  if (!Array.isArray(value)) return [];
+  return value.filter(
+    (item): item is Descriptor =>
+      typeof item === 'object' && item !== null && isDigest((item as Descriptor).digest),
+  );
+}
+
+/**
+ * Marks what `roots` reach: an index's manifests, a manifest's config, layers and subject, a config's
+ * `rootfs.diff_ids` (extracted trees). Blobs that are missing are skipped (a partly cached image);
+ * unknown media types are sniffed as JSON when small.
+ */
+export async function markReachable(
+  cache: BlobCache,
+  roots: Descriptor[],
+  into: Reachable = { blobs: new Set(), layers: new Set() },
+  signal?: AbortSignal,
+): Promise<Reachable> {
+  const visit = async (descriptor: Descriptor, role: 'node' | 'config' | 'layer'): Promise<void> => {
+    throwIfAborted(signal);
+    if (!isDigest(descriptor.digest) || into.blobs.has(descriptor.digest)) return;
+    into.blobs.add(descriptor.digest);
+    if (role === 'layer' || !(await cache.has({ digest: descriptor.digest }))) return;
+    const json = await readJson(cache, descriptor);
+    if (json === undefined) return;
+    if (role === 'config' || CONFIG_MEDIA_TYPES.has(descriptor.mediaType)) {
+      const rootfs = json.rootfs as { diff_ids?: unknown } | undefined;
+      if (Array.isArray(rootfs?.diff_ids)) {
+        for (const diffId of rootfs.diff_ids) if (isDigest(diffId)) into.layers.add(diffId);
+      }
+      return;
+    }
+    if (isIndexMediaType(descriptor.mediaType) || Array.isArray(json.manifests)) {
+      for (const child of descriptorsIn(json.manifests)) await visit(child, 'node');
+    }
+    if (isManifestMediaType(descriptor.mediaType) || json.config !== undefined) {
+      const [config] = descriptorsIn([json.config]);
+      if (config) await visit(config, 'config');
+      for (const layer of descriptorsIn(json.layers)) await visit(layer, 'layer');
+    }
+    const [subject] = descriptorsIn([json.subject]);
+    if (subject) await visit(subject, 'node');
+  };
+  for (const root of roots) await visit(root, 'node');
+  return into;
+}
+
+/** A committed blob found on disk. */
+interface BlobEntry {
+  digest: Digest;
+  path: string;
+  size: number;
+}
+
+async function listDirectory(path: string): Promise<string[]> {
+  try {
+    return await readdir(path);
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return [];
+    throw fsError(error, `listing ${path}`);
+  }
+}
+
+/** Every committed blob (names that are not valid digests are ignored, never deleted). */
+export async function listBlobs(cache: BlobCache): Promise<BlobEntry[]> {
+  const entries: BlobEntry[] = [];
+  for (const algorithm of await listDirectory(cache.layout.blobs)) {
+    for (const encoded of await listDirectory(join(cache.layout.blobs, algorithm))) {
+      const digest = `${algorithm}:${encoded}`;
+      if (!isDigest(digest)) continue;
+      const path = join(cache.layout.blobs, algorithm, encoded);
+      try {
+        const stats = await lstat(path);
+        if (stats.isFile()) entries.push({ digest, path, size: stats.size });
+      } catch (error) {
+        if (!isErrno(error, 'ENOENT')) throw fsError(error, `checking ${path}`);
+      }
+    }
+  }
+  return entries;
+}
+
+async function listLayers(cache: BlobCache): Promise<Array<{ diffId: Digest; path: string }>> {
+  const layers: Array<{ diffId: Digest; path: string }> = [];
+  for (const algorithm of await listDirectory(cache.layout.layers)) {
+    if (algorithm.startsWith('.')) continue;
+    for (const encoded of await listDirectory(join(cache.layout.layers, algorithm))) {
+      const diffId = `${algorithm}:${encoded}`;
+      if (isDigest(diffId)) layers.push({ diffId, path: join(cache.layout.layers, algorithm, encoded) });
+    }
+  }
+  return layers;
+}
+
+/** Bytes a tree occupies (apparent sizes of its files), without following symlinks. */
+async function treeBytes(path: string): Promise<number> {
+  let total = 0;
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats === undefined) return 0;
+  if (!stats.isDirectory()) return stats.size;
+  for (const name of await readdir(path).catch(() => [] as string[]))
+    total += await treeBytes(join(path, name));
+  return total;
+}
+
+/** Runs `action` under `name`'s lock if nobody holds it; returns false (doing nothing) if someone does. */
+async function ifUnlocked(cache: BlobCache, name: string, action: () => Promise<void>): Promise<boolean> {
+  let release: (() => Promise<void>) | undefined;
+  try {
+    release = await cache.lock(name, { timeoutMs: 0 });
+  } catch (error) {
+    if (isOciError(error, ErrorCode.LockTimeout) || isOciError(error, ErrorCode.Aborted)) return false;
+    throw error;
+  }
+  try {
+    await action();
+    return true;
+  } finally {
+    await release();
+  }
+}
+
+/** Options for `gc`. */
+export interface GcOptions {
+  signal?: AbortSignal;
+  /** Report what would go without removing anything. Default false. */
+  dryRun?: boolean;
+}
+
+/** What `gc` removed. */
+export interface GcResult {
+  removedBlobs: Digest[];
+  removedLayers: Digest[];
+  /** Abandoned `.part` downloads and temp files or trees removed. */
+  removedPartials: number;
+  freedBytes: number;
+  /** Blobs and layers kept: reachable from `index.json` or protected by a live lease. */
+  keptBlobs: number;
+  keptLayers: number;
+}
+
+/**
+ * Mark and sweep under the gc lock. Order matters for concurrent pulls: blobs are listed first, then
+ * live leases are read, then `index.json`. A pull leases a digest before writing it and records its
+ * image before ending its lease, so any blob the listing saw is either leased when the leases are read
+ * or already reachable from the `index.json` read after them. Leases are read again just before the
+ * sweep, and each removal takes the item's lock without waiting (a held lock means in use: skipped).
+ */
+export async function collectGarbage(cache: BlobCache, options: GcOptions = {}): Promise<GcResult> {
+  const { signal } = options;
+  const result: GcResult = {
+    removedBlobs: [],
+    removedLayers: [],
+    removedPartials: 0,
+    freedBytes: 0,
+    keptBlobs: 0,
+    keptLayers: 0,
+  };
+  const release = await cache.lock('gc', { signal });
+  try {
+    const blobs = await listBlobs(cache);
+    const layers = await listLayers(cache);
+    let leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+    const index = await readIndex(cache.layout.indexJson);
+    const reachable = await markReachable(cache, index.manifests, undefined, signal);
+    leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+    const protectedBlob = (digest: Digest) =>
+      reachable.blobs.has(digest) || leases.keys.has(`blob:${digest}`);
+    const protectedLayer = (diffId: Digest) =>
+      reachable.layers.has(diffId) || leases.keys.has(`layer:${diffId}`);
+
+    for (const blob of blobs) {
+      throwIfAborted(signal);
+      if (protectedBlob(blob.digest)) {
+        result.keptBlobs += 1;
+        continue;
+      }
+      const removed = await ifUnlocked(cache, cache.layout.blobLockName(blob.digest), async () => {
+        if (options.dryRun) return;
+        try {
+          await unlink(blob.path);
+        } catch (error) {
+          if (!isErrno(error, 'ENOENT')) throw fsError(error, `removing blob ${blob.digest}`);
+        }
+      });
+      if (removed) {
+        result.removedBlobs.push(blob.digest);
+        result.freedBytes += blob.size;
+      } else result.keptBlobs += 1;
+    }
+
+    for (const layer of layers) {
+      throwIfAborted(signal);
+      if (protectedLayer(layer.diffId)) {
+        result.keptLayers += 1;
+        continue;
+      }
+      const bytes = await treeBytes(layer.path);
+      const removed = await ifUnlocked(cache, cache.layout.layerLockName(layer.diffId), async () => {
+        if (options.dryRun) return;
+        const doomed = join(
+          cache.layout.layerTemps,
+          `${parseDigest(layer.diffId).split(':')[1]}.removing.${uniqueSuffix()}`,
+        );
+        try {
+          await rename(layer.path, doomed);
+        } catch (error) {
+          if (isErrno(error, 'ENOENT')) return;
+          throw fsError(error, `removing layer ${layer.diffId}`);
+        }
+        await removeTree(doomed);
+      });
+      if (removed) {
+        result.removedLayers.push(layer.diffId);
+        result.freedBytes += bytes;
+      } else result.keptLayers += 1;
+    }
+
+    await sweepIngest(cache, leases.keys, result, options);
+    await sweepLayerTemps(cache, leases.liveIds, result, options);
+    await sweepTempFiles(cache.root, result, options);
+  } finally {
+    await release();
+  }
+  return result;
+}
+
+/** Removes `.part` downloads nobody is writing (their blob lock is free) and no live lease wants. */
+async function sweepIngest(
+  cache: BlobCache,
+  leased: Set<string>,
+  result: GcResult,
+  options: GcOptions,
+): Promise<void> {
+  const names = await listDirectory(cache.layout.ingest);
+  const encodings = new Set(
+    names
+      .filter((n) => n.endsWith('.part') || n.endsWith('.json'))
+      .map((n) => n.replace(/\.(part|json)$/, '')),
+  );
+  for (const encoded of encodings) {
+    throwIfAborted(options.signal);
+    const digest = `${encoded.length === 128 ? 'sha512' : 'sha256'}:${encoded}`;
+    if (!isDigest(digest) || leased.has(`blob:${digest}`)) continue;
+    const part = cache.layout.partPath(digest);
+    const bytes = (await stat(part).catch(() => undefined))?.size ?? 0;
+    const removed = await ifUnlocked(cache, cache.layout.blobLockName(digest), async () => {
+      if (options.dryRun) return;
+      await unlink(part).catch(() => {});
+      await unlink(cache.layout.sidecarPath(digest)).catch(() => {});
+    });
+    if (removed) {
+      result.removedPartials += 1;
+      result.freedBytes += bytes;
+    }
+  }
+  await sweepTempFiles(cache.layout.ingest, result, options);
+}
+
+/** Removes extraction temp trees whose lease is dead, and leftovers of interrupted layer removals. */
+async function sweepLayerTemps(
+  cache: BlobCache,
+  liveIds: Set<string>,
+  result: GcResult,
+  options: GcOptions,
+): Promise<void> {
+  for (const name of await listDirectory(cache.layout.layerTemps)) {
+    throwIfAborted(options.signal);
+    const [, owner] = name.split('.');
+    if (owner === undefined || owner === cache.leaseId || liveIds.has(owner)) continue;
+    const path = join(cache.layout.layerTemps, name);
+    if (owner === 'removing') {
+      // A removal in progress in another process renames then deletes; give it the grace period.
+      const stats = await lstat(path).catch(() => undefined);
+      if (stats === undefined || Date.now() - stats.mtimeMs < TEMP_GRACE_MS) continue;
+    }
+    const bytes = await treeBytes(path);
+    if (!options.dryRun) await removeTree(path);
+    result.removedPartials += 1;
+    result.freedBytes += bytes;
+  }
+}
+
+/** Removes `.<name>.<pid>-<id>.tmp` files of atomic writes that died, once older than `TEMP_GRACE_MS`. */
+async function sweepTempFiles(directory: string, result: GcResult, options: GcOptions): Promise<void> {
+  for (const name of await listDirectory(directory)) {
+    if (!(name.startsWith('.') && name.endsWith('.tmp'))) continue;
+    const path = join(directory, name);
+    const stats = await lstat(path).catch(() => undefined);
+    if (stats === undefined || !stats.isFile() || Date.now() - stats.mtimeMs < TEMP_GRACE_MS) continue;
+    if (!options.dryRun) await unlink(path).catch(() => {});
+    result.removedPartials += 1;
+    result.freedBytes += stats.size;
+  }
+}
+
+/** Options for `verify`. */
+export interface VerifyOptions {
+  /** Only these blobs. Default: every committed blob. */
+  digests?: Array<Digest | string>;
+  /** Move bad blobs to `quarantine/` (true) or delete them (false). Default true. */
+  quarantine?: boolean;
+  signal?: AbortSignal;
+}
+
+/** What `verify` found. */
+export interface VerifyReport {
+  /** Blobs re-hashed. */
+  checked: number;
+  /** Bytes re-hashed. */
+  bytes: number;
+  /** Requested digests that are not in the cache. */
+  missing: Digest[];
+  /** Blobs whose bytes no longer hash to their name; they were moved away (or deleted). */
+  corrupt: Array<{ digest: Digest; actual: Digest; size: number; quarantinedTo?: string }>;
+}
+
+/** Re-hashes committed blobs and takes the bad ones out of `blobs/` (under their lock). */
+export async function verifyBlobs(cache: BlobCache, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const report: VerifyReport = { checked: 0, bytes: 0, missing: [], corrupt: [] };
+  let entries: BlobEntry[];
+  if (options.digests === undefined) entries = await listBlobs(cache);
+  else {
+    entries = [];
+    for (const value of options.digests) {
+      const digest = parseDigest(value);
+      const found = await cache.stat(digest);
+      if (found === undefined) report.missing.push(digest);
+      else entries.push({ digest, path: cache.layout.blobPath(digest), size: found.size });
+    }
+  }
+  for (const entry of entries) {
+    throwIfAborted(options.signal);
+    let actual: Digest;
+    try {
+      const [algorithm] = entry.digest.split(':') as ['sha256' | 'sha512'];
+      actual = (
+        await digestOfFile(entry.path, { algorithm, ...(options.signal ? { signal: options.signal } : {}) })
+      ).digest;
+    } catch (error) {
+      if (isErrno(error, 'ENOENT')) continue;
+      throw fsError(error, `verifying blob ${entry.digest}`);
+    }
+    report.checked += 1;
+    report.bytes += entry.size;
+    if (actual === entry.digest) continue;
+    const bad: VerifyReport['corrupt'][number] = { digest: entry.digest, actual, size: entry.size };
+    const release = await cache.lock(
+      cache.layout.blobLockName(entry.digest),
+      options.signal ? { signal: options.signal } : {},
+    );
+    try {
+      if (options.quarantine === false) await unlink(entry.path).catch(() => {});
+      else {
+        const target = join(cache.layout.quarantine, `${entry.digest.replace(':', '-')}.${uniqueSuffix()}`);
+        try {
+          await mkdir(cache.layout.quarantine, { recursive: true });
+          await rename(entry.path, target);
+        } catch (error) {
+          throw fsError(error, `quarantining blob ${entry.digest}`);
+        }
+        bad.quarantinedTo = target;
+      }
+    } finally {
+      await release();
+    }
+    report.corrupt.push(bad);
+  }
+  return report;
+}
+
+/** Disk use of one image. */
+export interface ImageUsage {
+  ref: string;
+  digest: Digest;
+  /** Bytes of every cached blob the image reaches. */
+  bytes: number;
+  /** Bytes of blobs no other image reaches (what removing it would free). */
+  uniqueBytes: number;
+  /** Bytes of blobs shared with at least one other image. */
+  sharedBytes: number;
+}
+
+/** What `usage` reports. */
+export interface UsageReport {
+  images: ImageUsage[];
+  /** Bytes of every committed blob. */
+  blobBytes: number;
+  /** Bytes of blobs reached by two or more images, counted once. */
+  sharedBytes: number;
+  /** Bytes of blobs no image reaches (what `gc` would free, leases aside). */
+  unreferencedBytes: number;
+  /** Bytes of partial downloads in `ingest/`. */
+  partialBytes: number;
+}
+
+/** Bytes per image, shared vs unique, from the image records and the blobs on disk. */
+export async function computeUsage(cache: BlobCache): Promise<UsageReport> {
+  const blobs = await listBlobs(cache);
+  const sizes = new Map(blobs.map((blob) => [blob.digest, blob.size]));
+  const records = recordsOf(await readIndex(cache.layout.indexJson));
+  const reach = new Map<string, Set<Digest>>();
+  const counts = new Map<Digest, number>();
+  for (const record of records) {
+    const { blobs: reached } = await markReachable(cache, [record.descriptor]);
+    const present = new Set([...reached].filter((digest) => sizes.has(digest)));
+    reach.set(record.ref, present);
+  }
+  // Two refs to the same manifest are one image's worth of blobs: count sharing per distinct digest.
+  const seenRoots = new Map<Digest, Set<Digest>>();
+  for (const record of records) seenRoots.set(record.descriptor.digest, reach.get(record.ref)!);
+  for (const set of seenRoots.values())
+    for (const digest of set) counts.set(digest, (counts.get(digest) ?? 0) + 1);
+  const images: ImageUsage[] = records.map((record) => {
+    let bytes = 0;
+    let uniqueBytes = 0;
+    for (const digest of reach.get(record.ref)!) {
+      const size = sizes.get(digest) ?? 0;
+      bytes += size;
+      if ((counts.get(digest) ?? 0) <= 1) uniqueBytes += size;
+    }
+    return {
+      ref: record.ref,
+      digest: record.descriptor.digest,
+      bytes,
+      uniqueBytes,
+      sharedBytes: bytes - uniqueBytes,
+    };
+  });
+  let blobBytes = 0;
+  let sharedBytes = 0;
+  let unreferencedBytes = 0;
+  for (const blob of blobs) {
+    blobBytes += blob.size;
+    const count = counts.get(blob.digest) ?? 0;
+    if (count >= 2) sharedBytes += blob.size;
+    if (count === 0) unreferencedBytes += blob.size;
+  }
+  let partialBytes = 0;
+  for (const name of await listDirectory(cache.layout.ingest)) {
+    if (name.endsWith('.part'))
+      partialBytes += (await stat(join(cache.layout.ingest, name)).catch(() => undefined))?.size ?? 0;
+  }
+  return { images, blobBytes, sharedBytes, unreferencedBytes, partialBytes };
+}
