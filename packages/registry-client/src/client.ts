@@ -1,0 +1,973 @@
+import { Readable } from 'node:stream';
+import {
+  AbortedError,
+  type BlobSource,
+  type Descriptor,
+  type Digest,
+  ErrorCode,
+  type FetchOptions,
+  type ImageIndex,
+  type ImageManifest,
+  OciError,
+  type Platform,
+  throwIfAborted,
+} from '@ocipull/core';
+import { createHasher, isDigest, verifyBytes } from '@ocipull/digest';
+import type { Dispatcher } from 'undici';
+import { BlobBodyStream } from './blob-stream.ts';
+import { type Challenge, parseChallenges, pickChallenge } from './challenge.ts';
+import {
+  type Credentials,
+  type CredentialsOption,
+  lookupConfigCredentials,
+  normalizeAuthKey,
+} from './credentials.ts';
+import {
+  errorFromResponse,
+  errorFromTransport,
+  InvalidManifestError,
+  parseErrorBody,
+  RegistryError,
+  type RequestKind,
+} from './errors.ts';
+import { baseMediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest } from './manifest.ts';
+import { hostPlatform, parsePlatform, selectManifest } from './platform.ts';
+import { isLoopbackRegistry, makeReference, type Reference, toReference } from './reference.ts';
+import { backoffDelay, DEFAULT_RETRY_POLICY, parseRetryAfter, type RetryPolicy, sleep } from './retry.ts';
+import {
+  DEFAULT_MAX_CONNECTIONS_PER_HOST,
+  DEFAULT_TIMEOUTS,
+  type RegistryTransportOptions,
+  type Timeouts,
+  Transport,
+} from './transport.ts';
+
+/** The `User-Agent` sent unless another is configured. */
+export const DEFAULT_USER_AGENT = `ocipull/0.0.0 node/${process.versions.node}`;
+/** Redirect hops followed per request (Go's net/http stops at 10; registries use one or two). */
+export const MAX_REDIRECTS = 5;
+/** Bytes of an error body kept for diagnostics. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+/** Token lifetime when the token server does not say (distribution token spec: 60 s). */
+const DEFAULT_TOKEN_SECONDS = 60;
+/** Renew tokens this long before they expire so a request never goes out with a dying one. */
+const TOKEN_EXPIRY_MARGIN_MS = 5_000;
+
+/** Plain-data events a client reports; they never contain credentials or tokens. */
+export type RegistryEvent =
+  | {
+      type: 'request-retry';
+      registry: string;
+      /** 1 for the first retry. */
+      attempt: number;
+      delayMs: number;
+      code: ErrorCode;
+      status?: number;
+    }
+  | {
+      type: 'mirror-fallback';
+      /** The registry the reference names. */
+      registry: string;
+      /** The mirror that failed or missed (`host:port`). */
+      mirror: string;
+      operation: 'manifest' | 'blob' | 'head';
+      code?: ErrorCode;
+      status?: number;
+    }
+  | { type: 'blob-range-ignored'; registry: string; digest: string; offset: number };
+
+/** Options of `createRegistryClient`; every field is optional. */
+export interface RegistryClientOptions {
+  /** Credentials per registry host: a function or a map. Consulted before auth files. */
+  credentials?: CredentialsOption;
+  /**
+   * Docker `config.json` path, or `false` to read no auth files at all. Default: the podman auth files
+   * then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (see `authFilePaths`).
+   */
+  dockerConfig?: string | false;
+  /** Transport settings keyed by registry as references name it (`docker.io`, `127.0.0.1:5000`). */
+  registries?: Readonly<Record<string, RegistryTransportOptions>>;
+  /** Retries after the first attempt. Default 4. */
+  retries?: number;
+  /** Fine-grained retry policy; `retries` wins for the count. */
+  retryPolicy?: Partial<RetryPolicy>;
+  /** Timeouts in ms. Default connect 30 s, headers 60 s, body idle 60 s. */
+  timeouts?: Partial<Timeouts>;
+  /** `User-Agent` header. Default `ocipull/<version> node/<version>`. */
+  userAgent?: string;
+  /** Connections per host. Default 6. */
+  maxConnectionsPerHost?: number;
+  /** Receives retry, mirror-fallback and range-ignored events. */
+  onEvent?: (event: RegistryEvent) => void;
+  /** Environment for proxies and auth files. Default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Options of `resolve`. */
+export interface ResolveOptions {
+  /** Wanted platform (`linux/arm64/v8` or a `Platform`). Default: this host's. */
+  platform?: Platform | string;
+  /** Accept older arm variants (v7 → v6 → v5) when the wanted one is missing. Default false. */
+  variantFallback?: boolean;
+  signal?: AbortSignal;
+}
+
+/** What `resolve` found: the image manifest for the platform, and the index it came from. */
+export interface ResolvedImage {
+  reference: Reference;
+  manifestDigest: Digest;
+  manifest: ImageManifest;
+  manifestBytes: Uint8Array;
+  mediaType: string;
+  /** The index or manifest list the manifest was picked from, when the reference named one. */
+  index?: { digest: Digest; manifest: ImageIndex; bytes: Uint8Array; mediaType: string };
+  /** The platform of the picked index entry. */
+  platform?: Platform;
+}
+
+/** A fetched, verified and parsed manifest or index. */
+export interface FetchedManifest {
+  digest: Digest;
+  mediaType: string;
+  bytes: Uint8Array;
+  manifest: ImageManifest | ImageIndex;
+}
+
+/** What `headManifest` learns without a body. */
+export interface ManifestHead {
+  digest: Digest;
+  mediaType: string | undefined;
+  size: number | undefined;
+}
+
+/** Options of `fetchManifest`. */
+export interface FetchManifestOptions {
+  /** `Accept` media types. Default `MANIFEST_ACCEPT`. */
+  accept?: readonly string[];
+  signal?: AbortSignal;
+}
+
+/** The Distribution API client. */
+export interface RegistryClient {
+  /** Resolves a reference to the image manifest for a platform, going through an index when there is one. */
+  resolve(reference: Reference | string, options?: ResolveOptions): Promise<ResolvedImage>;
+  /** GETs a manifest or index, verifies it against the digest, parses it. */
+  fetchManifest(reference: Reference | string, options?: FetchManifestOptions): Promise<FetchedManifest>;
+  /** HEADs a manifest; undefined when the registry does not have it. */
+  headManifest(
+    reference: Reference | string,
+    options?: { signal?: AbortSignal },
+  ): Promise<ManifestHead | undefined>;
+  /** Streams a blob from `offset` (see `BlobBodyStream` for the guarantees). */
+  fetchBlob(reference: Reference | string, descriptor: Descriptor, options?: FetchOptions): Promise<Readable>;
+  /** The blobs of one repository as a `BlobSource`. */
+  blobSource(reference: Reference | string): BlobSource;
+  /** Closes every connection; the client is unusable afterwards. */
+  close(): Promise<void>;
+}
+
+/** One place requests go: the upstream registry or one of its mirrors. */
+interface Endpoint {
+  /** The registry host used for credentials, TLS settings and events (`docker.io`, `127.0.0.1:5001`). */
+  registry: string;
+  /** `http(s)://host[:port]`. */
+  origin: string;
+  mirror: boolean;
+}
+
+interface RequestSpec {
+  method: 'GET' | 'HEAD';
+  path: string;
+  headers?: Record<string, string>;
+  kind: RequestKind;
+  what: string;
+  signal?: AbortSignal | undefined;
+  /** Statuses handed back to the caller instead of thrown (404 for HEAD). */
+  pass?: readonly number[];
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** Creates a registry client. Call `close()` when done to release connections. */
+export function createRegistryClient(options: RegistryClientOptions = {}): RegistryClient {
+  return new Client(options);
+}
+
+class Client implements RegistryClient {
+  readonly #options: RegistryClientOptions;
+  readonly #transport: Transport;
+  readonly #policy: RetryPolicy;
+  readonly #registries = new Map<string, RegistryTransportOptions>();
+  readonly #challenges = new Map<string, Challenge>();
+  readonly #tokens = new Map<string, CachedToken>();
+  readonly #pendingTokens = new Map<string, Promise<string>>();
+  readonly #credentials = new Map<string, Promise<Credentials | undefined>>();
+  readonly #userAgent: string;
+
+  constructor(options: RegistryClientOptions) {
+    this.#options = options;
+    this.#policy = {
+      ...DEFAULT_RETRY_POLICY,
+      ...options.retryPolicy,
+      ...(options.retries === undefined ? {} : { retries: options.retries }),
+    };
+    if (!Number.isSafeInteger(this.#policy.retries) || this.#policy.retries < 0) {
+      throw new OciError(ErrorCode.InvalidArgument, `retries must be a non-negative integer`);
+    }
+    for (const [key, value] of Object.entries(options.registries ?? {})) {
+      this.#registries.set(normalizeAuthKey(key), value);
+    }
+    this.#transport = new Transport({
+      timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+      maxConnectionsPerHost: options.maxConnectionsPerHost ?? DEFAULT_MAX_CONNECTIONS_PER_HOST,
+      ...(options.env ? { env: options.env } : {}),
+    });
+    this.#userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
+  }
+
+  async resolve(input: Reference | string, options: ResolveOptions = {}): Promise<ResolvedImage> {
+    const reference = toReference(input);
+    const top = await this.#fetchManifest(reference, MANIFEST_ACCEPT, options.signal);
+    const parsedTop = top.parsed;
+    if (parsedTop.kind === 'manifest') {
+      return {
+        reference,
+        manifestDigest: top.digest,
+        manifest: parsedTop.manifest,
+        manifestBytes: top.bytes,
+        mediaType: parsedTop.mediaType,
+      };
+    }
+    const wanted =
+      options.platform === undefined
+        ? hostPlatform()
+        : typeof options.platform === 'string'
+          ? parsePlatform(options.platform)
+          : options.platform;
+    const entry = selectManifest(parsedTop.manifest, wanted, {
+      variantFallback: options.variantFallback ?? false,
+    });
+    const child = await this.#fetchManifest(
+      makeReference(reference.registry, reference.repository, undefined, entry.digest),
+      MANIFEST_ACCEPT,
+      options.signal,
+      entry.size,
+    );
+    if (child.parsed.kind !== 'manifest') {
+      throw new InvalidManifestError(
+        `index entry ${entry.digest} is itself an index; nested indexes are not supported`,
+      );
+    }
+    return {
+      reference,
+      manifestDigest: child.digest,
+      manifest: child.parsed.manifest,
+      manifestBytes: child.bytes,
+      mediaType: child.parsed.mediaType,
+      index: {
+        digest: top.digest,
+        manifest: parsedTop.manifest,
+        bytes: top.bytes,
+        mediaType: parsedTop.mediaType,
+      },
+      ...(entry.platform ? { platform: entry.platform } : {}),
+    };
+  }
+
+  async fetchManifest(
+    input: Reference | string,
+    options: FetchManifestOptions = {},
+  ): Promise<FetchedManifest> {
+    const fetched = await this.#fetchManifest(
+      toReference(input),
+      options.accept ?? MANIFEST_ACCEPT,
+      options.signal,
+    );
+    return {
+      digest: fetched.digest,
+      mediaType: fetched.parsed.mediaType,
+      bytes: fetched.bytes,
+      manifest: fetched.parsed.manifest,
+    };
+  }
+
+  async #fetchManifest(reference: Reference, accept: readonly string[], signal?: AbortSignal, size?: number) {
+    const target = reference.digest ?? reference.tag;
+    if (target === undefined) {
+      throw new OciError(
+        ErrorCode.InvalidArgument,
+        `reference ${reference.toString()} has neither tag nor digest`,
+      );
+    }
+    return this.#withEndpoints(reference, 'manifest', (endpoint) => {
+      return this.#request(
+        endpoint,
+        reference.repository,
+        {
+          method: 'GET',
+          path: `/v2/${reference.repository}/manifests/${target}`,
+          headers: { accept: accept.join(', ') },
+          kind: 'manifest',
+          what: `manifest ${reference.repository}:${target}`,
+          signal,
+        },
+        (response) => this.#readManifest(response, endpoint, reference, signal, size),
+      );
+    });
+  }
+
+  async #readManifest(
+    response: Dispatcher.ResponseData,
+    endpoint: Endpoint,
+    reference: Reference,
+    signal: AbortSignal | undefined,
+    size: number | undefined,
+  ) {
+    const length = Number(header(response.headers, 'content-length') ?? Number.NaN);
+    if (length > MAX_MANIFEST_BYTES) {
+      response.body.destroy();
+      throw new InvalidManifestError(
+        `manifest of ${length} bytes exceeds the ${MAX_MANIFEST_BYTES} byte cap`,
+      );
+    }
+    const bytes = await readBody(response.body, MAX_MANIFEST_BYTES, signal, endpoint.registry);
+    if (bytes === undefined) {
+      throw new InvalidManifestError(`manifest exceeds the ${MAX_MANIFEST_BYTES} byte cap`);
+    }
+    const served = header(response.headers, 'docker-content-digest');
+    let digest: Digest;
+    if (reference.digest) {
+      digest = verifyBytes(bytes, {
+        digest: reference.digest,
+        ...(size === undefined ? {} : { size }),
+        label: `manifest from ${endpoint.registry}`,
+      });
+    } else if (served !== undefined && isDigest(served)) {
+      digest = verifyBytes(bytes, { digest: served, label: `manifest from ${endpoint.registry}` });
+    } else {
+      digest = createHasher().update(bytes).digest();
+    }
+    const parsed = parseManifest(bytes, header(response.headers, 'content-type'));
+    return { digest, bytes, parsed };
+  }
+
+  async headManifest(
+    input: Reference | string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<ManifestHead | undefined> {
+    const reference = toReference(input);
+    const target = reference.digest ?? reference.tag;
+    if (target === undefined) {
+      throw new OciError(
+        ErrorCode.InvalidArgument,
+        `reference ${reference.toString()} has neither tag nor digest`,
+      );
+    }
+    return this.#withEndpoints(
+      reference,
+      'head',
+      async (endpoint) => {
+        const response = await this.#request(
+          endpoint,
+          reference.repository,
+          {
+            method: 'HEAD',
+            path: `/v2/${reference.repository}/manifests/${target}`,
+            headers: { accept: MANIFEST_ACCEPT.join(', ') },
+            kind: 'manifest',
+            what: `manifest ${reference.repository}:${target}`,
+            signal: options.signal,
+            pass: [404],
+          },
+          async (answer) => {
+            await discard(answer.body);
+            return answer;
+          },
+        );
+        if (response.statusCode === 404) return undefined;
+        const served = header(response.headers, 'docker-content-digest');
+        const digest = served !== undefined && isDigest(served) ? served : reference.digest;
+        if (digest === undefined) {
+          // No digest header: the body is the only way to learn it.
+          const fetched = await this.#fetchManifest(reference, MANIFEST_ACCEPT, options.signal);
+          return {
+            digest: fetched.digest,
+            mediaType: fetched.parsed.mediaType,
+            size: fetched.bytes.byteLength,
+          };
+        }
+        const lengthText = header(response.headers, 'content-length');
+        const size = lengthText === undefined ? undefined : Number(lengthText);
+        return {
+          digest,
+          mediaType: baseMediaType(header(response.headers, 'content-type')),
+          size: size !== undefined && Number.isSafeInteger(size) ? size : undefined,
+        };
+      },
+      (result) => result === undefined,
+    );
+  }
+
+  async fetchBlob(
+    input: Reference | string,
+    descriptor: Descriptor,
+    options: FetchOptions = {},
+  ): Promise<Readable> {
+    const reference = toReference(input);
+    const offset = options.offset ?? 0;
+    const signal = options.signal;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > descriptor.size) {
+      throw new OciError(
+        ErrorCode.InvalidArgument,
+        `offset ${String(offset)} is outside blob ${descriptor.digest} of ${descriptor.size} bytes`,
+      );
+    }
+    if (!isDigest(descriptor.digest)) {
+      throw new OciError(
+        ErrorCode.InvalidDigest,
+        `descriptor digest ${JSON.stringify(String(descriptor.digest))} is invalid`,
+      );
+    }
+    throwIfAborted(signal);
+    // Nothing left to read: a Range of `bytes=<size>-` would only earn a 416.
+    if (offset === descriptor.size) return Readable.from([]);
+    return this.#withEndpoints(reference, 'blob', async (endpoint) => {
+      const response = await this.#request(
+        endpoint,
+        reference.repository,
+        {
+          method: 'GET',
+          path: `/v2/${reference.repository}/blobs/${descriptor.digest}`,
+          headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+          kind: 'blob',
+          what: `blob ${descriptor.digest}`,
+          signal,
+        },
+        async (answer) => answer,
+      );
+      let skip = 0;
+      if (offset > 0) {
+        if (response.statusCode === 206) {
+          const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(response.headers, 'content-range') ?? '');
+          if (!range || Number(range[1]) !== offset) {
+            response.body.destroy();
+            throw new RegistryError(
+              ErrorCode.Registry,
+              `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
+              { status: 206, registry: endpoint.registry, retryable: false },
+            );
+          }
+        } else {
+          // A 200 to a ranged request carries the whole blob: drop the prefix while streaming.
+          skip = offset;
+          this.#emit({
+            type: 'blob-range-ignored',
+            registry: endpoint.registry,
+            digest: descriptor.digest,
+            offset,
+          });
+        }
+      }
+      return new BlobBodyStream(response.body, {
+        digest: descriptor.digest,
+        registry: endpoint.registry,
+        start: offset,
+        skip,
+        expected: descriptor.size - offset,
+        ...(signal ? { signal } : {}),
+      });
+    });
+  }
+
+  blobSource(input: Reference | string): BlobSource {
+    const reference = toReference(input);
+    return { fetch: (descriptor, options) => this.fetchBlob(reference, descriptor, options) };
+  }
+
+  async close(): Promise<void> {
+    await this.#transport.close();
+  }
+
+  // ---- endpoints and mirrors ----
+
+  #endpoints(reference: Reference): Endpoint[] {
+    const settings = this.#registries.get(reference.registry.toLowerCase());
+    const endpoints: Endpoint[] = [];
+    for (const mirror of settings?.mirrors ?? []) endpoints.push(this.#mirrorEndpoint(mirror));
+    const insecure = settings?.insecure ?? isLoopbackRegistry(reference.apiHost);
+    this.#transport.configureHost(reference.apiHost, settings);
+    endpoints.push({
+      registry: reference.registry,
+      origin: `${insecure ? 'http' : 'https'}://${reference.apiHost}`,
+      mirror: false,
+    });
+    return endpoints;
+  }
+
+  #mirrorEndpoint(mirror: string): Endpoint {
+    let url: URL;
+    try {
+      url = new URL(mirror.includes('://') ? mirror : `placeholder://${mirror}`);
+    } catch (error) {
+      throw new OciError(ErrorCode.InvalidArgument, `invalid mirror ${JSON.stringify(mirror)}`, {
+        cause: error,
+      });
+    }
+    const host = url.host;
+    const settings = this.#registries.get(host.toLowerCase());
+    let scheme = url.protocol.slice(0, -1);
+    if (scheme === 'placeholder')
+      scheme = (settings?.insecure ?? isLoopbackRegistry(host)) ? 'http' : 'https';
+    if (scheme !== 'http' && scheme !== 'https') {
+      throw new OciError(ErrorCode.InvalidArgument, `mirror ${JSON.stringify(mirror)} must be http or https`);
+    }
+    this.#transport.configureHost(host, settings);
+    return { registry: host, origin: `${scheme}://${host}`, mirror: true };
+  }
+
+  async #withEndpoints<T>(
+    reference: Reference,
+    operation: 'manifest' | 'blob' | 'head',
+    run: (endpoint: Endpoint) => Promise<T>,
+    isMiss?: (result: T) => boolean,
+  ): Promise<T> {
+    const endpoints = this.#endpoints(reference);
+    for (let position = 0; position < endpoints.length - 1; position++) {
+      const endpoint = endpoints[position]!;
+      try {
+        const result = await run(endpoint);
+        if (!isMiss?.(result)) return result;
+        this.#emit({
+          type: 'mirror-fallback',
+          registry: reference.registry,
+          mirror: endpoint.registry,
+          operation,
+        });
+      } catch (error) {
+        if (OciError.isInstance(error) && error.code === ErrorCode.Aborted) throw error;
+        this.#emit({
+          type: 'mirror-fallback',
+          registry: reference.registry,
+          mirror: endpoint.registry,
+          operation,
+          ...(OciError.isInstance(error) ? { code: error.code } : {}),
+          ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+        });
+      }
+    }
+    return run(endpoints[endpoints.length - 1]!);
+  }
+
+  // ---- requests, retries, redirects ----
+
+  /**
+   * Sends a request with auth, redirects and retries, and hands the response to `consume` inside the
+   * same retry loop, so a body that fails while being read (a manifest) is fetched again too.
+   */
+  async #request<T>(
+    endpoint: Endpoint,
+    repository: string,
+    spec: RequestSpec,
+    consume: (response: Dispatcher.ResponseData) => Promise<T>,
+  ): Promise<T> {
+    const scope = `repository:${repository}:pull`;
+    let reauthenticated = false;
+    return this.#retrying(endpoint.registry, spec.signal, async () => {
+      for (;;) {
+        const authorization = await this.#authorization(endpoint, repository, scope, spec.signal);
+        const response = await this.#send(endpoint, spec, authorization);
+        const status = response.statusCode;
+        if ((status >= 200 && status < 300) || spec.pass?.includes(status)) return consume(response);
+        if (status === 401 && !reauthenticated) {
+          const challenge = pickChallenge(parseChallenges(response.headers['www-authenticate']));
+          if (challenge) {
+            await discard(response.body);
+            reauthenticated = true;
+            this.#challenges.set(endpoint.origin, challenge);
+            this.#tokens.delete(`${endpoint.origin} ${scope}`);
+            continue;
+          }
+        }
+        throw await this.#errorFrom(response, endpoint, spec);
+      }
+    });
+  }
+
+  async #errorFrom(
+    response: Dispatcher.ResponseData,
+    endpoint: Endpoint,
+    spec: Pick<RequestSpec, 'kind' | 'what' | 'signal'>,
+  ) {
+    const body =
+      spec.kind === 'ping'
+        ? undefined
+        : await readBody(response.body, MAX_ERROR_BODY_BYTES, spec.signal, endpoint.registry, true);
+    const retryAfterMs = parseRetryAfter(response.headers['retry-after']);
+    return errorFromResponse(
+      response.statusCode,
+      parseErrorBody(body ? Buffer.from(body).toString('utf8') : ''),
+      {
+        registry: endpoint.registry,
+        what: spec.what,
+        kind: spec.kind,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      },
+    );
+  }
+
+  /** Runs `attempt` with bounded retries on retryable `OciError`s, honouring `Retry-After`. */
+  async #retrying<T>(
+    registry: string,
+    signal: AbortSignal | undefined,
+    attempt: () => Promise<T>,
+  ): Promise<T> {
+    for (let tries = 0; ; tries++) {
+      throwIfAborted(signal);
+      try {
+        return await attempt();
+      } catch (caught) {
+        const error = OciError.isInstance(caught) ? caught : errorFromTransport(caught, registry, signal);
+        if (!error.retryable || tries >= this.#policy.retries || error.code === ErrorCode.Aborted)
+          throw error;
+        let delayMs = backoffDelay(tries, this.#policy);
+        const retryAfterMs = error instanceof RegistryError ? error.retryAfterMs : undefined;
+        if (retryAfterMs !== undefined) {
+          if (retryAfterMs > this.#policy.maxRetryAfterMs) throw error;
+          delayMs = Math.max(retryAfterMs, 0);
+        }
+        this.#emit({
+          type: 'request-retry',
+          registry,
+          attempt: tries + 1,
+          delayMs,
+          code: error.code,
+          ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+        });
+        await sleep(delayMs, signal);
+      }
+    }
+  }
+
+  /** Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin. */
+  async #send(
+    endpoint: Endpoint,
+    spec: RequestSpec,
+    authorization: string | undefined,
+  ): Promise<Dispatcher.ResponseData> {
+    let url = new URL(spec.path, endpoint.origin);
+    let method: string = spec.method;
+    for (let hops = 0; ; hops++) {
+      const headers: Record<string, string> = { 'user-agent': this.#userAgent, ...spec.headers };
+      if (authorization && url.origin === endpoint.origin) headers.authorization = authorization;
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await this.#transport.dispatcherFor(url).request({
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
+          method: method as Dispatcher.HttpMethod,
+          headers,
+          ...(spec.signal ? { signal: spec.signal } : {}),
+          highWaterMark: 256 * 1024,
+        });
+      } catch (error) {
+        throw errorFromTransport(
+          error,
+          url.origin === endpoint.origin ? endpoint.registry : url.host,
+          spec.signal,
+        );
+      }
+      const status = response.statusCode;
+      const location = header(response.headers, 'location');
+      if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return response;
+      await discard(response.body);
+      if (hops >= MAX_REDIRECTS) {
+        throw new RegistryError(
+          ErrorCode.Registry,
+          `${endpoint.registry}: more than ${MAX_REDIRECTS} redirects for ${spec.what}`,
+          {
+            status,
+            registry: endpoint.registry,
+          },
+        );
+      }
+      const next = new URL(location, url);
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+        throw new RegistryError(
+          ErrorCode.Registry,
+          `${endpoint.registry} redirected to a ${next.protocol} URL`,
+          {
+            status,
+            registry: endpoint.registry,
+          },
+        );
+      }
+      if (url.protocol === 'https:' && next.protocol === 'http:') {
+        throw new RegistryError(
+          ErrorCode.Registry,
+          `${endpoint.registry} redirected from HTTPS to plain HTTP; refused`,
+          {
+            status,
+            registry: endpoint.registry,
+          },
+        );
+      }
+      if (status === 303) method = 'GET';
+      url = next;
+    }
+  }
+
+  // ---- authentication ----
+
+  async #authorization(
+    endpoint: Endpoint,
+    repository: string,
+    scope: string,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
+    const challenge = this.#challenges.get(endpoint.origin);
+    if (!challenge) return undefined;
+    const credentials = await this.#credentialsFor(endpoint.registry, repository, signal);
+    if (challenge.scheme === 'basic') {
+      if (credentials?.username === undefined || credentials.password === undefined) return undefined;
+      return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+    }
+    if (credentials?.registryToken) return `Bearer ${credentials.registryToken}`;
+    const key = `${endpoint.origin} ${scope}`;
+    const cached = this.#tokens.get(key);
+    if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`;
+    let pending = this.#pendingTokens.get(key);
+    if (!pending) {
+      pending = this.#fetchToken(endpoint, challenge, scope, credentials, signal).finally(() => {
+        this.#pendingTokens.delete(key);
+      });
+      this.#pendingTokens.set(key, pending);
+    }
+    return `Bearer ${await pending}`;
+  }
+
+  async #fetchToken(
+    endpoint: Endpoint,
+    challenge: Challenge,
+    scope: string,
+    credentials: Credentials | undefined,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const realmText = challenge.params.realm;
+    let realm: URL;
+    try {
+      realm = new URL(realmText ?? '');
+    } catch {
+      throw new RegistryError(
+        ErrorCode.Unauthorized,
+        `${endpoint.registry} sent a bearer challenge without a usable realm`,
+        {
+          status: 401,
+          registry: endpoint.registry,
+        },
+      );
+    }
+    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
+      throw new RegistryError(
+        ErrorCode.Unauthorized,
+        `${endpoint.registry} sent a token realm that is not http(s)`,
+        {
+          registry: endpoint.registry,
+        },
+      );
+    }
+    const hasSecret = Boolean(credentials?.identityToken || credentials?.password);
+    if (hasSecret && realm.protocol === 'http:' && endpoint.origin.startsWith('https:')) {
+      throw new RegistryError(
+        ErrorCode.Unauthorized,
+        `${endpoint.registry} asks for credentials at a plain-HTTP token realm (${realm.host}); refused`,
+        { registry: endpoint.registry },
+      );
+    }
+    const service = challenge.params.service;
+    const wantedScope = challenge.params.scope ?? scope;
+    const tokenEndpoint: Endpoint = { registry: realm.host, origin: realm.origin, mirror: false };
+    const what = `a token for ${wantedScope}`;
+    const response = await this.#retrying(endpoint.registry, signal, async () => {
+      const headers: Record<string, string> = { 'user-agent': this.#userAgent, accept: 'application/json' };
+      let method: 'GET' | 'POST' = 'GET';
+      let body: string | undefined;
+      const url = new URL(realm);
+      if (credentials?.identityToken) {
+        // OAuth2 refresh-token grant (distribution docs/spec/auth/oauth.md).
+        method = 'POST';
+        headers['content-type'] = 'application/x-www-form-urlencoded';
+        const form = new URLSearchParams({
+          grant_type: 'refresh_token',
+          refresh_token: credentials.identityToken,
+          client_id: 'ocipull',
+          scope: wantedScope,
+        });
+        if (service) form.set('service', service);
+        body = form.toString();
+      } else {
+        if (service) url.searchParams.set('service', service);
+        url.searchParams.set('scope', wantedScope);
+        if (credentials?.username !== undefined && credentials.password !== undefined) {
+          url.searchParams.set('account', credentials.username);
+          headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+        }
+      }
+      let answer: Dispatcher.ResponseData;
+      try {
+        answer = await this.#transport.dispatcherFor(url).request({
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
+          method,
+          headers,
+          ...(body === undefined ? {} : { body }),
+          ...(signal ? { signal } : {}),
+        });
+      } catch (error) {
+        throw errorFromTransport(error, realm.host, signal);
+      }
+      if (answer.statusCode !== 200) {
+        const error = await this.#errorFrom(answer, tokenEndpoint, { kind: 'token', what, signal });
+        if (error.status === 401 || error.status === 403) {
+          throw new RegistryError(
+            credentials
+              ? ErrorCode.Unauthorized
+              : error.code === ErrorCode.Denied
+                ? ErrorCode.Denied
+                : ErrorCode.Unauthorized,
+            `${endpoint.registry}: the token server refused ${credentials ? 'the configured credentials' : 'anonymous access'} for ${wantedScope} (${error.status})`,
+            { status: error.status, errors: error.errors, registry: endpoint.registry },
+          );
+        }
+        throw error;
+      }
+      return answer;
+    });
+    const bytes = await readBody(response.body, MAX_ERROR_BODY_BYTES, signal, realm.host);
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      parsed = JSON.parse(Buffer.from(bytes ?? new Uint8Array()).toString('utf8')) as typeof parsed;
+    } catch (error) {
+      throw new RegistryError(
+        ErrorCode.Unauthorized,
+        `${realm.host} answered the token request with something other than JSON`,
+        {
+          registry: endpoint.registry,
+          cause: error,
+        },
+      );
+    }
+    const token = typeof parsed.token === 'string' && parsed.token ? parsed.token : parsed.access_token;
+    if (typeof token !== 'string' || token.length === 0) {
+      throw new RegistryError(
+        ErrorCode.Unauthorized,
+        `${realm.host} answered the token request without a token`,
+        {
+          registry: endpoint.registry,
+        },
+      );
+    }
+    const seconds =
+      typeof parsed.expires_in === 'number' && parsed.expires_in > 0
+        ? parsed.expires_in
+        : DEFAULT_TOKEN_SECONDS;
+    const lifetime = seconds * 1000;
+    this.#tokens.set(`${endpoint.origin} ${scope}`, {
+      token,
+      expiresAt: Date.now() + Math.max(lifetime / 2, lifetime - TOKEN_EXPIRY_MARGIN_MS),
+    });
+    return token;
+  }
+
+  #credentialsFor(
+    registry: string,
+    repository: string,
+    signal?: AbortSignal,
+  ): Promise<Credentials | undefined> {
+    const key = `${registry} ${repository}`;
+    let pending = this.#credentials.get(key);
+    if (!pending) {
+      pending = this.#lookupCredentials(registry, repository, signal);
+      // A failed lookup (helper crashed, aborted) is retried next time rather than cached.
+      pending.catch(() => this.#credentials.delete(key));
+      this.#credentials.set(key, pending);
+    }
+    return pending;
+  }
+
+  async #lookupCredentials(
+    registry: string,
+    repository: string,
+    signal?: AbortSignal,
+  ): Promise<Credentials | undefined> {
+    const option = this.#options.credentials;
+    if (typeof option === 'function') {
+      const found = await option(registry);
+      if (found) return found;
+    } else if (option) {
+      for (const [key, value] of Object.entries(option)) {
+        if (normalizeAuthKey(key) === registry.toLowerCase()) return value;
+      }
+    }
+    if (this.#options.dockerConfig === false) return undefined;
+    return lookupConfigCredentials(registry, repository, {
+      ...(this.#options.dockerConfig === undefined ? {} : { dockerConfig: this.#options.dockerConfig }),
+      ...(this.#options.env ? { env: this.#options.env } : {}),
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  #emit(event: RegistryEvent): void {
+    try {
+      this.#options.onEvent?.(event);
+    } catch {
+      // A listener's failure must not break a pull.
+    }
+  }
+}
+
+function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Throws away a body we do not need, keeping the connection when it is small. */
+async function discard(body: Dispatcher.ResponseData['body']): Promise<void> {
+  try {
+    await body.dump({ limit: 64 * 1024 });
+  } catch {
+    // The connection is gone; nothing to keep.
+  }
+}
+
+/**
+ * Reads a body of at most `cap` bytes. Over the cap: undefined (or, with `truncate`, the first `cap`
+ * bytes); the rest is never buffered.
+ */
+async function readBody(
+  body: Dispatcher.ResponseData['body'],
+  cap: number,
+  signal: AbortSignal | undefined,
+  registry: string,
+  truncate = false,
+): Promise<Uint8Array | undefined> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (total + chunk.byteLength > cap) {
+        if (truncate) chunks.push(chunk.subarray(0, cap - total));
+        body.destroy();
+        return truncate ? Buffer.concat(chunks) : undefined;
+      }
+      chunks.push(chunk);
+      total += chunk.byteLength;
+    }
+  } catch (error) {
+    if (signal?.aborted) throw new AbortedError(signal.reason);
+    throw errorFromTransport(error, registry, signal);
+  }
+  return Buffer.concat(chunks);
+}

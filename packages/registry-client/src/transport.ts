@@ -1,0 +1,131 @@
+import { Agent, type Dispatcher, EnvHttpProxyAgent, Pool } from 'undici';
+import { isLoopbackRegistry } from './reference.ts';
+
+/** Per-registry transport settings. */
+export interface RegistryTransportOptions {
+  /**
+   * Plain HTTP instead of HTTPS. Default: true for loopback hosts (`localhost`, 127.0.0.0/8, `::1`),
+   * false otherwise. Unlike Docker we never fall back from HTTPS to HTTP silently: one scheme per
+   * registry, chosen here, so a downgrade can never be forced by an attacker.
+   */
+  insecure?: boolean;
+  /** Extra CA certificates (PEM) trusted for this registry, added to Node's default roots. */
+  ca?: string | string[];
+  /** Skip TLS certificate verification for this registry. Default false. Dangerous. */
+  skipVerify?: boolean;
+  /** Client certificate (PEM) for mutual TLS. */
+  cert?: string;
+  /** Client key (PEM) for mutual TLS. */
+  key?: string;
+  /** Pull-through mirrors tried in order before this registry (`http://127.0.0.1:5001`, `mirror.example`). */
+  mirrors?: string[];
+}
+
+/** Timeouts in milliseconds. */
+export interface Timeouts {
+  /** TCP+TLS connect. Default 30 000 (Docker's dialer timeout). */
+  connect: number;
+  /** From request sent to response headers. Default 60 000. */
+  headers: number;
+  /** Longest silence between two body chunks. Default 60 000. */
+  bodyIdle: number;
+}
+
+/** Default timeouts. */
+export const DEFAULT_TIMEOUTS: Timeouts = { connect: 30_000, headers: 60_000, bodyIdle: 60_000 };
+/** Connections per host: registries and CDNs throttle above ~6, and containerd uses a similar cap. */
+export const DEFAULT_MAX_CONNECTIONS_PER_HOST = 6;
+/** How long an idle keep-alive connection is kept. */
+export const DEFAULT_KEEP_ALIVE_MS = 30_000;
+
+/** The `connect` (TLS) options of a registry, in undici's shape. */
+function tlsOptions(options: RegistryTransportOptions | undefined): Record<string, unknown> {
+  if (!options) return {};
+  const tls: Record<string, unknown> = {};
+  if (options.ca !== undefined) {
+    // Add to the default roots rather than replacing them, so a registry's CDN keeps working.
+    const extra = Array.isArray(options.ca) ? options.ca : [options.ca];
+    tls.ca = [...tlsRootCertificates(), ...extra];
+  }
+  if (options.skipVerify) tls.rejectUnauthorized = false;
+  if (options.cert !== undefined) tls.cert = options.cert;
+  if (options.key !== undefined) tls.key = options.key;
+  return tls;
+}
+
+let roots: readonly string[] | undefined;
+function tlsRootCertificates(): readonly string[] {
+  if (!roots) {
+    // Lazy: node:tls is only needed when a custom CA is configured.
+    roots = (process.getBuiltinModule('node:tls') as typeof import('node:tls')).rootCertificates;
+  }
+  return roots;
+}
+
+/**
+ * The HTTP side of a client: one undici `Agent` with keep-alive and a per-origin connection cap, a
+ * pool per origin carrying that registry's TLS settings; when `HTTPS_PROXY`/`HTTP_PROXY` is set, an
+ * `EnvHttpProxyAgent` honouring `NO_PROXY` for everything but loopback, which always stays direct.
+ */
+export class Transport {
+  readonly #direct: Agent;
+  readonly #proxied = new Map<string, Dispatcher>();
+  readonly #hosts = new Map<string, RegistryTransportOptions>();
+  readonly #common: Agent.Options;
+  readonly #useProxy: boolean;
+
+  constructor(options: { timeouts: Timeouts; maxConnectionsPerHost: number; env?: NodeJS.ProcessEnv }) {
+    const env = options.env ?? process.env;
+    this.#useProxy = Boolean(env.HTTPS_PROXY || env.https_proxy || env.HTTP_PROXY || env.http_proxy);
+    this.#common = {
+      connections: options.maxConnectionsPerHost,
+      keepAliveTimeout: DEFAULT_KEEP_ALIVE_MS,
+      headersTimeout: options.timeouts.headers,
+      bodyTimeout: options.timeouts.bodyIdle,
+      connect: { timeout: options.timeouts.connect },
+    };
+    this.#direct = new Agent({
+      ...this.#common,
+      factory: (origin, poolOptions) => {
+        const host = new URL(String(origin)).host;
+        const base = poolOptions as Pool.Options;
+        return new Pool(origin, {
+          ...base,
+          connect: { ...(base.connect as object), ...tlsOptions(this.#hosts.get(host)) },
+        });
+      },
+    });
+  }
+
+  /** Records the TLS settings for an API host (`host:port`) before requests reach it. */
+  configureHost(host: string, options: RegistryTransportOptions | undefined): void {
+    if (options) this.#hosts.set(host.toLowerCase(), options);
+  }
+
+  /** The dispatcher for a URL. */
+  dispatcherFor(url: URL): Dispatcher {
+    if (!this.#useProxy || isLoopbackRegistry(url.host)) return this.#direct;
+    const key = url.host.toLowerCase();
+    const options = this.#hosts.get(key);
+    const tlsKey = options ? key : '';
+    let proxied = this.#proxied.get(tlsKey);
+    if (!proxied) {
+      const tls = tlsOptions(options);
+      proxied = new EnvHttpProxyAgent({
+        ...this.#common,
+        connect: { ...(this.#common.connect as object), ...tls },
+        requestTls: tls,
+      });
+      this.#proxied.set(tlsKey, proxied);
+    }
+    return proxied;
+  }
+
+  /** Closes every connection. */
+  async close(): Promise<void> {
+    await Promise.all([
+      this.#direct.close(),
+      ...[...this.#proxied.values()].map((dispatcher) => dispatcher.close()),
+    ]);
+  }
+}
