@@ -1,0 +1,321 @@
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Descriptor, type Digest, ErrorCode, isOciError, MediaType } from '@ocipull/core';
+import { digestOf } from '@ocipull/digest';
+import { type BuiltImage, buildImage, file, type ImageSpec } from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultCacheRoot, openCache, REF_NAME_ANNOTATION, TEMP_GRACE_MS } from './index.ts';
+import { cacheImage, LayoutSource } from './testing/fixtures/layout-source.ts';
+import { MemorySource } from './testing/fixtures/memory-source.ts';
+
+const roots: string[] = [];
+afterAll(async () => {
+  for (const root of roots) await rm(root, { recursive: true, force: true });
+});
+
+async function tempDir(prefix = 'blob-cache-'): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  roots.push(root);
+  return root;
+}
+
+const base = {
+  entries: [file('etc/os-release', 'ID=fixture\n'), file('bin/tool', { size: 40_000, seed: 1 })],
+};
+const shared = { entries: [file('usr/lib/libshared.so', { size: 60_000, seed: 2 })] };
+const onlyA = { entries: [file('app/a', { size: 30_000, seed: 3 })] };
+const onlyB = { entries: [file('app/b', { size: 20_000, seed: 4 })] };
+const specA: ImageSpec = { layers: [base, shared, onlyA], config: { Cmd: ['/app/a'] } };
+const specB: ImageSpec = { layers: [base, shared, onlyB], config: { Cmd: ['/app/b'] } };
+
+let imageA: BuiltImage;
+let imageB: BuiltImage;
+let multi: BuiltImage;
+
+beforeAll(async () => {
+  const dir = await tempDir('blob-cache-fixtures-');
+  imageA = await buildImage(specA, { dir, tag: 'a' });
+  imageB = await buildImage(specB, { dir, tag: 'b' });
+  multi = await buildImage(
+    {
+      images: [
+        { ...specA, platform: { os: 'linux', architecture: 'amd64' } },
+        { layers: [base, onlyB], platform: { os: 'linux', architecture: 'arm64' } },
+      ],
+    },
+    { dir, tag: 'multi' },
+  );
+});
+
+function blobsOf(image: BuiltImage): Set<string> {
+  const digests = new Set<string>([image.digest]);
+  for (const manifest of image.manifests) {
+    digests.add(manifest.descriptor.digest);
+    digests.add(manifest.config.descriptor.digest);
+    for (const layer of manifest.layers) digests.add(layer.descriptor.digest);
+  }
+  return digests;
+}
+
+function diffIdsOf(image: BuiltImage): Set<string> {
+  return new Set(image.manifests.flatMap((manifest) => manifest.diffIds));
+}
+
+async function allBlobs(root: string): Promise<Set<string>> {
+  return new Set((await readdir(join(root, 'blobs', 'sha256'))).map((hex) => `sha256:${hex}`));
+}
+
+async function allLayers(root: string): Promise<Set<string>> {
+  return new Set((await readdir(join(root, 'layers', 'sha256'))).map((hex) => `sha256:${hex}`));
+}
+
+describe('defaultCacheRoot', () => {
+  it('prefers $OCIPULL_CACHE, then $XDG_CACHE_HOME/ocipull, then ~/.cache/ocipull', () => {
+    expect(defaultCacheRoot({ OCIPULL_CACHE: '/c', XDG_CACHE_HOME: '/x', HOME: '/h' })).toBe('/c');
+    expect(defaultCacheRoot({ XDG_CACHE_HOME: '/x' })).toBe('/x/ocipull');
+    expect(defaultCacheRoot({ XDG_CACHE_HOME: '' })).toMatch(/\/\.cache\/ocipull$/);
+  });
+});
+
+describe('image records', () => {
+  it('put, resolve, list and untag, written atomically into index.json', async () => {
+    const cache = await openCache({ root: await tempDir() });
+    const manifest = await cache.writeBlob('{"schemaVersion":2}', { mediaType: MediaType.OciManifest });
+    const other = await cache.writeBlob('{"schemaVersion":2,"x":1}', { mediaType: MediaType.OciManifest });
+    await cache.putImage('docker.io/library/alpine:3.20', manifest);
+    await cache.putImage('127.0.0.1:5000/team/app@sha256:' + 'a'.repeat(64), other);
+    await cache.putImage('docker.io/library/alpine:3.20', other);
+    expect(await cache.resolveImage('docker.io/library/alpine:3.20')).toMatchObject({ digest: other.digest });
+    expect(await cache.resolveImage('docker.io/library/alpine:3.19')).toBeUndefined();
+    expect((await cache.listImages()).map((record) => record.ref)).toEqual([
+      `127.0.0.1:5000/team/app@sha256:${'a'.repeat(64)}`,
+      'docker.io/library/alpine:3.20',
+    ]);
+    const index = JSON.parse(await readFile(cache.layout.indexJson, 'utf8'));
+    expect(index.manifests[1].annotations[REF_NAME_ANNOTATION]).toBe('docker.io/library/alpine:3.20');
+    expect(await cache.untag('docker.io/library/alpine:3.20')).toBe(true);
+    expect(await cache.untag('docker.io/library/alpine:3.20')).toBe(false);
+    expect(await cache.listImages()).toHaveLength(1);
+    expect((await readdir(cache.root)).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('concurrent putImage calls from separate cache handles all land (index lock)', async () => {
+    const root = await tempDir();
+    const caches = await Promise.all(Array.from({ length: 5 }, () => openCache({ root })));
+    const manifest = await caches[0]!.writeBlob('{}', { mediaType: MediaType.OciManifest });
+    await Promise.all(caches.map((cache, index) => cache.putImage(`example.com/app:v${index}`, manifest)));
+    expect((await caches[0]!.listImages()).map((record) => record.ref).sort()).toEqual(
+      ['v0', 'v1', 'v2', 'v3', 'v4'].map((tag) => `example.com/app:${tag}`),
+    );
+  });
+
+  it('rejects a digest or an empty string as a reference', async () => {
+    const cache = await openCache({ root: await tempDir() });
+    const manifest = await cache.writeBlob('{}');
+    for (const ref of ['', `sha256:${'0'.repeat(64)}`, 'a b']) {
+      await expect(cache.putImage(ref, manifest)).rejects.toMatchObject({ code: ErrorCode.InvalidReference });
+    }
+  });
+});
+
+describe('layer trees', () => {
+  it('commit renames a temp tree into place; a second commit of the same diff id is discarded', async () => {
+    const cache = await openCache({ root: await tempDir() });
+    const diffId = `sha256:${'c'.repeat(64)}` as Digest;
+    expect(await cache.hasLayer(diffId)).toBe(false);
+    const first = await cache.createLayerTemp(diffId);
+    const second = await cache.createLayerTemp(diffId);
+    await writeFile(join(first, 'one'), '1');
+    await mkdir(join(second, 'ro'));
+    await writeFile(join(second, 'ro', 'two'), '2');
+    await chmod(join(second, 'ro'), 0o555);
+    expect(await cache.commitLayer(diffId, first)).toEqual({
+      committed: true,
+      path: cache.layerPath(diffId),
+    });
+    expect(await cache.commitLayer(diffId, second)).toEqual({
+      committed: false,
+      path: cache.layerPath(diffId),
+    });
+    expect(await readdir(cache.layerPath(diffId))).toEqual(['one']);
+    expect(await readdir(cache.layout.layerTemps)).toEqual([]);
+    expect(await cache.hasLayer(diffId)).toBe(true);
+    expect(await cache.removeLayer(diffId)).toBe(true);
+    expect(await cache.removeLayer(diffId)).toBe(false);
+    expect(await cache.hasLayer(diffId)).toBe(false);
+    expect(await readdir(cache.layout.layerTemps)).toEqual([]);
+  });
+});
+
+describe('gc', () => {
+  it('keeps exactly the reachable set of a cache with shared layers, and follows untagging', async () => {
+    const root = await tempDir();
+    const writer = await openCache({ root });
+    await cacheImage(writer, imageA, 'example.com/a:1');
+    await cacheImage(writer, imageB, 'example.com/b:1');
+    await cacheImage(writer, multi, 'example.com/multi:1');
+    // Garbage: an unreferenced blob, an orphan layer tree, an abandoned part, a stale temp file.
+    const stray = await writer.writeBlob('stray bytes');
+    const orphan = `sha256:${'d'.repeat(64)}` as Digest;
+    await cacheImage(writer, imageA, 'example.com/a:1'); // idempotent re-cache
+    await writer.commitLayer(orphan, await writer.createLayerTemp(orphan));
+    await writeFile(join(writer.layout.ingest, `${'e'.repeat(64)}.part`), 'partial');
+    await writeFile(join(writer.layout.ingest, `${'e'.repeat(64)}.json`), '{}');
+    const staleTemp = join(root, '.index.json.1-abc.tmp');
+    await writeFile(staleTemp, '{');
+    const old = (Date.now() - TEMP_GRACE_MS - 60_000) / 1000;
+    await utimes(staleTemp, old, old);
+    await writer.close(); // the writer's lease ends: only index.json protects now
+
+    const cache = await openCache({ root });
+    const reachable = new Set([...blobsOf(imageA), ...blobsOf(imageB), ...blobsOf(multi)]);
+    const result = await cache.gc();
+    expect(result.removedBlobs).toEqual([stray.digest]);
+    expect(result.removedLayers).toEqual([orphan]);
+    expect(result.removedPartials).toBe(2);
+    expect(await allBlobs(root)).toEqual(reachable);
+    expect(await allLayers(root)).toEqual(
+      new Set([...diffIdsOf(imageA), ...diffIdsOf(imageB), ...diffIdsOf(multi)]),
+    );
+    expect(await readdir(cache.layout.ingest)).toEqual([]);
+
+    // Untag b: its unique layer, config and manifest go; what a and multi share stays.
+    await cache.remove('example.com/b:1');
+    const second = await cache.gc();
+    expect(await allBlobs(root)).toEqual(new Set([...blobsOf(imageA), ...blobsOf(multi)]));
+    expect(await allLayers(root)).toEqual(new Set([...diffIdsOf(imageA), ...diffIdsOf(multi)]));
+    expect(second.removedBlobs.sort()).toEqual(
+      [...blobsOf(imageB)]
+        .filter((digest) => !blobsOf(imageA).has(digest) && !blobsOf(multi).has(digest))
+        .sort(),
+    );
+    expect(second.freedBytes).toBeGreaterThan(0);
+
+    await cache.untag('example.com/a:1');
+    await cache.untag('example.com/multi:1');
+    await cache.gc();
+    expect(await allBlobs(root)).toEqual(new Set());
+    expect(await allLayers(root)).toEqual(new Set());
+  });
+
+  it('never removes what a live lease protects (a pull between writing blobs and putImage)', async () => {
+    const root = await tempDir();
+    const pulling = await openCache({ root });
+    const source = new LayoutSource(imageA.dir);
+    const layer = imageA.manifests[0]!.layers[2]!;
+    await pulling.ingest(layer.descriptor, source);
+    const temp = await pulling.createLayerTemp(layer.diffId);
+    const other = await openCache({ root });
+    const result = await other.gc();
+    expect(result.removedBlobs).toEqual([]);
+    expect(await pulling.has(layer.descriptor)).toBe(true);
+    expect((await stat(temp)).isDirectory()).toBe(true);
+    await pulling.commitLayer(layer.diffId, temp);
+    expect((await other.gc()).removedLayers).toEqual([]);
+
+    await pulling.close();
+    const after = await other.gc();
+    expect(after.removedBlobs).toEqual([layer.descriptor.digest]);
+    expect(after.removedLayers).toEqual([layer.diffId]);
+  });
+
+  it('skips a part whose download is in progress (its lock is held)', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    const bytes = Buffer.alloc(8 * 1024 * 1024, 1);
+    const descriptor: Descriptor = {
+      mediaType: 'application/octet-stream',
+      digest: await digestOf(bytes),
+      size: bytes.length,
+    };
+    const source = new MemorySource();
+    source.add(bytes, descriptor.digest);
+    const stream = await cache.fetchThrough(descriptor, source);
+    stream.pause();
+    stream.read(0);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const other = await openCache({ root });
+    expect((await other.gc()).removedPartials).toBe(0);
+    expect(await readdir(cache.layout.ingest)).toContain(`${descriptor.digest.slice(7)}.part`);
+    stream.resume();
+    await new Promise((resolve) => stream.on('end', resolve));
+    expect(await cache.has(descriptor)).toBe(true);
+  });
+});
+
+describe('verify and usage', () => {
+  it('finds a rotted blob and quarantines it', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await cacheImage(cache, imageA, 'example.com/a:1');
+    const layer = imageA.manifests[0]!.layers[1]!;
+    const path = cache.blobPath(layer.descriptor.digest);
+    await chmod(path, 0o644);
+    const bytes = await readFile(path);
+    bytes[100] = bytes[100]! ^ 0xff;
+    await writeFile(path, bytes);
+    const clean = await cache.verify({ digests: [imageA.manifests[0]!.layers[0]!.descriptor.digest] });
+    expect(clean).toMatchObject({ checked: 1, corrupt: [], missing: [] });
+    const report = await cache.verify();
+    expect(report.checked).toBe(blobsOf(imageA).size);
+    expect(report.corrupt).toHaveLength(1);
+    expect(report.corrupt[0]).toMatchObject({ digest: layer.descriptor.digest, size: layer.descriptor.size });
+    expect(await cache.has(layer.descriptor)).toBe(false);
+    expect(await readdir(cache.layout.quarantine)).toHaveLength(1);
+    const missing = await cache.verify({ digests: [layer.descriptor.digest] });
+    expect(missing.missing).toEqual([layer.descriptor.digest]);
+  });
+
+  it('reports bytes per image, shared and unique', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await cacheImage(cache, imageA, 'example.com/a:1');
+    await cacheImage(cache, imageB, 'example.com/b:1');
+    await cacheImage(cache, imageB, 'example.com/b:latest');
+    const stray = await cache.writeBlob('x'.repeat(1000));
+    const sizeOf = (image: BuiltImage) => {
+      let total = 0;
+      const seen = new Set<string>();
+      const add = (descriptor: Descriptor) => {
+        if (seen.has(descriptor.digest)) return;
+        seen.add(descriptor.digest);
+        total += descriptor.size;
+      };
+      add(image.descriptor);
+      for (const manifest of image.manifests) {
+        add(manifest.config.descriptor);
+        for (const layer of manifest.layers) add(layer.descriptor);
+      }
+      return total;
+    };
+    const sharedBytes = imageA.manifests[0]!.layers.slice(0, 2).reduce(
+      (sum, layer) => sum + layer.descriptor.size,
+      0,
+    );
+    const report = await cache.usage();
+    const a = report.images.find((image) => image.ref === 'example.com/a:1')!;
+    const b = report.images.find((image) => image.ref === 'example.com/b:latest')!;
+    expect(a.bytes).toBe(sizeOf(imageA));
+    expect(a.sharedBytes).toBe(sharedBytes);
+    expect(a.uniqueBytes).toBe(sizeOf(imageA) - sharedBytes);
+    expect(b.sharedBytes).toBe(sharedBytes);
+    expect(report.sharedBytes).toBe(sharedBytes);
+    expect(report.unreferencedBytes).toBe(stray.size);
+    expect(report.blobBytes).toBe(sizeOf(imageA) + sizeOf(imageB) - sharedBytes + stray.size);
+  });
+});
+
+describe('errors', () => {
+  it('a corrupt index.json is reported as ERR_CACHE_CORRUPT', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await writeFile(cache.layout.indexJson, '{not json');
+    try {
+      await cache.listImages();
+      expect.unreachable();
+    } catch (error) {
+      expect(isOciError(error, ErrorCode.CacheCorrupt)).toBe(true);
+    }
+  });
+});
