@@ -1,0 +1,535 @@
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { type Descriptor, ErrorCode, MediaType, type OciError } from '@ocipull/core';
+import {
+  type BuiltImage,
+  buildImage,
+  file,
+  type HarnessRegistry,
+  startRegistry,
+} from '@ocipull/test-harness';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type BlobInterruptedError,
+  createRegistryClient,
+  type RegistryClient,
+  type RegistryClientOptions,
+  type RegistryError,
+  type RegistryEvent,
+} from './index.ts';
+
+/** Reads a stream to the end; on failure returns what arrived and the error. */
+async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciError }> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return { bytes: Buffer.concat(chunks) };
+  } catch (error) {
+    return { bytes: Buffer.concat(chunks), error: error as OciError };
+  }
+}
+
+async function rejection(promise: Promise<unknown>): Promise<RegistryError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as RegistryError;
+  }
+  throw new Error('expected a rejection');
+}
+
+const LAYER_SIZE = 3 * 1024 * 1024;
+
+describe('registry client against the harness registry', () => {
+  let root: string;
+  let single: BuiltImage;
+  let multi: BuiltImage;
+  let layer: Descriptor;
+  let layerBytes: Buffer;
+  let registry: HarnessRegistry;
+  const clients: RegistryClient[] = [];
+  const events: RegistryEvent[] = [];
+
+  function client(options: RegistryClientOptions = {}): RegistryClient {
+    const made = createRegistryClient({
+      dockerConfig: false,
+      retryPolicy: { baseMs: 20, maxMs: 100 },
+      onEvent: (event) => events.push(event),
+      ...options,
+    });
+    clients.push(made);
+    return made;
+  }
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'registry-client-'));
+    single = await buildImage(
+      {
+        layers: [
+          { entries: [file('big.bin', { size: LAYER_SIZE, seed: 7 })], compression: 'none' },
+          { entries: [file('small.txt', 'hello')] },
+        ],
+      },
+      { dir: join(root, 'single') },
+    );
+    multi = await buildImage(
+      {
+        format: 'docker',
+        attestations: true,
+        images: [
+          { platform: { os: 'linux', architecture: 'amd64' }, layers: [{ entries: [file('a', 'amd64')] }] },
+          {
+            platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+            layers: [{ entries: [file('a', 'arm64')] }],
+          },
+          {
+            platform: { os: 'linux', architecture: 'arm', variant: 'v6' },
+            layers: [{ entries: [file('a', 'armv6')] }],
+          },
+        ],
+      },
+      { dir: join(root, 'multi') },
+    );
+    layer = single.manifests[0]!.layers[0]!.descriptor;
+    layerBytes = await readFile(single.manifests[0]!.layers[0]!.path);
+    registry = await startRegistry({ repositories: { 'library/app': single.dir, 'team/multi': multi.dir } });
+  });
+
+  afterEach(() => {
+    registry.faults.clear();
+    registry.clearRequests();
+    events.length = 0;
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((made) => made.close()));
+    await registry?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const ref = (path: string) => `${registry.host}/${path}`;
+
+  describe('manifests and platforms', () => {
+    it('resolves a single-platform image by tag over plain HTTP (loopback default)', async () => {
+      const resolved = await client().resolve(ref('library/app:latest'));
+      expect(resolved.manifestDigest).toBe(single.digest);
+      expect(resolved.mediaType).toBe(MediaType.OciManifest);
+      expect(resolved.manifest.layers.map((entry) => entry.digest)).toEqual(
+        single.manifests[0]!.layers.map((entry) => entry.descriptor.digest),
+      );
+      expect(Buffer.from(resolved.manifestBytes)).toEqual(await readFile(single.path));
+      expect(resolved.index).toBeUndefined();
+      expect(resolved.reference.toString()).toBe(`${registry.host}/library/app:latest`);
+    });
+
+    it('picks a platform from a manifest list, by tag and by digest, skipping attestations', async () => {
+      const registryClient = client();
+      const arm64 = await registryClient.resolve(ref('team/multi'), { platform: 'linux/arm64' });
+      expect(arm64.manifestDigest).toBe(multi.manifests[1]!.descriptor.digest);
+      expect(arm64.mediaType).toBe(MediaType.DockerManifest);
+      expect(arm64.index?.digest).toBe(multi.digest);
+      expect(arm64.index?.mediaType).toBe(MediaType.DockerManifestList);
+      expect(arm64.platform).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });
+      const byDigest = await registryClient.resolve(ref(`team/multi@${multi.digest}`), {
+        platform: 'linux/amd64',
+      });
+      expect(byDigest.manifestDigest).toBe(multi.manifests[0]!.descriptor.digest);
+      const host = await registryClient.resolve(ref('team/multi'));
+      expect(host.platform?.architecture).toBe('amd64');
+      await expect(
+        registryClient.resolve(ref('team/multi'), { platform: 'linux/arm/v7' }),
+      ).rejects.toMatchObject({
+        code: ErrorCode.PlatformNotFound,
+        available: ['linux/amd64', 'linux/arm64/v8', 'linux/arm/v6'],
+      });
+      const fallback = await registryClient.resolve(ref('team/multi'), {
+        platform: 'linux/arm/v7',
+        variantFallback: true,
+      });
+      expect(fallback.manifestDigest).toBe(multi.manifests[2]!.descriptor.digest);
+    });
+
+    it('HEADs manifests: digest, media type and size; undefined when missing', async () => {
+      const registryClient = client();
+      expect(await registryClient.headManifest(ref('library/app:latest'))).toEqual({
+        digest: single.digest,
+        mediaType: MediaType.OciManifest,
+        size: single.descriptor.size,
+      });
+      expect(await registryClient.headManifest(ref('library/app:nope'))).toBeUndefined();
+    });
+
+    it('maps missing manifests and repositories to codes with the registry’s errors[]', async () => {
+      const registryClient = client();
+      const missing = await rejection(registryClient.fetchManifest(ref('library/app:nope')));
+      expect(missing.code).toBe(ErrorCode.ManifestUnknown);
+      expect(missing.status).toBe(404);
+      expect(missing.retryable).toBe(false);
+      expect(missing.errors[0]?.code).toBe('MANIFEST_UNKNOWN');
+      const noRepository = await rejection(registryClient.fetchManifest(ref('nobody/here:latest')));
+      expect(noRepository.code).toBe(ErrorCode.NameUnknown);
+    });
+
+    it('verifies manifest bytes against the digest asked for and Docker-Content-Digest', async () => {
+      registry.faults.add({
+        match: { kind: 'manifest', digest: single.digest },
+        action: { type: 'corrupt', offset: 20 },
+        times: 10,
+      });
+      const registryClient = client();
+      const byTag = await rejection(registryClient.fetchManifest(ref('library/app:latest')));
+      expect(byTag.code).toBe(ErrorCode.DigestMismatch);
+      const byDigest = await rejection(registryClient.fetchManifest(ref(`library/app@${single.digest}`)));
+      expect(byDigest.code).toBe(ErrorCode.DigestMismatch);
+      expect(byDigest.message).toContain(single.digest);
+    });
+  });
+
+  describe('blobs and faults', () => {
+    it('streams a blob whole', async () => {
+      const { bytes, error } = await drain(await client().fetchBlob(ref('library/app'), layer));
+      expect(error).toBeUndefined();
+      expect(bytes.equals(layerBytes)).toBe(true);
+    });
+
+    it('cut: surfaces ERR_BLOB_INTERRUPTED with the offset reached, and a fetch from there gets the rest', async () => {
+      registry.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'cut', afterBytes: 1_000_000 },
+      });
+      const registryClient = client();
+      const first = await drain(await registryClient.fetchBlob(ref('library/app'), layer));
+      const interrupted = first.error as BlobInterruptedError;
+      expect(interrupted.code).toBe(ErrorCode.BlobInterrupted);
+      expect(interrupted.retryable).toBe(true);
+      expect(interrupted.offset).toBe(first.bytes.byteLength);
+      expect(interrupted.offset).toBeGreaterThan(0);
+      expect(interrupted.offset).toBeLessThanOrEqual(1_000_000);
+      const rest = await drain(
+        await registryClient.fetchBlob(ref('library/app'), layer, { offset: interrupted.offset }),
+      );
+      expect(rest.error).toBeUndefined();
+      expect(Buffer.concat([first.bytes, rest.bytes]).equals(layerBytes)).toBe(true);
+      const ranged = registry.requests.filter((request) => request.kind === 'blob');
+      expect(ranged.map((request) => request.range)).toEqual([undefined, `bytes=${interrupted.offset}-`]);
+    });
+
+    it('429 with Retry-After: waits at least as long as asked, then succeeds', async () => {
+      registry.faults.add({
+        match: { kind: 'blob' },
+        action: { type: 'status', status: 429, retryAfter: 1 },
+      });
+      const started = performance.now();
+      const { bytes } = await drain(await client().fetchBlob(ref('library/app'), layer));
+      const elapsed = performance.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(1000);
+      expect(bytes.equals(layerBytes)).toBe(true);
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          type: 'request-retry',
+          delayMs: 1000,
+          status: 429,
+          code: ErrorCode.TooManyRequests,
+        }),
+      );
+    });
+
+    it('429 asking for longer than the ceiling fails at once with ERR_TOO_MANY_REQUESTS', async () => {
+      registry.faults.add({
+        match: { kind: 'blob' },
+        action: { type: 'status', status: 429, retryAfter: 3600 },
+      });
+      const started = performance.now();
+      const error = await rejection(client().fetchBlob(ref('library/app'), layer));
+      expect(performance.now() - started).toBeLessThan(1000);
+      expect([error.code, error.status, error.retryAfterMs]).toEqual([
+        ErrorCode.TooManyRequests,
+        429,
+        3_600_000,
+      ]);
+    });
+
+    it('500 and 503 are retried with backoff; a persistent 500 gives up after the retries', async () => {
+      registry.faults.add({ match: { kind: 'blob' }, action: { type: 'status', status: 500 } });
+      registry.faults.add({ match: { kind: 'blob' }, action: { type: 'status', status: 503 } });
+      const { bytes } = await drain(await client().fetchBlob(ref('library/app'), layer));
+      expect(bytes.equals(layerBytes)).toBe(true);
+      expect(
+        events
+          .filter((event) => event.type === 'request-retry')
+          .map((event) => 'status' in event && event.status),
+      ).toEqual([500, 503]);
+      registry.faults.add({
+        match: { kind: 'manifest' },
+        action: { type: 'status', status: 500 },
+        times: 100,
+      });
+      const error = await rejection(client({ retries: 2 }).fetchManifest(ref('library/app:latest')));
+      expect([error.code, error.status, error.retryable]).toEqual([ErrorCode.Registry, 500, true]);
+      expect(registry.requests.filter((request) => request.kind === 'manifest').length).toBe(3);
+    });
+
+    it('Range ignored (200 to a ranged request): drops the prefix and delivers the right bytes', async () => {
+      registry.faults.add({ match: { kind: 'blob' }, action: { type: 'ignore-range' } });
+      const offset = 1_234_567;
+      const { bytes, error } = await drain(await client().fetchBlob(ref('library/app'), layer, { offset }));
+      expect(error).toBeUndefined();
+      expect(bytes.equals(layerBytes.subarray(offset))).toBe(true);
+      expect(events).toContainEqual({
+        type: 'blob-range-ignored',
+        registry: registry.host,
+        digest: layer.digest,
+        offset,
+      });
+    });
+
+    it('stall: the body-idle timeout fires and surfaces as a resumable interruption', async () => {
+      registry.faults.add({ match: { kind: 'blob' }, action: { type: 'stall', afterBytes: 500_000 } });
+      const registryClient = client({ timeouts: { bodyIdle: 400 } });
+      const started = performance.now();
+      const { bytes, error } = await drain(await registryClient.fetchBlob(ref('library/app'), layer));
+      expect(performance.now() - started).toBeGreaterThanOrEqual(350);
+      const interrupted = error as BlobInterruptedError;
+      expect(interrupted.code).toBe(ErrorCode.BlobInterrupted);
+      expect(interrupted.offset).toBe(bytes.byteLength);
+      expect((interrupted.cause as OciError).code).toBe(ErrorCode.Timeout);
+      const rest = await drain(
+        await registryClient.fetchBlob(ref('library/app'), layer, { offset: interrupted.offset }),
+      );
+      expect(Buffer.concat([bytes, rest.bytes]).equals(layerBytes)).toBe(true);
+    });
+
+    it('a body longer than the descriptor says fails with ERR_SIZE_MISMATCH', async () => {
+      const short = { ...layer, size: layer.size - 10 };
+      const { bytes, error } = await drain(await client().fetchBlob(ref('library/app'), short));
+      expect(error?.code).toBe(ErrorCode.SizeMismatch);
+      expect(bytes.byteLength).toBeLessThanOrEqual(short.size);
+    });
+
+    it('offset equal to the size gives an empty stream; outside the blob is refused', async () => {
+      const registryClient = client();
+      expect(
+        (await drain(await registryClient.fetchBlob(ref('library/app'), layer, { offset: layer.size }))).bytes
+          .length,
+      ).toBe(0);
+      await expect(
+        registryClient.fetchBlob(ref('library/app'), layer, { offset: layer.size + 1 }),
+      ).rejects.toMatchObject({
+        code: ErrorCode.InvalidArgument,
+      });
+      const missing = await rejection(
+        registryClient.fetchBlob(ref('library/app'), {
+          ...layer,
+          digest: `sha256:${'0'.repeat(64)}` as Descriptor['digest'],
+        }),
+      );
+      expect(missing.code).toBe(ErrorCode.BlobUnknown);
+    });
+
+    it('aborting mid-body ends the stream with ERR_ABORTED', async () => {
+      registry.faults.add({
+        match: { kind: 'blob' },
+        action: { type: 'throttle', bytesPerSecond: 2_000_000 },
+      });
+      const controller = new AbortController();
+      const stream = await client()
+        .blobSource(ref('library/app'))
+        .fetch(layer, { signal: controller.signal });
+      setTimeout(() => controller.abort(new Error('stop')), 100);
+      const { error } = await drain(stream);
+      expect(error?.code).toBe(ErrorCode.Aborted);
+      await expect(
+        client().fetchBlob(ref('library/app'), layer, { signal: controller.signal }),
+      ).rejects.toMatchObject({
+        code: ErrorCode.Aborted,
+      });
+    });
+  });
+
+  describe('auth', () => {
+    let basic: HarnessRegistry;
+    let bearer: HarnessRegistry;
+    let closed: HarnessRegistry;
+    let helperDir: string;
+
+    beforeAll(async () => {
+      basic = await startRegistry({
+        repositories: { 'library/app': single.dir },
+        auth: { type: 'basic', users: { alice: 'wonderland' } },
+      });
+      bearer = await startRegistry({
+        repositories: { 'library/app': single.dir },
+        auth: { type: 'bearer', users: { bob: 'builder' }, expiresIn: 1 },
+      });
+      closed = await startRegistry({
+        repositories: { 'library/app': single.dir },
+        auth: { type: 'bearer', users: { bob: 'builder' }, anonymous: false },
+      });
+      helperDir = join(root, 'helper');
+      await mkdir(join(helperDir, 'bin'), { recursive: true });
+      await writeFile(
+        join(helperDir, 'bin', 'docker-credential-harness'),
+        `#!/bin/sh\nread -r server\necho "$server" >> "${helperDir}/asked"\nprintf '{"ServerURL":"%s","Username":"bob","Secret":"builder"}' "$server"\n`,
+      );
+      await chmod(join(helperDir, 'bin', 'docker-credential-harness'), 0o755);
+      await writeFile(
+        join(helperDir, 'config.json'),
+        JSON.stringify({ credHelpers: { [closed.host]: 'harness' } }),
+      );
+    });
+
+    afterAll(async () => {
+      await Promise.all([basic?.close(), bearer?.close(), closed?.close()]);
+    });
+
+    it('basic: right password pulls, wrong or missing one is ERR_UNAUTHORIZED without the secret in the message', async () => {
+      const good = client({ credentials: { [basic.host]: { username: 'alice', password: 'wonderland' } } });
+      expect((await good.resolve(`${basic.host}/library/app`)).manifestDigest).toBe(single.digest);
+      const wrong = await rejection(
+        client({ credentials: () => ({ username: 'alice', password: 'hunter2-wrong' }) }).resolve(
+          `${basic.host}/library/app`,
+        ),
+      );
+      expect([wrong.code, wrong.status]).toEqual([ErrorCode.Unauthorized, 401]);
+      expect(JSON.stringify({ message: wrong.message, errors: wrong.errors })).not.toContain('hunter2');
+      const none = await rejection(client().resolve(`${basic.host}/library/app`));
+      expect(none.code).toBe(ErrorCode.Unauthorized);
+    });
+
+    it('bearer: anonymous token, cached per scope until it expires, renewed after', async () => {
+      const registryClient = client();
+      await registryClient.resolve(`${bearer.host}/library/app`);
+      await drain(await registryClient.fetchBlob(`${bearer.host}/library/app`, layer));
+      const tokens = () => bearer.requests.filter((request) => request.kind === 'token').length;
+      expect(tokens()).toBe(1);
+      expect(bearer.requests.filter((request) => request.kind === 'blob')[0]?.authScheme).toBe('bearer');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await registryClient.headManifest(`${bearer.host}/library/app`);
+      expect(tokens()).toBe(2);
+    });
+
+    it('bearer: a revoked token is replaced transparently on 401', async () => {
+      const registryClient = client();
+      await registryClient.headManifest(`${bearer.host}/library/app`);
+      bearer.revokeTokens();
+      expect((await registryClient.headManifest(`${bearer.host}/library/app`))?.digest).toBe(single.digest);
+    });
+
+    it('bearer without anonymous access: denied anonymously, allowed with a credential helper on PATH', async () => {
+      const anonymous = await rejection(client().resolve(`${closed.host}/library/app`));
+      expect(anonymous.code).toBe(ErrorCode.Unauthorized);
+      expect(anonymous.message).toContain('anonymous');
+      const withHelper = client({
+        dockerConfig: join(helperDir, 'config.json'),
+        env: { PATH: `${join(helperDir, 'bin')}:${process.env.PATH ?? ''}`, HOME: helperDir },
+      });
+      expect((await withHelper.resolve(`${closed.host}/library/app`)).manifestDigest).toBe(single.digest);
+      expect((await readFile(join(helperDir, 'asked'), 'utf8')).trim()).toBe(closed.host);
+      const tokenUsers = closed.requests
+        .filter((request) => request.kind === 'token')
+        .map((request) => request.user);
+      expect(tokenUsers).toEqual([undefined, 'bob']);
+      const wrong = await rejection(
+        client({ credentials: { [closed.host]: { username: 'bob', password: 'not-it' } } }).resolve(
+          `${closed.host}/library/app`,
+        ),
+      );
+      expect(wrong.code).toBe(ErrorCode.Unauthorized);
+      expect(wrong.message).not.toContain('not-it');
+    });
+
+    it('bearer: an identity token is exchanged with the refresh_token grant', async () => {
+      const answer = await fetch(
+        `${closed.tokenUrl}?service=ocipull-harness&offline_token=true&scope=repository:library/app:pull`,
+        {
+          headers: { authorization: `Basic ${Buffer.from('bob:builder').toString('base64')}` },
+        },
+      );
+      const { refresh_token: refreshToken } = (await answer.json()) as { refresh_token: string };
+      expect(refreshToken).toBeTruthy();
+      closed.clearRequests();
+      const registryClient = client({ credentials: { [closed.host]: { identityToken: refreshToken } } });
+      expect((await registryClient.resolve(`${closed.host}/library/app`)).manifestDigest).toBe(single.digest);
+      expect(closed.requests.find((request) => request.kind === 'token')?.method).toBe('POST');
+    });
+
+    it('redirects to another origin never carry Authorization', async () => {
+      basic.faults.add({ match: { kind: 'blob' }, action: { type: 'redirect' } });
+      const registryClient = client({
+        credentials: { [basic.host]: { username: 'alice', password: 'wonderland' } },
+      });
+      await registryClient.resolve(`${basic.host}/library/app`);
+      const { bytes } = await drain(await registryClient.fetchBlob(`${basic.host}/library/app`, layer));
+      expect(bytes.equals(layerBytes)).toBe(true);
+      const blob = basic.requests.filter((request) => request.kind === 'blob');
+      const origin = basic.requests.filter((request) => request.kind === 'origin');
+      expect(blob.at(-1)?.status).toBe(307);
+      expect(blob.at(-1)?.authorization).toBe(true);
+      expect(origin.length).toBeGreaterThan(0);
+      expect(origin.every((request) => request.authorization === false)).toBe(true);
+    });
+  });
+
+  describe('mirrors', () => {
+    let mirror: HarnessRegistry;
+    let empty: HarnessRegistry;
+
+    beforeAll(async () => {
+      mirror = await startRegistry({ repositories: { 'library/app': single.dir } });
+      empty = await startRegistry({});
+    });
+
+    afterAll(async () => {
+      await Promise.all([mirror?.close(), empty?.close()]);
+    });
+
+    it('tries the mirror first and does not touch the upstream when it has everything', async () => {
+      const registryClient = client({ registries: { [registry.host]: { mirrors: [mirror.host] } } });
+      await registryClient.resolve(ref('library/app'));
+      await drain(await registryClient.fetchBlob(ref('library/app'), layer));
+      expect(registry.requests.length).toBe(0);
+      expect(
+        mirror.requests.filter((request) => request.kind === 'manifest' || request.kind === 'blob').length,
+      ).toBe(2);
+      expect(events.filter((event) => event.type === 'mirror-fallback')).toEqual([]);
+    });
+
+    it('falls back to the upstream on a miss, a failure and a mirror that is down, reporting each', async () => {
+      const downPort = empty.port;
+      const down = `127.0.0.1:${downPort}`;
+      await empty.close();
+      mirror.faults.add({ match: { kind: 'blob' }, action: { type: 'status', status: 500 }, times: 100 });
+      const misses = await startRegistry({});
+      try {
+        const registryClient = client({
+          retries: 1,
+          registries: { [registry.host]: { mirrors: [down, misses.host, `http://${mirror.host}`] } },
+        });
+        const resolved = await registryClient.resolve(ref('library/app'));
+        expect(resolved.manifestDigest).toBe(single.digest);
+        const { bytes } = await drain(await registryClient.fetchBlob(ref('library/app'), layer));
+        expect(bytes.equals(layerBytes)).toBe(true);
+        const fallbacks = events.filter((event) => event.type === 'mirror-fallback');
+        expect(fallbacks).toContainEqual(
+          expect.objectContaining({ mirror: down, operation: 'manifest', code: ErrorCode.Network }),
+        );
+        expect(fallbacks).toContainEqual(
+          expect.objectContaining({
+            mirror: misses.host,
+            operation: 'manifest',
+            code: ErrorCode.NameUnknown,
+            status: 404,
+          }),
+        );
+        expect(fallbacks).toContainEqual(
+          expect.objectContaining({ mirror: mirror.host, operation: 'blob', status: 500 }),
+        );
+        expect(registry.requests.filter((request) => request.kind === 'blob').length).toBe(1);
+      } finally {
+        await misses.close();
+      }
+    });
+  });
+});
