@@ -83,6 +83,7 @@ export {
   formatTree,
   hardlink,
   layerTarBytes,
+  layoutBlobSource,
   listTree,
   normalizeEntryPath,
   opaque,
