@@ -1,0 +1,133 @@
+import { type BlobCache, openCache } from '@ocipull/blob-cache';
+import {
+  type Digest,
+  ErrorCode,
+  type ImageConfig,
+  type ImageManifest,
+  OciError,
+  type Platform,
+} from '@ocipull/core';
+import { flattenLayers } from '@ocipull/layer-extract';
+import { parseReference } from '@ocipull/registry-client';
+import { type ImageSummary, summarizeConfig } from './image-summary.ts';
+import type { PullOptions } from './options.ts';
+import { readConfig, resolveManifest } from './pull.ts';
+
+/** A cached image as `inspect` shows it. */
+export interface ImageInspection {
+  reference: string;
+  manifestDigest: Digest;
+  indexDigest?: Digest;
+  mediaType: string;
+  manifest: ImageManifest;
+  config: ImageConfig;
+  summary: ImageSummary;
+  platform: Platform;
+  layers: Array<{
+    digest: string;
+    diffId: string;
+    mediaType: string;
+    size: number;
+    /** True when the extracted tree of this layer is in the cache. */
+    extracted: boolean;
+  }>;
+  /** Sum of the compressed layer sizes. */
+  size: number;
+}
+
+/** Options of `inspectImage` and `unpackImage`: they read the cache only, never the network. */
+export type CacheReadOptions = Pick<PullOptions, 'cache' | 'platform' | 'variantFallback' | 'signal'>;
+
+async function withCache<T>(options: CacheReadOptions, work: (cache: BlobCache) => Promise<T>): Promise<T> {
+  if (typeof options.cache === 'object') return work(options.cache);
+  const cache = await openCache(options.cache === undefined ? {} : { root: options.cache });
+  try {
+    return await work(cache);
+  } finally {
+    await cache.close();
+  }
+}
+
+const offline = {
+  client(): never {
+    throw new OciError(ErrorCode.NotCached, 'the image is not in the cache');
+  },
+};
+
+const noSource = {
+  fetch: async (): Promise<never> => {
+    throw new OciError(ErrorCode.NotCached, 'a blob of the image is not in the cache');
+  },
+};
+
+/** Describes a cached image (manifest, config, layers, sizes) without touching the network. */
+export function inspectImage(input: string, options: CacheReadOptions = {}): Promise<ImageInspection> {
+  const reference = parseReference(input);
+  return withCache(options, async (cache) => {
+    const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    const layers = await Promise.all(
+      resolved.manifest.layers.map(async (layer, index) => {
+        const diffId = diffIds[index] ?? '';
+        return {
+          digest: layer.digest,
+          diffId,
+          mediaType: layer.mediaType,
+          size: layer.size,
+          extracted: diffId !== '' && (await cache.hasLayer(diffId)),
+        };
+      }),
+    );
+    return {
+      reference: reference.toString(),
+      manifestDigest: resolved.manifestDigest,
+      ...(resolved.index ? { indexDigest: resolved.index.digest } : {}),
+      mediaType: resolved.mediaType,
+      manifest: resolved.manifest,
+      config,
+      summary: summarizeConfig(config),
+      platform: resolved.platform ?? {
+        os: config.os,
+        architecture: config.architecture,
+        ...(config.variant ? { variant: config.variant } : {}),
+      },
+      layers,
+      size: layers.reduce((sum, layer) => sum + layer.size, 0),
+    };
+  });
+}
+
+/**
+ * Flattens an already-cached image into `destination` (which must not exist; it appears atomically
+ * when complete). Never touches the network: `ERR_NOT_CACHED` when a blob is missing.
+ */
+export function unpackImage(
+  input: string,
+  destination: string,
+  options: CacheReadOptions & Pick<PullOptions, 'extract'> = {},
+): Promise<{ destination: string; layers: number }> {
+  const reference = parseReference(input);
+  return withCache(options, async (cache) => {
+    const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
+    const layers = resolved.manifest.layers;
+    for (const layer of layers) {
+      if (!(await cache.has(layer))) {
+        throw new OciError(
+          ErrorCode.NotCached,
+          `layer ${layer.digest} of ${reference.toString()} is not in the cache`,
+        );
+      }
+    }
+    await flattenLayers(
+      layers.map((layer, index) => ({
+        open: () => cache.fetch(layer, options.signal ? { signal: options.signal } : {}),
+        mediaType: layer.mediaType,
+        ...(config.rootfs?.diff_ids?.[index] ? { diffId: config.rootfs.diff_ids[index] } : {}),
+      })),
+      { ...options.extract, destination, ...(options.signal ? { signal: options.signal } : {}) },
+    );
+    return { destination, layers: layers.length };
+  });
+}

@@ -1,0 +1,246 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openCache } from '@ocipull/blob-cache';
+import { ErrorCode, isOciError } from '@ocipull/core';
+import type { ProgressEvent } from '@ocipull/progress';
+import {
+  buildImage,
+  dir,
+  file,
+  type HarnessRegistry,
+  startRegistry,
+  symlink,
+  whiteout,
+} from '@ocipull/test-harness';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { inspectImage, pull, unpackImage } from './index.ts';
+
+let work: string;
+let registry: HarnessRegistry;
+let cacheRoot: string;
+
+const base = {
+  entries: [dir('etc'), file('etc/os-release', 'ID=fixture\n'), file('etc/motd', 'hello\n'), dir('bin')],
+  compression: 'gzip' as const,
+};
+const top = {
+  entries: [whiteout('etc/motd'), file('bin/app', 'binary', { mode: 0o755 }), symlink('bin/sh', '/bin/app')],
+  compression: 'zstd' as const,
+};
+const runtime = {
+  Env: ['PATH=/bin'],
+  Cmd: ['/bin/app'],
+  User: '1000:1000',
+  WorkingDir: '/srv',
+  Labels: { a: 'b' },
+};
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'ocipull-pull-'));
+  await buildImage({ layers: [base, top], config: runtime }, { dir: join(work, 'oci'), tag: 'v1' });
+  await buildImage(
+    { format: 'docker', layers: [base, top], config: runtime },
+    { dir: join(work, 'docker'), tag: 'v1' },
+  );
+  await buildImage(
+    {
+      attestations: true,
+      images: [
+        { layers: [base], platform: { os: 'linux', architecture: 'amd64' } },
+        {
+          layers: [{ entries: [file('arch', 'arm64\n')] }],
+          platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        },
+      ],
+    },
+    { dir: join(work, 'multi'), tag: 'v1' },
+  );
+  registry = await startRegistry({
+    repositories: {
+      'test/oci': join(work, 'oci'),
+      'test/docker': join(work, 'docker'),
+      'test/multi': join(work, 'multi'),
+    },
+  });
+});
+
+afterAll(async () => {
+  await registry?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+beforeEach(async () => {
+  cacheRoot = await mkdtemp(join(work, 'cache-'));
+  registry.clearRequests();
+  registry.faults.clear();
+});
+
+const ref = (name: string) => `${registry.host}/${name}:v1`;
+
+describe('pull', () => {
+  it('pulls an OCI image into the cache, extracts each layer and flattens a rootfs', async () => {
+    const events: ProgressEvent[] = [];
+    const rootfs = join(cacheRoot, '..', `rootfs-${Date.now()}`);
+    const result = await pull(ref('test/oci'), {
+      cache: cacheRoot,
+      rootfs,
+      platform: 'linux/amd64',
+      onProgress: (event) => events.push(event),
+    });
+    expect(result.reference).toBe(`${registry.host}/test/oci:v1`);
+    expect(result.summary).toMatchObject({
+      env: ['PATH=/bin'],
+      cmd: ['/bin/app'],
+      user: '1000:1000',
+      workingDir: '/srv',
+    });
+    expect(result.summary.labels).toEqual({ a: 'b' });
+    expect(result.layers).toHaveLength(2);
+    // Per-layer trees: the lower one has the file, the upper one keeps the whiteout in overlay form.
+    expect(await readFile(join(result.layers[0]!.path!, 'etc/os-release'), 'utf8')).toBe('ID=fixture\n');
+    expect(await readFile(join(result.layers[1]!.path!, 'bin/app'), 'utf8')).toBe('binary');
+    // The flattened rootfs applies the whiteout and keeps the absolute symlink verbatim.
+    expect(existsSync(join(rootfs, 'etc/motd'))).toBe(false);
+    expect(await readFile(join(rootfs, 'etc/os-release'), 'utf8')).toBe('ID=fixture\n');
+    expect(await readlink(join(rootfs, 'bin/sh'))).toBe('/bin/app');
+    // Every blob was downloaded exactly once.
+    const blobGets = registry.requests.filter((r) => r.kind === 'blob' && r.method === 'GET');
+    expect(blobGets.map((r) => r.digest).sort()).toEqual(
+      [result.manifest.config.digest, ...result.manifest.layers.map((l) => l.digest)].sort(),
+    );
+    // The image is recorded and readable offline.
+    const cache = await openCache({ root: cacheRoot });
+    expect((await cache.resolveImage(result.reference))?.digest).toBe(result.manifestDigest);
+    await cache.close();
+    const types = events.map((event) => event.type);
+    expect(types[0]).toBe('resolve-start');
+    expect(types).toContain('resolve-end');
+    expect(types.filter((t) => t === 'layer-download-end')).toHaveLength(2);
+    expect(types.filter((t) => t === 'layer-extract-end')).toHaveLength(2);
+    expect(types.at(-1)).toBe('pull-end');
+  });
+
+  it('pulls a Docker v2 schema 2 image the same way', async () => {
+    const result = await pull(ref('test/docker'), { cache: cacheRoot, platform: 'linux/amd64' });
+    expect(result.manifest.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    expect(await readFile(join(result.layers[1]!.path!, 'bin/app'), 'utf8')).toBe('binary');
+  });
+
+  it('picks the wanted platform from an index and names what is offered on a miss', async () => {
+    const result = await pull(ref('test/multi'), { cache: cacheRoot, platform: 'linux/arm64' });
+    expect(result.platform).toMatchObject({ architecture: 'arm64' });
+    expect(result.indexDigest).toBeDefined();
+    expect(await readFile(join(result.layers[0]!.path!, 'arch'), 'utf8')).toBe('arm64\n');
+    const error = await pull(ref('test/multi'), { cache: cacheRoot, platform: 'linux/s390x' }).catch(
+      (e) => e,
+    );
+    expect(isOciError(error, ErrorCode.PlatformNotFound)).toBe(true);
+    expect(String(error.message)).toContain('linux/arm64');
+  });
+
+  it('re-pulls with no registry request under --pull missing and only manifest requests under always', async () => {
+    await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64' });
+    registry.clearRequests();
+    const warm = await pull(ref('test/oci'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      policy: 'missing',
+    });
+    expect(warm.offline).toBe(true);
+    expect(registry.requests).toHaveLength(0);
+    await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', policy: 'always' });
+    const kinds = new Set(registry.requests.map((r) => r.kind));
+    kinds.delete('ping');
+    kinds.delete('token');
+    expect([...kinds]).toEqual(['manifest']);
+  });
+
+  it('fails with ERR_NOT_CACHED under --pull never when the image is not cached', async () => {
+    const error = await pull(ref('test/oci'), { cache: cacheRoot, policy: 'never' }).catch((e) => e);
+    expect(isOciError(error, ErrorCode.NotCached)).toBe(true);
+    expect(registry.requests).toHaveLength(0);
+  });
+
+  it('resumes a layer whose connection was cut and still downloads each byte once', async () => {
+    const built = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+    const layer = built.manifest.layers[0]!;
+    registry.clearRequests();
+    registry.faults.add({
+      match: { kind: 'blob', digest: layer.digest },
+      action: { type: 'cut', afterBytes: 20 },
+    });
+    const result = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64' });
+    expect(await readFile(join(result.layers[0]!.path!, 'etc/os-release'), 'utf8')).toBe('ID=fixture\n');
+    const gets = registry.requests.filter(
+      (r) => r.kind === 'blob' && r.digest === layer.digest && r.method === 'GET',
+    );
+    expect(gets.length).toBe(2);
+    expect(gets[1]!.range).toBe('bytes=20-');
+    expect(gets.reduce((sum, r) => sum + r.bytesSent, 0)).toBe(layer.size);
+  });
+
+  it('refuses a corrupted layer and leaves no record, no tree and no rootfs behind', async () => {
+    const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+    const layer = probe.manifest.layers[1]!;
+    registry.faults.add({
+      match: { kind: 'blob', digest: layer.digest },
+      action: { type: 'corrupt', offset: 5 },
+      times: Number.POSITIVE_INFINITY,
+    });
+    const rootfs = join(cacheRoot, 'rootfs');
+    const error = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', rootfs }).catch(
+      (e) => e,
+    );
+    expect(isOciError(error)).toBe(true);
+    // The zstd decoder fails first; the cache's verifier names the cause.
+    expect(error.code).toBe(ErrorCode.DigestMismatch);
+    expect(existsSync(rootfs)).toBe(false);
+    const cache = await openCache({ root: cacheRoot });
+    expect(await cache.listImages()).toEqual([]);
+    expect(await cache.has(layer)).toBe(false);
+    expect(await cache.hasLayer(probe.layers[1]!.diffId)).toBe(false);
+    await cache.close();
+  });
+
+  it('stops on abort with ERR_ABORTED and a later pull completes', async () => {
+    registry.faults.add({ match: { kind: 'blob' }, action: { type: 'throttle', bytesPerSecond: 200 } });
+    const controller = new AbortController();
+    const pending = pull(ref('test/oci'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      signal: controller.signal,
+    });
+    setTimeout(() => controller.abort(), 150);
+    const error = await pending.catch((e) => e);
+    expect(isOciError(error, ErrorCode.Aborted)).toBe(true);
+    registry.faults.clear();
+    const result = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64' });
+    expect(result.layers).toHaveLength(2);
+  });
+
+  it('inspects and unpacks a cached image without the network', async () => {
+    const pulled = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', layers: false });
+    expect(pulled.layers.every((layer) => layer.path === undefined)).toBe(true);
+    await registry.close().catch(() => {});
+    try {
+      const inspection = await inspectImage(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64' });
+      expect(inspection.manifestDigest).toBe(pulled.manifestDigest);
+      expect(inspection.layers.map((l) => l.extracted)).toEqual([false, false]);
+      expect(inspection.size).toBe(pulled.layers.reduce((sum, l) => sum + l.size, 0));
+      const target = join(cacheRoot, 'unpacked');
+      await unpackImage(ref('test/oci'), target, { cache: cacheRoot, platform: 'linux/amd64' });
+      expect((await readdir(target)).sort()).toEqual(['bin', 'etc']);
+      expect(existsSync(join(target, 'etc/motd'))).toBe(false);
+    } finally {
+      registry = await startRegistry({
+        repositories: {
+          'test/oci': join(work, 'oci'),
+          'test/docker': join(work, 'docker'),
+          'test/multi': join(work, 'multi'),
+        },
+      });
+    }
+  });
+});

@@ -1,0 +1,624 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { type BlobCache, openCache } from '@ocipull/blob-cache';
+import {
+  type BlobSource,
+  type Descriptor,
+  type Digest,
+  ErrorCode,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  isOciError,
+  OciError,
+  type Platform,
+  throwIfAborted,
+} from '@ocipull/core';
+import { parseDigest } from '@ocipull/digest';
+import { extractLayer, flattenLayers } from '@ocipull/layer-extract';
+import type { ProgressEvent } from '@ocipull/progress';
+import {
+  createRegistryClient,
+  hostPlatform,
+  parseManifest,
+  parsePlatform,
+  parseReference,
+  type Reference,
+  type RegistryClient,
+  type RegistryEvent,
+  selectManifest,
+} from '@ocipull/registry-client';
+import { type ImageSummary, summarizeConfig } from './image-summary.ts';
+import {
+  DEFAULT_CONCURRENCY,
+  DEFAULT_PULL_POLICY,
+  PULL_POLICIES,
+  type PulledLayer,
+  type PullOptions,
+} from './options.ts';
+
+/** What `pull` hands back. */
+export interface PullResult {
+  /** The normalised reference that was pulled (`docker.io/library/alpine:3.20`). */
+  reference: string;
+  /** The digest of the platform-specific image manifest. */
+  manifestDigest: Digest;
+  /** The digest of the index the manifest was picked from, when the reference named one. */
+  indexDigest?: Digest;
+  manifest: ImageManifest;
+  config: ImageConfig;
+  /** The config's runtime fields (Env, Cmd, Entrypoint, User, …), normalised. */
+  summary: ImageSummary;
+  platform: Platform;
+  /** Bottom to top. */
+  layers: PulledLayer[];
+  /** The flattened root filesystem, when asked for. */
+  rootfs?: string;
+  /** True when no registry request was made. */
+  offline: boolean;
+  durationMs: number;
+}
+
+/** The manifest chosen for a reference, and where it came from. */
+export interface ResolvedManifest {
+  reference: Reference;
+  manifestDigest: Digest;
+  manifest: ImageManifest;
+  manifestBytes: Uint8Array;
+  mediaType: string;
+  index?: { digest: Digest; manifest: ImageIndex; bytes: Uint8Array; mediaType: string };
+  platform?: Platform;
+  offline: boolean;
+}
+
+/**
+ * Pulls an image: resolves the reference (through an index to the wanted platform), downloads every
+ * blob once into the verified cache, extracts each layer (one streaming pass: the network bytes are
+ * verified and written to the cache while the same bytes are decompressed, diff_id-checked and
+ * extracted), optionally flattens a rootfs, and returns the parsed config. Progress goes to
+ * `options.onProgress`; `options.signal` cancels and leaves the cache consistent.
+ */
+export async function pull(input: string, options: PullOptions = {}): Promise<PullResult> {
+  const started = performance.now();
+  const policy = options.policy ?? DEFAULT_PULL_POLICY;
+  if (!PULL_POLICIES.includes(policy)) {
+    throw new OciError(ErrorCode.InvalidArgument, `unknown pull policy ${JSON.stringify(policy)}`);
+  }
+  const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new OciError(
+      ErrorCode.InvalidArgument,
+      `concurrency must be a positive integer, got ${concurrency}`,
+    );
+  }
+  const reference = parseReference(input);
+  const emit = (event: ProgressEvent) => options.onProgress?.(event);
+  const controller = new AbortController();
+  const forwardAbort = () => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', forwardAbort, { once: true });
+  if (options.signal?.aborted) forwardAbort();
+  const signal = controller.signal;
+
+  const ownsCache = typeof options.cache !== 'object';
+  const cache =
+    typeof options.cache === 'object'
+      ? options.cache
+      : await openCache(options.cache === undefined ? {} : { root: options.cache });
+  const clients = new LazyClient(options, emit);
+  try {
+    emit({ type: 'resolve-start', reference: reference.toString() });
+    const resolved = await resolveManifest(reference, cache, clients, { ...options, policy, signal });
+    const source = policy === 'never' ? notCachedSource(reference) : clients.blobSource(reference);
+
+    const config = await readConfig(resolved.manifest, cache, source, signal);
+    const diffIds = config.rootfs?.diff_ids;
+    if (!Array.isArray(diffIds) || diffIds.length !== resolved.manifest.layers.length) {
+      throw new OciError(
+        ErrorCode.InvalidManifest,
+        `the config lists ${Array.isArray(diffIds) ? diffIds.length : 'no'} diff_ids for ${resolved.manifest.layers.length} layers`,
+      );
+    }
+    const platform = resolved.platform ?? {
+      os: config.os,
+      architecture: config.architecture,
+      ...(config.variant ? { variant: config.variant } : {}),
+    };
+    const layers = resolved.manifest.layers;
+    emit({
+      type: 'resolve-end',
+      manifestDigest: resolved.manifestDigest,
+      platform,
+      layers: layers.map((layer) => ({ digest: layer.digest, size: layer.size })),
+      totalBytes: layers.reduce((sum, layer) => sum + layer.size, 0),
+    });
+
+    const wantTrees = options.layers ?? true;
+    const blobReady = layers.map(() => deferred<void>());
+    const tasks = layers.map((layer, index) => async () => {
+      const diffId = parseDigest(diffIds[index]);
+      try {
+        const path = wantTrees
+          ? await pullLayerTree(
+              cache,
+              source,
+              layer,
+              diffId,
+              index,
+              { ...options, signal },
+              emit,
+              blobReady[index]!,
+            )
+          : await downloadLayer(cache, source, layer, index, signal, emit);
+        blobReady[index]!.resolve();
+        return path;
+      } catch (error) {
+        blobReady[index]!.reject(error);
+        throw error;
+      }
+    });
+    for (const ready of blobReady) ready.promise.catch(() => {});
+
+    // The first failure wins: it aborts the rest, whose own (abort) errors must not mask it.
+    let failure: { error: unknown } | undefined;
+    const fail = (error: unknown) => {
+      failure ??= { error };
+      controller.abort(error);
+    };
+    const layerWork = runBounded(tasks, concurrency, signal, fail);
+    const rootfsWork = options.rootfs
+      ? flattenLayers(
+          layers.map((layer, index) => ({
+            open: async () => {
+              await blobReady[index]!.promise;
+              return cache.fetch(layer, { signal });
+            },
+            mediaType: layer.mediaType,
+            diffId: diffIds[index]!,
+          })),
+          { ...options.extract, destination: options.rootfs, signal },
+        ).catch(fail)
+      : undefined;
+    const [paths] = await Promise.all([layerWork, rootfsWork]);
+    if (failure) throw failure.error;
+
+    // Record the image only once every blob it needs is committed: index.json never names an
+    // incomplete image, so the cache stays a valid OCI layout at every instant.
+    const top = topDescriptor(resolved);
+    if (!resolved.offline || !(await cache.resolveImage(reference.toString()))) {
+      await cache.putImage(reference.toString(), top);
+    }
+    const durationMs = performance.now() - started;
+    emit({ type: 'pull-end', durationMs });
+    return {
+      reference: reference.toString(),
+      manifestDigest: resolved.manifestDigest,
+      ...(resolved.index ? { indexDigest: resolved.index.digest } : {}),
+      manifest: resolved.manifest,
+      config,
+      summary: summarizeConfig(config),
+      platform,
+      layers: layers.map((layer, index) => ({
+        digest: layer.digest,
+        diffId: diffIds[index]!,
+        mediaType: layer.mediaType,
+        size: layer.size,
+        blobPath: cache.blobPath(layer.digest),
+        ...(paths[index] ? { path: paths[index] } : {}),
+      })),
+      ...(options.rootfs ? { rootfs: options.rootfs } : {}),
+      offline: !clients.used,
+      durationMs,
+    };
+  } finally {
+    options.signal?.removeEventListener('abort', forwardAbort);
+    await clients.close();
+    if (ownsCache) await cache.close();
+  }
+}
+
+/**
+ * Finds the manifest for a reference: from the cache when the policy allows and everything needed is
+ * there, else from the registry (and then stores the index and manifest bytes in the cache).
+ */
+export async function resolveManifest(
+  reference: Reference,
+  cache: BlobCache,
+  clients: { client(): RegistryClient },
+  options: Pick<PullOptions, 'platform' | 'variantFallback' | 'policy'> & { signal?: AbortSignal },
+): Promise<ResolvedManifest> {
+  const policy = options.policy ?? DEFAULT_PULL_POLICY;
+  if (policy !== 'always' || reference.digest) {
+    const local = await resolveFromCache(reference, cache, options);
+    if (local) return local;
+    if (policy === 'never') {
+      throw new OciError(
+        ErrorCode.NotCached,
+        `${reference.toString()} is not in the cache (pull policy never)`,
+      );
+    }
+  }
+  throwIfAborted(options.signal);
+  const remote = await clients.client().resolve(reference, {
+    ...(options.platform ? { platform: options.platform } : {}),
+    ...(options.variantFallback ? { variantFallback: true } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  if (remote.index) {
+    await cache.writeBlob(remote.index.bytes, {
+      digest: remote.index.digest,
+      mediaType: remote.index.mediaType,
+    });
+  }
+  await cache.writeBlob(remote.manifestBytes, { digest: remote.manifestDigest, mediaType: remote.mediaType });
+  return {
+    reference: remote.reference,
+    manifestDigest: remote.manifestDigest,
+    manifest: remote.manifest,
+    manifestBytes: remote.manifestBytes,
+    mediaType: remote.mediaType,
+    ...(remote.index ? { index: remote.index } : {}),
+    ...(remote.platform ? { platform: remote.platform } : {}),
+    offline: false,
+  };
+}
+
+async function resolveFromCache(
+  reference: Reference,
+  cache: BlobCache,
+  options: Pick<PullOptions, 'platform' | 'variantFallback'>,
+): Promise<ResolvedManifest | undefined> {
+  const digest = reference.digest ?? (await cache.resolveImage(reference.toString()))?.digest;
+  if (!digest || !(await cache.has({ digest }))) return undefined;
+  const bytes = await cache.readBlob(digest);
+  const parsed = parseManifest(bytes);
+  if (parsed.kind === 'manifest') {
+    return {
+      reference,
+      manifestDigest: digest,
+      manifest: parsed.manifest,
+      manifestBytes: bytes,
+      mediaType: parsed.mediaType,
+      offline: true,
+    };
+  }
+  const wanted = options.platform ?? hostPlatform();
+  const entry = selectManifest(parsed.manifest, typeof wanted === 'string' ? parsePlatform(wanted) : wanted, {
+    variantFallback: options.variantFallback ?? false,
+  });
+  if (!(await cache.has(entry))) return undefined;
+  const manifestBytes = await cache.readBlob(entry.digest);
+  const manifest = parseManifest(manifestBytes, entry.mediaType);
+  if (manifest.kind !== 'manifest') {
+    throw new OciError(ErrorCode.InvalidManifest, `index entry ${entry.digest} is not an image manifest`);
+  }
+  return {
+    reference,
+    manifestDigest: entry.digest,
+    manifest: manifest.manifest,
+    manifestBytes,
+    mediaType: manifest.mediaType,
+    index: { digest, manifest: parsed.manifest, bytes, mediaType: parsed.mediaType },
+    ...(entry.platform ? { platform: entry.platform } : {}),
+    offline: true,
+  };
+}
+
+function topDescriptor(resolved: ResolvedManifest): Descriptor {
+  if (resolved.index) {
+    return {
+      mediaType: resolved.index.mediaType,
+      digest: resolved.index.digest,
+      size: resolved.index.bytes.byteLength,
+    };
+  }
+  return {
+    mediaType: resolved.mediaType,
+    digest: resolved.manifestDigest,
+    size: resolved.manifestBytes.byteLength,
+  };
+}
+
+/** Reads (downloading if needed) and parses the image config. */
+export async function readConfig(
+  manifest: ImageManifest,
+  cache: BlobCache,
+  source: BlobSource,
+  signal?: AbortSignal,
+): Promise<ImageConfig> {
+  await cache.ingest(manifest.config, source, signal ? { signal } : {});
+  const bytes = await cache.readBlob(manifest.config.digest);
+  let config: unknown;
+  try {
+    config = JSON.parse(bytes.toString('utf8'));
+  } catch (error) {
+    throw new OciError(
+      ErrorCode.InvalidManifest,
+      `image config ${manifest.config.digest} is not valid JSON`,
+      {
+        cause: error,
+      },
+    );
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new OciError(
+      ErrorCode.InvalidManifest,
+      `image config ${manifest.config.digest} is not a JSON object`,
+    );
+  }
+  return config as ImageConfig;
+}
+
+type Emit = (event: ProgressEvent) => void;
+
+/** Downloads one layer blob into the cache (no extraction), with progress. */
+async function downloadLayer(
+  cache: BlobCache,
+  source: BlobSource,
+  layer: Descriptor,
+  index: number,
+  signal: AbortSignal,
+  emit: Emit,
+): Promise<undefined> {
+  const progress = downloadProgress(layer, index, emit);
+  const result = await cache.ingest(layer, source, { signal, onProgress: progress.onProgress });
+  progress.end(result.cached, result.resumedFrom);
+  return undefined;
+}
+
+/**
+ * One layer's single pass: the blob streams through the cache (verified, written, committed) straight
+ * into the extractor, which checks the diff_id and renames the tree into `layers/<diffid>`.
+ */
+async function pullLayerTree(
+  cache: BlobCache,
+  source: BlobSource,
+  layer: Descriptor,
+  diffId: Digest,
+  index: number,
+  options: PullOptions & { signal: AbortSignal },
+  emit: Emit,
+  blobReady: Deferred<void>,
+): Promise<string> {
+  const { signal } = options;
+  if (await cache.hasLayer(diffId)) {
+    // The tree is there (perhaps from a zstd twin of this layer); the blob still belongs in the
+    // layout so the cache stays a complete OCI image.
+    await downloadLayer(cache, source, layer, index, signal, emit);
+    blobReady.resolve();
+    emit({ type: 'layer-extract-end', index, digest: layer.digest, diffId, cached: true, entries: 0 });
+    return cache.layerPath(diffId);
+  }
+  const progress = downloadProgress(layer, index, emit);
+  const stream = await cache.fetchThrough(layer, source, { signal, onProgress: progress.onProgress });
+  stream.committed.then(
+    () => {
+      progress.end(stream.cached, stream.resumedFrom);
+      blobReady.resolve();
+    },
+    () => {},
+  );
+  // The extractor wants a destination that does not exist yet (it renames its own temp into place);
+  // a child of the cache's lease-protected temp directory is on the same filesystem as layers/.
+  const temp = await cache.createLayerTemp(diffId);
+  const tree = join(temp, 'tree');
+  try {
+    emit({ type: 'layer-extract-start', index, digest: layer.digest, total: layer.size });
+    const counter = new ByteCounter();
+    // pipe() does not forward errors: a verification failure in the cache stream must reach the extractor.
+    stream.once('error', (error) => counter.destroy(error));
+    let last = 0;
+    const result = await extractLayer(stream.pipe(counter), {
+      ...options.extract,
+      destination: tree,
+      mediaType: layer.mediaType,
+      diffId,
+      signal,
+      onProgress: (extracted) => {
+        const now = performance.now();
+        if (now - last < 100) return;
+        last = now;
+        emit({
+          type: 'layer-extract-progress',
+          index,
+          digest: layer.digest,
+          bytes: counter.bytes,
+          total: layer.size,
+          entries: extracted.entries,
+        });
+      },
+    }).catch(async (error: unknown) => {
+      throw await explainExtractFailure(stream, counter, error);
+    });
+    await stream.committed;
+    const { path } = await cache.commitLayer(diffId, tree, { signal });
+    emit({
+      type: 'layer-extract-end',
+      index,
+      digest: layer.digest,
+      diffId,
+      cached: false,
+      entries: result.entries,
+    });
+    return path;
+  } finally {
+    await rm(temp, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/**
+ * A layer the extractor could not read may simply be corrupt in transit: drain the rest of the blob
+ * through the cache's verifier so the user hears "digest mismatch" (the cause) rather than a
+ * decompression error (the symptom), as containerd reports it. Aborts and other errors pass as they are.
+ */
+async function explainExtractFailure(
+  stream: Readable & { committed: Promise<void> },
+  counter: Transform,
+  error: unknown,
+): Promise<unknown> {
+  if (isOciError(error, ErrorCode.Aborted) || stream.destroyed) {
+    stream.destroy();
+    return error;
+  }
+  stream.unpipe(counter);
+  stream.resume();
+  try {
+    await stream.committed;
+  } catch (verdict) {
+    if (isOciError(verdict, ErrorCode.DigestMismatch) || isOciError(verdict, ErrorCode.SizeMismatch))
+      return verdict;
+  }
+  return error;
+}
+
+function downloadProgress(layer: Descriptor, index: number, emit: Emit) {
+  let started = false;
+  return {
+    onProgress(event: { bytes: number; total: number; resumedFrom: number }) {
+      if (!started) {
+        started = true;
+        emit({
+          type: 'layer-download-start',
+          index,
+          digest: layer.digest,
+          total: layer.size,
+          resumedFrom: event.resumedFrom,
+        });
+      }
+      emit({
+        type: 'layer-download-progress',
+        index,
+        digest: layer.digest,
+        bytes: event.bytes,
+        total: layer.size,
+      });
+    },
+    end(cached: boolean, resumedFrom: number) {
+      emit({
+        type: 'layer-download-end',
+        index,
+        digest: layer.digest,
+        cached,
+        resumedFrom,
+        total: layer.size,
+      });
+    },
+  };
+}
+
+/** Counts the compressed bytes the extractor has consumed, for extract progress. */
+class ByteCounter extends Transform {
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.byteLength;
+    callback(null, chunk);
+  }
+}
+
+/** Makes the registry client on first use, so a fully cached pull opens no connection at all. */
+class LazyClient {
+  #client: RegistryClient | undefined;
+  readonly #options: PullOptions;
+  readonly #emit: Emit;
+  used = false;
+
+  constructor(options: PullOptions, emit: Emit) {
+    this.#options = options;
+    this.#emit = emit;
+  }
+
+  client(): RegistryClient {
+    this.used = true;
+    if (this.#options.client) return this.#options.client;
+    this.#client ??= createRegistryClient({
+      ...this.#options.registry,
+      onEvent: (event: RegistryEvent) => {
+        this.#options.registry?.onEvent?.(event);
+        if (event.type === 'request-retry') {
+          this.#emit({
+            type: 'retry',
+            attempt: event.attempt + 1,
+            delayMs: event.delayMs,
+            reason: event.status ? `${event.code} (HTTP ${event.status})` : event.code,
+          });
+        } else if (event.type === 'mirror-fallback') {
+          this.#emit({
+            type: 'mirror-fallback',
+            mirror: event.mirror,
+            registry: event.registry,
+            reason: event.status ? `${event.code ?? 'error'} (HTTP ${event.status})` : (event.code ?? 'miss'),
+          });
+        }
+      },
+    });
+    return this.#client;
+  }
+
+  blobSource(reference: Reference): BlobSource {
+    let source: BlobSource | undefined;
+    return {
+      fetch: (descriptor, options) => {
+        source ??= this.client().blobSource(reference);
+        return source.fetch(descriptor, options);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#client?.close();
+  }
+}
+
+function notCachedSource(reference: Reference): BlobSource {
+  return {
+    fetch: async (descriptor) => {
+      throw new OciError(
+        ErrorCode.NotCached,
+        `blob ${descriptor.digest} of ${reference.toString()} is not in the cache (pull policy never)`,
+      );
+    },
+  };
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/**
+ * Runs tasks at most `limit` at a time, in order. A failure goes to `fail` (which aborts the rest)
+ * and no new task starts after it; resolves once every started task has settled.
+ */
+async function runBounded<T>(
+  tasks: Array<() => Promise<T>>,
+  limit: number,
+  signal: AbortSignal,
+  fail: (error: unknown) => void,
+): Promise<Array<T | undefined>> {
+  const results: Array<T | undefined> = new Array(tasks.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length && !signal.aborted) {
+      const index = next++;
+      try {
+        results[index] = await tasks[index]!();
+      } catch (error) {
+        fail(error);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+  return results;
+}
