@@ -1,0 +1,226 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { type Descriptor, ErrorCode, type OciError } from '@ocipull/core';
+import {
+  type BuiltImage,
+  buildImage,
+  type DistributionRegistry,
+  file,
+  startDistribution,
+} from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createRegistryClient,
+  type RegistryClient,
+  type RegistryClientOptions,
+  type RegistryEvent,
+} from './index.ts';
+
+async function sha256(stream: Readable): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).byteLength;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<OciError & { status?: number }> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as OciError;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('registry client against the real distribution registry', () => {
+  let root: string;
+  let image: BuiltImage;
+  let multi: BuiltImage;
+  const registries: DistributionRegistry[] = [];
+  const clients: RegistryClient[] = [];
+
+  function client(options: RegistryClientOptions = {}): RegistryClient {
+    const made = createRegistryClient({
+      dockerConfig: false,
+      retryPolicy: { baseMs: 20, maxMs: 200 },
+      ...options,
+    });
+    clients.push(made);
+    return made;
+  }
+
+  async function start(...args: Parameters<typeof startDistribution>): Promise<DistributionRegistry> {
+    const started = await startDistribution(...args);
+    registries.push(started);
+    return started;
+  }
+
+  /** Pulls every blob of the resolved image and checks each digest and size. */
+  async function pullAll(registryClient: RegistryClient, reference: string, platform?: string) {
+    const resolved = await registryClient.resolve(reference, platform ? { platform } : {});
+    const blobs: Descriptor[] = [resolved.manifest.config, ...resolved.manifest.layers];
+    for (const descriptor of blobs) {
+      const got = await sha256(await registryClient.fetchBlob(resolved.reference, descriptor));
+      expect(got).toEqual({ digest: descriptor.digest, size: descriptor.size });
+    }
+    return resolved;
+  }
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'registry-client-e2e-'));
+    image = await buildImage(
+      {
+        layers: [
+          { entries: [file('big.bin', { size: 4 * 1024 * 1024, seed: 3 })], compression: 'none' },
+          { entries: [file('etc/hostname', 'e2e\n')] },
+        ],
+      },
+      { dir: join(root, 'single'), tag: 'v1' },
+    );
+    multi = await buildImage(
+      {
+        images: [
+          { platform: { os: 'linux', architecture: 'amd64' }, layers: [{ entries: [file('a', 'amd64')] }] },
+          {
+            platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+            layers: [{ entries: [file('a', 'arm64')] }],
+          },
+        ],
+      },
+      { dir: join(root, 'multi'), tag: 'v1' },
+    );
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((made) => made.close()));
+    await Promise.all(registries.map((started) => started.close()));
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('plain HTTP: resolves an image and an index, streams blobs, resumes with Range (206)', async () => {
+    const registry = await start({ mode: 'http' });
+    await registry.push(image.dir, 'v1', 'team/app');
+    await registry.push(multi.dir, 'v1', 'team/multi');
+    const registryClient = client();
+    const resolved = await pullAll(registryClient, `${registry.host}/team/app:v1`);
+    expect(resolved.manifestDigest).toBe(image.digest);
+    const arm = await pullAll(registryClient, `${registry.host}/team/multi:v1`, 'linux/arm64');
+    expect(arm.manifestDigest).toBe(multi.manifests[1]!.descriptor.digest);
+    expect(arm.index?.digest).toBe(multi.digest);
+    const head = await registryClient.headManifest(`${registry.host}/team/app:v1`);
+    expect(head).toEqual({
+      digest: image.digest,
+      mediaType: image.descriptor.mediaType,
+      size: image.descriptor.size,
+    });
+    expect(await registryClient.headManifest(`${registry.host}/team/app:nope`)).toBeUndefined();
+
+    const layer = resolved.manifest.layers[0]!;
+    const whole = await readFile(image.manifests[0]!.layers[0]!.path);
+    const offset = 1_500_000;
+    const chunks: Buffer[] = [];
+    for await (const chunk of await registryClient.fetchBlob(resolved.reference, layer, { offset }))
+      chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(whole.subarray(offset))).toBe(true);
+    expect(registry.requests().some((request) => request.status === 206)).toBe(true);
+
+    const missing = await rejection(registryClient.fetchManifest(`${registry.host}/team/app:nope`));
+    expect([missing.code, missing.status]).toEqual([ErrorCode.ManifestUnknown, 404]);
+    const unknownRepository = await rejection(registryClient.fetchManifest(`${registry.host}/team/none:v1`));
+    // distribution 2.8 answers MANIFEST_UNKNOWN (not NAME_UNKNOWN) for a tag of an unknown repository.
+    expect(unknownRepository.code).toBe(ErrorCode.ManifestUnknown);
+    expect((unknownRepository as OciError & { errors: unknown[] }).errors).toEqual([
+      { code: 'MANIFEST_UNKNOWN', message: 'manifest unknown', detail: { Tag: 'v1' } },
+    ]);
+  });
+
+  it('TLS with its CA and basic auth: right password pulls, wrong one and unknown CA fail clearly', async () => {
+    const registry = await start({ mode: 'tls-basic' });
+    await registry.push(image.dir, 'v1', 'team/app');
+    const ca = await readFile(registry.caFile!, 'utf8');
+    const [user, password] = Object.entries(registry.users)[0]!;
+    const good = client({
+      registries: { [registry.host]: { ca, insecure: false } },
+      credentials: { [registry.host]: { username: user, password } },
+    });
+    expect((await pullAll(good, `${registry.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+
+    const wrong = await rejection(
+      client({
+        registries: { [registry.host]: { ca, insecure: false } },
+        credentials: { [registry.host]: { username: user, password: 'definitely-wrong' } },
+      }).resolve(`${registry.host}/team/app:v1`),
+    );
+    expect([wrong.code, wrong.status]).toEqual([ErrorCode.Unauthorized, 401]);
+    expect(wrong.message).not.toContain('definitely-wrong');
+
+    const untrusted = await rejection(
+      client({
+        registries: { [registry.host]: { insecure: false } },
+        credentials: { [registry.host]: { username: user, password } },
+      }).resolve(`${registry.host}/team/app:v1`),
+    );
+    expect([untrusted.code, untrusted.retryable]).toEqual([ErrorCode.Network, false]);
+    expect(untrusted.message).toContain('TLS');
+
+    const skipping = client({
+      registries: { [registry.host]: { insecure: false, skipVerify: true } },
+      credentials: { [registry.host]: { username: user, password } },
+    });
+    expect((await skipping.resolve(`${registry.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+  });
+
+  it('token auth: anonymous pull allowed, anonymous pull denied, credentialed pull', async () => {
+    const open = await start({ mode: 'token', anonymousPull: true });
+    await open.push(image.dir, 'v1', 'team/app');
+    expect((await pullAll(client(), `${open.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+
+    const closed = await start({ mode: 'token', anonymousPull: false });
+    await closed.push(image.dir, 'v1', 'team/app');
+    const denied = await rejection(client().resolve(`${closed.host}/team/app:v1`));
+    expect([ErrorCode.Unauthorized, ErrorCode.Denied]).toContain(denied.code);
+    const [user, password] = Object.entries(closed.users)[0]!;
+    const credentialed = client({ credentials: { [closed.host]: { username: user, password } } });
+    expect((await pullAll(credentialed, `${closed.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+    expect(closed.tokenRequests?.length).toBeGreaterThan(0);
+  });
+
+  it('pull-through mirror: served through the mirror, falls back to the upstream when it is down', async () => {
+    const upstream = await start({ mode: 'http' });
+    await upstream.push(image.dir, 'v1', 'team/app');
+    const mirror = await start({ mode: 'http', proxy: { remoteurl: upstream.url } });
+    const events: RegistryEvent[] = [];
+    const options: RegistryClientOptions = {
+      registries: { [upstream.host]: { mirrors: [mirror.host] } },
+      onEvent: (event) => events.push(event),
+      retries: 1,
+    };
+    const before = upstream.requests().length;
+    expect((await pullAll(client(options), `${upstream.host}/team/app:v1`)).manifestDigest).toBe(
+      image.digest,
+    );
+    expect(events.filter((event) => event.type === 'mirror-fallback')).toEqual([]);
+    const mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
+    expect(mirrored.length).toBeGreaterThanOrEqual(4);
+    // The mirror fetched from the upstream on our behalf.
+    expect(upstream.requests().length).toBeGreaterThan(before);
+
+    await mirror.close();
+    const afterMirror = client(options);
+    expect((await pullAll(afterMirror, `${upstream.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+    const fallbacks = events.filter((event) => event.type === 'mirror-fallback');
+    expect(fallbacks.length).toBeGreaterThanOrEqual(4);
+    expect(fallbacks[0]).toMatchObject({
+      registry: upstream.host,
+      mirror: mirror.host,
+      operation: 'manifest',
+      code: ErrorCode.Network,
+    });
+  });
+});
