@@ -1,0 +1,343 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { AbortedError, type Digest, ErrorCode, OciError, throwIfAborted } from '@ocipull/core';
+import { createHasher } from '@ocipull/digest';
+import type { Extract } from 'tar-stream';
+import { decompressLayer } from './decompress.ts';
+import { DiffIdMismatchError, LimitExceededError, toOciError } from './errors.ts';
+import {
+  type CommonExtractOptions,
+  DEFAULT_LIMITS,
+  type ExtractResult,
+  type LayerStreamOptions,
+  type WhiteoutFormat,
+} from './options.ts';
+import { createTarExtract, type TarHeader } from './tar-parse.ts';
+import { type RecordedDevice, type TreeMode, type TreeSettings, TreeWriter } from './tree-writer.ts';
+
+/** How often (in entries) `onProgress` is called. */
+const PROGRESS_EVERY = 256;
+
+/** Options of `extractLayer`. */
+export interface ExtractLayerOptions extends LayerStreamOptions {
+  /** The per-layer directory to create; it must not exist yet (its parent must). */
+  destination: string;
+  /**
+   * How whiteouts are kept: `'overlayfs'` (0:0 character devices and `trusted.overlay.opaque=y`,
+   * what a kernel overlay mount reads; needs root) or `'aufs'` (the `.wh.*` marker files as written,
+   * what fuse-overlayfs and containers-storage read rootless). Default: `'overlayfs'` as root, else `'aufs'`.
+   */
+  whiteoutFormat?: WhiteoutFormat;
+}
+
+/** Options of `applyLayer`. */
+export interface ApplyLayerOptions extends LayerStreamOptions {
+  /** The existing rootfs directory the layer is applied onto, in place. */
+  root: string;
+}
+
+/** One layer for `flattenLayers`. */
+export interface FlattenLayer {
+  /** Opens the layer's (compressed) byte stream; called once, when the layer's turn comes. */
+  open: () => Promise<Readable> | Readable;
+  mediaType?: string;
+  diffId?: Digest | string;
+}
+
+/** Options of `flattenLayers`. */
+export interface FlattenLayersOptions extends CommonExtractOptions {
+  /** The rootfs directory to create; it must not exist yet (its parent must). */
+  destination: string;
+}
+
+/** The result of `extractLayer` and `applyLayer`, with device nodes that were recorded instead of created. */
+export interface LayerExtractResult extends ExtractResult {
+  /** Device nodes not created because the extraction is rootless. */
+  devices: RecordedDevice[];
+}
+
+/** The result of `flattenLayers`. */
+export interface FlattenResult {
+  /** One result per layer, bottom to top. */
+  layers: LayerExtractResult[];
+  /** Entries over all layers. */
+  entries: number;
+  /** Uncompressed bytes over all layers. */
+  bytes: number;
+}
+
+/**
+ * Extracts ONE layer's own content into a new directory `options.destination`, atomically: the tree
+ * is written into a temporary sibling directory and renamed into place at the end, so a failure
+ * (unsafe entry, diff_id mismatch, abort, full disk) leaves nothing behind. Whiteouts are kept in
+ * the form `options.whiteoutFormat` names, so a runtime can stack the per-layer trees.
+ */
+export async function extractLayer(
+  input: Readable,
+  options: ExtractLayerOptions,
+): Promise<LayerExtractResult> {
+  const destination = path.resolve(options.destination);
+  const temp = makeTempSibling(destination, input);
+  try {
+    const result = await processLayer(input, temp, 'layer', options, options.whiteoutFormat);
+    if (!rootHasEntry(result)) fs.chmodSync(temp, 0o755);
+    fs.renameSync(temp, destination);
+    return result;
+  } catch (error) {
+    fs.rmSync(temp, { recursive: true, force: true });
+    throw toOciError(error, `extracting layer into ${destination}`);
+  }
+}
+
+/**
+ * Applies one layer onto an existing rootfs directory with overlay semantics: `.wh.<name>` removes
+ * the lower entry, `.wh..wh..opq` empties the directory's lower content but keeps what the same
+ * layer adds (in any tar order), later entries replace earlier ones, a file replaces a directory
+ * and vice versa, hardlinks resolve against the tree as it is. Whiteouts never appear in the tree.
+ *
+ * The root is changed in place: on a diff_id mismatch or any failure the tree is left half-applied.
+ * Work on a copy (or use `flattenLayers`, which does) when that matters.
+ */
+export async function applyLayer(input: Readable, options: ApplyLayerOptions): Promise<LayerExtractResult> {
+  const root = path.resolve(options.root);
+  const stat = fs.statSync(root, { throwIfNoEntry: false });
+  if (stat === undefined || !stat.isDirectory()) {
+    input.destroy();
+    throw new OciError(ErrorCode.InvalidArgument, `root ${root} is not a directory`);
+  }
+  try {
+    return await processLayer(input, root, 'apply', options, undefined);
+  } catch (error) {
+    throw toOciError(error, `applying layer onto ${root}`);
+  }
+}
+
+/**
+ * Builds a flattened rootfs: applies `layers` bottom to top into a temporary sibling of
+ * `options.destination` and renames it into place at the end, so a failure leaves nothing.
+ */
+export async function flattenLayers(
+  layers: FlattenLayer[],
+  options: FlattenLayersOptions,
+): Promise<FlattenResult> {
+  const destination = path.resolve(options.destination);
+  const temp = makeTempSibling(destination, undefined);
+  const results: LayerExtractResult[] = [];
+  try {
+    fs.chmodSync(temp, 0o755);
+    for (const layer of layers) {
+      throwIfAborted(options.signal);
+      const input = await layer.open();
+      const layerOptions: LayerStreamOptions = { ...options };
+      if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
+      if (layer.diffId !== undefined) layerOptions.diffId = layer.diffId;
+      results.push(await processLayer(input, temp, 'apply', layerOptions, undefined));
+    }
+    fs.renameSync(temp, destination);
+  } catch (error) {
+    fs.rmSync(temp, { recursive: true, force: true });
+    throw toOciError(error, `flattening layers into ${destination}`);
+  }
+  let entries = 0;
+  let bytes = 0;
+  for (const result of results) {
+    entries += result.entries;
+    bytes += result.bytes;
+  }
+  return { layers: results, entries, bytes };
+}
+
+function makeTempSibling(destination: string, input: Readable | undefined): string {
+  if (fs.existsSync(destination)) {
+    input?.destroy();
+    throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`);
+  }
+  try {
+    return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.tmp-`));
+  } catch (error) {
+    input?.destroy();
+    throw toOciError(error, `creating a temporary directory next to ${destination}`);
+  }
+}
+
+const ROOT_ENTRY = Symbol('rootEntry');
+
+function rootHasEntry(result: LayerExtractResult): boolean {
+  return (result as { [ROOT_ENTRY]?: boolean })[ROOT_ENTRY] === true;
+}
+
+function resolveSettings(
+  options: CommonExtractOptions,
+  whiteoutFormat: WhiteoutFormat | undefined,
+): TreeSettings {
+  const rootless = options.rootless ?? process.getuid?.() !== 0;
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!(typeof value === 'number' && value > 0)) {
+      throw new OciError(ErrorCode.InvalidArgument, `limits.${key} must be a positive number`);
+    }
+  }
+  return {
+    rootless,
+    uidMap: options.uidMap,
+    gidMap: options.gidMap,
+    filter: options.filter,
+    preserveMtimes: options.preserveMtimes ?? true,
+    lenient: options.lenient ?? false,
+    limits,
+    xattrErrors: options.xattrErrors ?? 'report',
+    whiteoutFormat: whiteoutFormat ?? (rootless ? 'aufs' : 'overlayfs'),
+  };
+}
+
+/**
+ * The pipeline of one layer: decompress (zlib streams, big chunks) → hash the uncompressed bytes →
+ * tar-stream parser → `TreeWriter`, whose synchronous writes run inside the parser's entry events
+ * so no promise is made per entry or per chunk. The whole stream is read (trailing padding
+ * included) so the diff_id covers every byte.
+ */
+async function processLayer(
+  input: Readable,
+  root: string,
+  mode: TreeMode,
+  options: LayerStreamOptions,
+  whiteoutFormat: WhiteoutFormat | undefined,
+): Promise<LayerExtractResult> {
+  const settings = resolveSettings(options, whiteoutFormat);
+  const signal = options.signal;
+  if (signal?.aborted) {
+    input.destroy();
+    throw new AbortedError(signal.reason);
+  }
+  const writer = new TreeWriter(root, mode, settings);
+  const { stream, warning } = await decompressLayer(input, options.mediaType);
+  if (warning !== undefined) writer.warnings.push(warning);
+
+  const hasher = createHasher();
+  const extract = createTarExtract();
+  let failure: unknown;
+  let rootEntry = false;
+  const fail = (error: unknown) => {
+    if (failure === undefined) failure = error;
+    extract.destroy(error as Error);
+    stream.destroy();
+  };
+  const onAbort = () => fail(new AbortedError(signal?.reason));
+  signal?.addEventListener('abort', onAbort, { once: true });
+
+  const report = () => options.onProgress?.({ entries: writer.entries, bytes: hasher.bytes });
+
+  extract.on('entry', (tarHeader, body, next) => {
+    const header = tarHeader as unknown as TarHeader;
+    let sink: ReturnType<TreeWriter['begin']>;
+    try {
+      if (header.name === './' || header.name === '.' || header.name === '/') rootEntry = true;
+      sink = writer.begin(header);
+      if (options.onProgress !== undefined && writer.entries % PROGRESS_EVERY === 0) report();
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    if (sink === undefined) {
+      body.on('end', () => next());
+      body.resume();
+      return;
+    }
+    const target = sink;
+    body.on('data', (data) => {
+      const chunk = data as Buffer;
+      if (failure !== undefined) return;
+      try {
+        target.write(chunk);
+      } catch (error) {
+        fail(error);
+      }
+    });
+    body.on('end', () => {
+      if (failure !== undefined) return;
+      try {
+        target.end();
+      } catch (error) {
+        fail(error);
+        return;
+      }
+      next();
+    });
+  });
+
+  const parsed = new Promise<void>((resolve, reject) => {
+    extract.on('finish', () => resolve());
+    extract.on('error', (error: Error) => reject(failure ?? error));
+    extract.on('close', () => {
+      if (failure !== undefined) reject(failure);
+    });
+  });
+  parsed.catch(() => {});
+
+  try {
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        hasher.update(chunk);
+        if (hasher.bytes > settings.limits.maxBytes) {
+          throw new LimitExceededError(
+            'maxBytes',
+            settings.limits.maxBytes,
+            `more than ${settings.limits.maxBytes} uncompressed bytes`,
+          );
+        }
+        if (failure !== undefined) break;
+        if (!extract.write(chunk)) await drained(extract);
+      }
+      if (failure === undefined) extract.end(undefined);
+    } catch (error) {
+      fail(failure ?? error);
+    }
+    try {
+      await parsed;
+    } catch (error) {
+      throw wrapParseError(failure ?? error);
+    }
+    if (failure !== undefined) throw failure;
+    writer.finish();
+    const diffId = hasher.digest();
+    if (options.diffId !== undefined && options.diffId !== diffId)
+      throw new DiffIdMismatchError(options.diffId, diffId);
+    report();
+    const result: LayerExtractResult = {
+      entries: writer.entries,
+      bytes: hasher.bytes,
+      diffId,
+      skipped: writer.skipped,
+      warnings: writer.warnings,
+      devices: writer.devices,
+    };
+    if (rootEntry) Object.defineProperty(result, ROOT_ENTRY, { value: true, enumerable: false });
+    return result;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    stream.destroy();
+  }
+}
+
+function drained(extract: Extract): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      extract.off('drain', done);
+      extract.off('close', done);
+      resolve();
+    };
+    extract.on('drain', done);
+    extract.on('close', done);
+  });
+}
+
+function wrapParseError(error: unknown): unknown {
+  if (OciError.isInstance(error)) return error;
+  if (error instanceof Error && /header|tar|Unexpected end/i.test(error.message)) {
+    return new OciError(ErrorCode.InvalidLayer, `not a readable tar stream: ${error.message}`, {
+      cause: error,
+    });
+  }
+  return error;
+}

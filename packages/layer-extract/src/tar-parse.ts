@@ -1,0 +1,68 @@
+import { extract as createExtract, type Extract, type Header } from 'tar-stream';
+
+const RAW_PAX = Symbol('ocipull.rawPax');
+
+/** A tar-stream header with the PAX records kept as bytes (xattr values are binary, e.g. `security.capability`). */
+export type TarHeader = Omit<Header, 'type' | 'pax'> & {
+  /** null for type flags tar-stream does not know (GNU sparse `S`, volume headers). */
+  type: Header['type'] | null;
+  pax?: (Record<string, string> & { [RAW_PAX]?: Buffer }) | null;
+};
+
+interface ExtractInternals {
+  _header: { type: string | null } | null;
+  _pax: (Record<string, string> & { [RAW_PAX]?: Buffer }) | null;
+  _decodeLongHeader?: (buffer: Buffer) => void;
+}
+
+/**
+ * A tar-stream extractor that also keeps each PAX header's raw bytes. tar-stream decodes PAX values
+ * as UTF-8 text, which mangles binary `SCHILY.xattr.*` values such as file capabilities; the raw
+ * record lets `paxXattrs` return them byte for byte. Relies on tar-stream 3.2's `_decodeLongHeader`
+ * (the version is pinned; a test with a binary capability xattr guards it).
+ */
+export function createTarExtract(): Extract {
+  const extract = createExtract();
+  const internals = extract as unknown as ExtractInternals;
+  const original = internals._decodeLongHeader;
+  if (typeof original === 'function') {
+    internals._decodeLongHeader = function decodeLongHeader(this: ExtractInternals, buffer: Buffer) {
+      original.call(this, buffer);
+      if (this._header?.type === 'pax-header' && this._pax !== null) {
+        Object.defineProperty(this._pax, RAW_PAX, { value: Buffer.from(buffer), enumerable: false });
+      }
+    };
+  }
+  return extract;
+}
+
+/** The `SCHILY.xattr.*` records of an entry (POSIX pax, GNU tar and Go's archive/tar write them), values as bytes. */
+export function paxXattrs(header: TarHeader): Map<string, Buffer> {
+  const xattrs = new Map<string, Buffer>();
+  const pax = header.pax;
+  if (pax === undefined || pax === null) return xattrs;
+  const raw = pax[RAW_PAX];
+  if (raw !== undefined) {
+    // Records are "<length> <key>=<value>\n" with length counting the whole record (POSIX pax format).
+    let offset = 0;
+    while (offset < raw.length) {
+      const space = raw.indexOf(0x20, offset);
+      if (space < 0) break;
+      const length = Number.parseInt(raw.toString('latin1', offset, space), 10);
+      if (!(length > 0) || offset + length > raw.length) break;
+      const record = raw.subarray(space + 1, offset + length - 1);
+      const equals = record.indexOf(0x3d);
+      if (equals > 0) {
+        const key = record.toString('utf8', 0, equals);
+        if (key.startsWith('SCHILY.xattr.'))
+          xattrs.set(key.slice(13), Buffer.from(record.subarray(equals + 1)));
+      }
+      offset += length;
+    }
+    return xattrs;
+  }
+  for (const [key, value] of Object.entries(pax)) {
+    if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), Buffer.from(String(value), 'utf8'));
+  }
+  return xattrs;
+}
