@@ -1,4 +1,6 @@
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -396,6 +398,7 @@ describe('registry client against the harness registry', () => {
       expect(JSON.stringify({ message: wrong.message, errors: wrong.errors })).not.toContain('hunter2');
       const none = await rejection(client().resolve(`${basic.host}/library/app`));
       expect(none.code).toBe(ErrorCode.Unauthorized);
+      expect(JSON.stringify(events)).not.toMatch(/wonderland|hunter2/);
     });
 
     it('bearer: anonymous token, cached per scope until it expires, renewed after', async () => {
@@ -530,6 +533,49 @@ describe('registry client against the harness registry', () => {
       } finally {
         await misses.close();
       }
+    });
+  });
+  describe('proxies', () => {
+    let proxy: Server;
+    let proxyPort: number;
+    const tunnels: string[] = [];
+
+    beforeAll(async () => {
+      // A CONNECT proxy that sends every tunnel to 127.0.0.1 at the asked port: names never resolve.
+      proxy = createServer();
+      proxy.on('connect', (request, socket, head) => {
+        tunnels.push(request.url ?? '');
+        const port = Number((request.url ?? '').split(':').pop());
+        const upstream = netConnect(port, '127.0.0.1', () => {
+          socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+          upstream.write(head);
+          upstream.pipe(socket);
+          socket.pipe(upstream);
+        });
+        upstream.on('error', () => socket.destroy());
+        socket.on('error', () => upstream.destroy());
+      });
+      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+      proxyPort = (proxy.address() as { port: number }).port;
+    });
+
+    afterAll(async () => {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    });
+
+    it('goes through HTTP_PROXY for remote registries and stays direct for loopback', async () => {
+      const remote = `registry.test:${registry.port}`;
+      const registryClient = client({
+        env: { HTTP_PROXY: `http://127.0.0.1:${proxyPort}` },
+        registries: { [remote]: { insecure: true } },
+      });
+      const resolved = await registryClient.resolve(`${remote}/library/app`);
+      expect(resolved.manifestDigest).toBe(single.digest);
+      expect(tunnels).toEqual([remote]);
+      await registryClient.resolve(ref('library/app'));
+      expect(tunnels).toEqual([remote]);
+      expect(registry.requests.filter((request) => request.kind === 'manifest').length).toBe(2);
     });
   });
 });

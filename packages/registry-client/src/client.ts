@@ -787,7 +787,12 @@ class Client implements RegistryClient {
       );
     }
     const service = challenge.params.service;
-    const wantedScope = challenge.params.scope ?? scope;
+    // Our own scope, not the challenge's: a challenge learned on one repository is reused for others.
+    const wantedScope = scope;
+    // The realm is the registry's own auth service: it gets the registry's TLS settings unless configured.
+    const settings = this.#registries.get(endpoint.registry.toLowerCase());
+    if (settings && !this.#registries.has(realm.host.toLowerCase()))
+      this.#transport.configureHost(realm.host, settings);
     const tokenEndpoint: Endpoint = { registry: realm.host, origin: realm.origin, mirror: false };
     const what = `a token for ${wantedScope}`;
     const response = await this.#retrying(endpoint.registry, signal, async () => {

@@ -73,10 +73,16 @@ export class Transport {
   readonly #hosts = new Map<string, RegistryTransportOptions>();
   readonly #common: Agent.Options;
   readonly #useProxy: boolean;
+  readonly #proxyEnv: { httpProxy?: string; httpsProxy?: string; noProxy?: string };
 
   constructor(options: { timeouts: Timeouts; maxConnectionsPerHost: number; env?: NodeJS.ProcessEnv }) {
     const env = options.env ?? process.env;
-    this.#useProxy = Boolean(env.HTTPS_PROXY || env.https_proxy || env.HTTP_PROXY || env.http_proxy);
+    const httpProxy = env.http_proxy ?? env.HTTP_PROXY;
+    const httpsProxy = env.https_proxy ?? env.HTTPS_PROXY;
+    const noProxy = env.no_proxy ?? env.NO_PROXY;
+    this.#useProxy = Boolean(httpProxy || httpsProxy);
+    // Passed explicitly so a client built with `env` never falls back to process.env.
+    this.#proxyEnv = { httpProxy: httpProxy ?? '', httpsProxy: httpsProxy ?? '', noProxy: noProxy ?? '' };
     this.#common = {
       connections: options.maxConnectionsPerHost,
       keepAliveTimeout: DEFAULT_KEEP_ALIVE_MS,
@@ -113,6 +119,7 @@ export class Transport {
       const tls = tlsOptions(options);
       proxied = new EnvHttpProxyAgent({
         ...this.#common,
+        ...this.#proxyEnv,
         connect: { ...(this.#common.connect as object), ...tls },
         requestTls: tls,
       });
