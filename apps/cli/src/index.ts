@@ -1,1 +1,3 @@
-export { main } from './main.ts';
+export { ExitCode, exitCodeFor, hintFor } from './exit-codes.ts';
+export type { MainOptions } from './main.ts';
+export { main, USAGE } from './main.ts';

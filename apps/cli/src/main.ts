@@ -1,4 +1,21 @@
-import { parseArgs } from 'node:util';
+import { isOciError, type OciError } from '@ocipull/core';
+import { DEFAULT_CONCURRENCY } from '@ocipull/pull';
+import { parseReference } from '@ocipull/registry-client';
+import {
+  configCommand,
+  imagesCommand,
+  inspectCommand,
+  pruneCommand,
+  rmCommand,
+  unknownCommand,
+  unpackCommand,
+  verifyCommand,
+} from './commands/cache-commands.ts';
+import { demoCommand } from './commands/demo.ts';
+import { loginCommand, logoutCommand } from './commands/login.ts';
+import { pullCommand } from './commands/pull.ts';
+import type { Command, CommandContext } from './context.ts';
+import { ExitCode, exitCodeFor, hintFor } from './exit-codes.ts';
 
 /** The top-level usage text of `ocipull`. */
 export const USAGE = `Usage: ocipull <command> [options]
@@ -6,31 +23,175 @@ export const USAGE = `Usage: ocipull <command> [options]
 Pull OCI and Docker images into a verified, content-addressed cache and extract them.
 
 Commands:
-  pull REF        download an image into the cache (and optionally a rootfs)
-  images          list cached images
-  inspect REF     show an image's manifest, config and layers
-  rm REF          remove an image record from the cache
-  prune           remove unreferenced blobs and layers
-  verify          re-hash cached blobs
-  demo            pull a built-in sample image from an in-process registry
+  pull REF            download an image into the cache (and optionally a rootfs); see \`ocipull pull --help\`
+  images              list cached images
+  inspect REF         show an image's manifest, config and layers
+  config REF          print an image's config as JSON
+  rm REF...           remove image records from the cache
+  prune               remove unreferenced blobs, layer trees and partial downloads
+  verify [DIGEST...]  re-hash cached blobs, quarantine bad ones
+  unpack REF DIR      flatten an already-cached image into DIR
+  login REGISTRY      store credentials in the docker config (-u USER, --password-stdin)
+  logout REGISTRY     remove stored credentials
+  demo                pull a built-in sample image from an in-process registry
 
-Options:
-  -h, --help      show this help
-  --version       print the version
+Global options:
+  --cache DIR         cache directory (default: $OCIPULL_CACHE, $XDG_CACHE_HOME/ocipull, ~/.cache/ocipull)
+  --json              print data as JSON
+  --quiet             print nothing but errors
+  --debug             print the cause chain of errors
+  -h, --help          show help
+  --version           print the version
+
+Pull defaults: --pull always, --concurrency ${DEFAULT_CONCURRENCY}.
+Exit codes: 0 ok, 1 usage, 2 not found or auth, 3 network, 4 integrity, 5 local I/O, 130 interrupted.
 `;
 
-/** Runs the CLI with the given arguments and resolves to the process exit code. */
-export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: false,
-    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
-  });
-  if (values.help || positionals.length === 0) {
-    process.stdout.write(USAGE);
-    return values.help ? 0 : 1;
+const commands: Record<string, Command> = {
+  pull: pullCommand,
+  images: imagesCommand,
+  inspect: inspectCommand,
+  config: configCommand,
+  rm: rmCommand,
+  prune: pruneCommand,
+  verify: verifyCommand,
+  unpack: unpackCommand,
+  login: loginCommand,
+  logout: logoutCommand,
+  demo: demoCommand,
+};
+
+/** Where the CLI reads and writes; the real process streams by default. */
+export interface MainOptions {
+  stdout?: CommandContext['stdout'];
+  stderr?: CommandContext['stderr'];
+  stdin?: NodeJS.ReadableStream;
+  env?: NodeJS.ProcessEnv;
+  signal?: AbortSignal;
+}
+
+/** Splits the global flags (anywhere on the line) from the command and its own arguments. */
+function splitGlobals(argv: string[]) {
+  const globals = {
+    cache: undefined as string | undefined,
+    json: false,
+    quiet: false,
+    debug: false,
+    help: false,
+    version: false,
+  };
+  const rest: string[] = [];
+  for (let index = 0; index < argv.length; index++) {
+    const argument = argv[index]!;
+    if (argument === '--') {
+      rest.push(...argv.slice(index));
+      break;
+    }
+    if (argument === '--cache') globals.cache = argv[++index];
+    else if (argument.startsWith('--cache=')) globals.cache = argument.slice('--cache='.length);
+    else if (argument === '--json') globals.json = true;
+    else if (argument === '--quiet' || argument === '-q') globals.quiet = true;
+    else if (argument === '--debug') globals.debug = true;
+    else if (argument === '--version') globals.version = true;
+    else rest.push(argument);
   }
-  process.stderr.write(`ocipull: unknown command '${positionals[0]}'\n\n${USAGE}`);
-  return 1;
+  return { globals, rest };
+}
+
+function causeChain(error: unknown): string {
+  const lines: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 8; depth++) {
+    const value = current as {
+      name?: string;
+      code?: string;
+      message?: string;
+      stack?: string;
+      cause?: unknown;
+    };
+    lines.push(
+      depth === 0
+        ? String(value.stack ?? value.message)
+        : `caused by: ${value.stack ?? value.message ?? String(current)}`,
+    );
+    current = value.cause;
+  }
+  return lines.join('\n');
+}
+
+/** Runs the CLI with the given arguments and resolves to the process exit code. */
+export async function main(argv: string[], options: MainOptions = {}): Promise<number> {
+  const stdout = options.stdout ?? process.stdout;
+  const stderr = options.stderr ?? process.stderr;
+  const { globals, rest } = splitGlobals(argv);
+  if (globals.version) {
+    stdout.write(`ocipull ${await version()}\n`);
+    return ExitCode.Ok;
+  }
+  const [name, ...args] = rest;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    stdout.write(USAGE);
+    return name === undefined ? ExitCode.Usage : ExitCode.Ok;
+  }
+  const context: CommandContext = {
+    args,
+    cache: globals.cache,
+    json: globals.json,
+    quiet: globals.quiet,
+    debug: globals.debug,
+    stdout,
+    stderr,
+    stdin: options.stdin ?? process.stdin,
+    env: options.env ?? process.env,
+    signal: options.signal ?? new AbortController().signal,
+  };
+  try {
+    const command = commands[name];
+    if (!command) throw unknownCommand(name);
+    return await command(context);
+  } catch (error) {
+    return report(error, context, name);
+  }
+}
+
+function report(error: unknown, context: CommandContext, name: string): number {
+  const { stderr } = context;
+  if (isOciError(error)) {
+    stderr.write(`ocipull: ${error.message} (${error.code})\n`);
+    const registry = registryOf(name, context.args);
+    const hint = hintFor(error as OciError, registry ? { registry } : {});
+    if (hint) stderr.write(`hint: ${hint}\n`);
+    if (exitCodeFor(error) === ExitCode.Usage && error.code === 'ERR_INVALID_ARGUMENT' && !context.debug) {
+      stderr.write(`run \`ocipull ${commands[name] ? `${name} --help` : '--help'}\` for usage\n`);
+    }
+    if (context.debug) stderr.write(`${causeChain(error)}\n`);
+    return exitCodeFor(error);
+  }
+  const code = (error as { code?: string }).code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    stderr.write(`ocipull: ${(error as Error).message}\nrun \`ocipull ${name} --help\` for usage\n`);
+    return ExitCode.Usage;
+  }
+  stderr.write(`ocipull: unexpected error: ${(error as Error)?.message ?? String(error)}\n`);
+  if (context.debug) stderr.write(`${causeChain(error)}\n`);
+  return ExitCode.LocalIo;
+}
+
+function registryOf(name: string, args: string[]): string | undefined {
+  const first = args.find((argument) => !argument.startsWith('-'));
+  if (!first) return undefined;
+  if (name === 'login') return first;
+  try {
+    return parseReference(first).registry;
+  } catch {
+    return undefined;
+  }
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const manifest = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return manifest.version;
 }

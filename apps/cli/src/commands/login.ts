@@ -1,0 +1,59 @@
+import { parseArgs } from 'node:util';
+import type { CommandContext } from '../context.ts';
+import { usageError } from '../context.ts';
+import { removeCredentials, saveCredentials } from '../docker-config.ts';
+import { ExitCode } from '../exit-codes.ts';
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * `ocipull login REGISTRY -u USER --password-stdin`: stores credentials in the docker config format
+ * (or the configured credential helper). The password comes from stdin, never from the command line
+ * by default, so it stays out of shell history and `ps`.
+ */
+export async function loginCommand(context: CommandContext): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: context.args,
+    allowPositionals: true,
+    options: {
+      username: { type: 'string', short: 'u' },
+      password: { type: 'string', short: 'p' },
+      'password-stdin': { type: 'boolean' },
+    },
+  });
+  if (positionals.length !== 1)
+    throw usageError('login takes one registry, e.g. `ocipull login ghcr.io -u me --password-stdin`');
+  const username = values.username ?? context.env.OCIPULL_USERNAME;
+  if (!username) throw usageError('login needs a user name: -u USER');
+  let password = values.password;
+  if (values['password-stdin']) password = (await readAll(context.stdin)).replace(/\r?\n$/, '');
+  password ??= context.env.OCIPULL_PASSWORD;
+  if (!password)
+    throw usageError('login needs a password: --password-stdin (or -p, which shows it to other users)');
+  if (values.password && !context.quiet) {
+    context.stderr.write(
+      'warning: a password given with -p is visible to other users; prefer --password-stdin\n',
+    );
+  }
+  const path = await saveCredentials(positionals[0]!, { username, password }, context.env);
+  if (!context.quiet)
+    context.stdout.write(`login succeeded: credentials for ${positionals[0]} stored in ${path}\n`);
+  return ExitCode.Ok;
+}
+
+/** `ocipull logout REGISTRY`. */
+export async function logoutCommand(context: CommandContext): Promise<number> {
+  const { positionals } = parseArgs({ args: context.args, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw usageError('logout takes one registry');
+  const removed = await removeCredentials(positionals[0]!, context.env);
+  if (!context.quiet) {
+    context.stdout.write(
+      removed ? `removed credentials for ${positionals[0]}\n` : `not logged in to ${positionals[0]}\n`,
+    );
+  }
+  return ExitCode.Ok;
+}

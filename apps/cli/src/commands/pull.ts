@@ -1,0 +1,129 @@
+import { parseArgs } from 'node:util';
+import { createRenderer, type ProgressFormat, type ProgressRenderer } from '@ocipull/progress';
+import { DEFAULT_CONCURRENCY, PULL_POLICIES, type PullPolicy, pull } from '@ocipull/pull';
+import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
+import { type CommandContext, printJson, usageError } from '../context.ts';
+
+/** Usage of `ocipull pull`. */
+export const PULL_USAGE = `Usage: ocipull pull REF [options]
+
+Download an image into the cache and extract it.
+
+Options:
+  --platform os/arch[/variant]   platform to pick from an index (default: this host's)
+  --rootfs DIR                   also flatten the image into DIR (must not exist)
+  --layers / --no-layers         extract per-layer trees into the cache (default: on, off with --rootfs)
+  --pull always|missing|never    when to ask the registry (default: always)
+  --concurrency N                layers at once (default: ${DEFAULT_CONCURRENCY})
+  --mirror URL                   pull-through mirror for the image's registry (repeatable, tried in order)
+  --insecure-registry HOST       use plain HTTP for HOST (repeatable; loopback registries default to HTTP)
+  --ca-file FILE                 extra CA certificate (PEM) for the image's registry
+  --tls-skip-verify              do not verify the registry's TLS certificate (dangerous)
+  --progress auto|tty|plain|json|none   progress output on stderr (default: auto)
+  --cache DIR, --json, --quiet, --debug
+`;
+
+/** Builds the renderer for `--progress` (`json` is NDJSON on stderr), or none. */
+export function progressRenderer(
+  context: CommandContext,
+  format: string | undefined,
+): ProgressRenderer | undefined {
+  if (context.quiet || format === 'none') return undefined;
+  const formats: Record<string, ProgressFormat> = {
+    auto: 'auto',
+    tty: 'tty',
+    plain: 'plain',
+    json: 'ndjson',
+  };
+  const chosen = formats[format ?? 'auto'];
+  if (!chosen)
+    throw usageError(`--progress takes auto, tty, plain, json or none, not ${JSON.stringify(format)}`);
+  return createRenderer(context.stderr, { format: chosen });
+}
+
+/** `ocipull pull REF`. */
+export async function pullCommand(context: CommandContext): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: context.args,
+    allowPositionals: true,
+    allowNegative: true,
+    options: {
+      platform: { type: 'string' },
+      rootfs: { type: 'string' },
+      layers: { type: 'boolean' },
+      pull: { type: 'string' },
+      concurrency: { type: 'string' },
+      mirror: { type: 'string', multiple: true },
+      'insecure-registry': { type: 'string', multiple: true },
+      'ca-file': { type: 'string' },
+      'tls-skip-verify': { type: 'boolean' },
+      'variant-fallback': { type: 'boolean' },
+      progress: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    context.stdout.write(PULL_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1) throw usageError(`pull takes one image reference\n\n${PULL_USAGE}`);
+  const reference = parseReference(positionals[0]!);
+  const policy = values.pull ?? 'always';
+  if (!PULL_POLICIES.includes(policy as PullPolicy)) {
+    throw usageError(`--pull takes always, missing or never, not ${JSON.stringify(policy)}`);
+  }
+  const concurrency = values.concurrency === undefined ? DEFAULT_CONCURRENCY : Number(values.concurrency);
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    throw usageError(
+      `--concurrency takes a whole number from 1 to 64, not ${JSON.stringify(values.concurrency)}`,
+    );
+  }
+
+  const registries: Record<string, RegistryTransportOptions> = {};
+  for (const host of values['insecure-registry'] ?? [])
+    registries[host] = { ...registries[host], insecure: true };
+  const own: RegistryTransportOptions = { ...registries[reference.registry] };
+  if (values.mirror?.length) own.mirrors = values.mirror;
+  if (values['ca-file']) {
+    const { readFile } = await import('node:fs/promises');
+    own.ca = await readFile(values['ca-file'], 'utf8');
+  }
+  if (values['tls-skip-verify']) own.skipVerify = true;
+  registries[reference.registry] = own;
+
+  const renderer = progressRenderer(context, values.progress);
+  try {
+    const result = await pull(reference.toString(), {
+      ...(context.cache ? { cache: context.cache } : {}),
+      ...(values.platform ? { platform: values.platform } : {}),
+      ...(values['variant-fallback'] ? { variantFallback: true } : {}),
+      ...(values.rootfs ? { rootfs: values.rootfs } : {}),
+      layers: values.layers ?? !values.rootfs,
+      policy: policy as PullPolicy,
+      concurrency,
+      registry: { registries, env: context.env },
+      ...(renderer ? { onProgress: (event) => renderer.handle(event) } : {}),
+      signal: context.signal,
+    });
+    renderer?.close();
+    if (context.json) {
+      printJson(context, {
+        reference: result.reference,
+        manifestDigest: result.manifestDigest,
+        indexDigest: result.indexDigest,
+        platform: result.platform,
+        layers: result.layers,
+        rootfs: result.rootfs,
+        config: result.summary,
+        offline: result.offline,
+        durationMs: Math.round(result.durationMs),
+      });
+    } else if (!context.quiet) {
+      context.stdout.write(`${result.reference}@${result.manifestDigest}\n`);
+      if (result.rootfs) context.stdout.write(`rootfs: ${result.rootfs}\n`);
+    }
+    return 0;
+  } finally {
+    renderer?.close();
+  }
+}

@@ -1,0 +1,44 @@
+import type { Writable } from 'node:stream';
+import { ErrorCode, OciError } from '@ocipull/core';
+
+/** What every command gets: its arguments, the global flags and where to write. */
+export interface CommandContext {
+  /** Arguments after the command name. */
+  args: string[];
+  /** `--cache DIR`, else undefined (the library default applies). */
+  cache: string | undefined;
+  json: boolean;
+  quiet: boolean;
+  debug: boolean;
+  stdout: Writable & { isTTY?: boolean; columns?: number };
+  stderr: Writable & { isTTY?: boolean; columns?: number };
+  stdin: NodeJS.ReadableStream;
+  env: NodeJS.ProcessEnv;
+  signal: AbortSignal;
+}
+
+/** A CLI command: resolves to the exit code. */
+export type Command = (context: CommandContext) => Promise<number>;
+
+/** A usage error (exit code 1). */
+export function usageError(message: string): OciError {
+  return new OciError(ErrorCode.InvalidArgument, message);
+}
+
+/** Writes a value as pretty JSON followed by a newline. */
+export function printJson(context: CommandContext, value: unknown): void {
+  context.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Formats rows as a left-aligned table with two spaces between columns. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((cell, column) =>
+    Math.max(cell.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}

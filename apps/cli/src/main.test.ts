@@ -1,0 +1,166 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { buildImage, dir, file, type HarnessRegistry, startRegistry } from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from './main.ts';
+
+let work: string;
+let registry: HarnessRegistry;
+
+class Capture extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void) {
+    this.text += chunk.toString('utf8');
+    callback();
+  }
+}
+
+async function run(args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv } = {}) {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const stdin = new PassThrough();
+  stdin.end(options.stdin ?? '');
+  const code = await main(args, { stdout, stderr, stdin, env: { ...process.env, ...options.env } });
+  return { code, stdout: stdout.text, stderr: stderr.text };
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'ocipull-cli-'));
+  await buildImage(
+    {
+      layers: [
+        { entries: [dir('etc'), file('etc/hostname', 'fixture\n')] },
+        { entries: [file('app', 'x')], compression: 'zstd' },
+      ],
+      config: { Cmd: ['/app'], Env: ['A=1'] },
+    },
+    { dir: join(work, 'layout'), tag: 'v1' },
+  );
+  registry = await startRegistry({ repositories: { 'cli/app': join(work, 'layout') } });
+});
+
+afterAll(async () => {
+  await registry?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('ocipull', () => {
+  it('prints usage with exit code 0 for --help and 1 without a command', async () => {
+    expect((await run(['--help'])).code).toBe(0);
+    const bare = await run([]);
+    expect(bare.code).toBe(1);
+    expect(bare.stdout).toContain('Usage: ocipull');
+    const unknown = await run(['frobnicate']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+  });
+
+  it('pulls, lists, inspects, prints the config, unpacks, removes and prunes', async () => {
+    const cache = join(work, 'cache-a');
+    const ref = `${registry.host}/cli/app:v1`;
+    const rootfs = join(work, 'rootfs-a');
+    const pulled = await run([
+      'pull',
+      ref,
+      '--cache',
+      cache,
+      '--rootfs',
+      rootfs,
+      '--progress',
+      'none',
+      '--json',
+    ]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const result = JSON.parse(pulled.stdout);
+    expect(result.reference).toBe(ref);
+    expect(result.config.cmd).toEqual(['/app']);
+    expect(await readFile(join(rootfs, 'etc/hostname'), 'utf8')).toBe('fixture\n');
+
+    const images = await run(['images', '--cache', cache, '--json']);
+    expect(JSON.parse(images.stdout)).toMatchObject([{ reference: ref, digest: result.manifestDigest }]);
+    const table = await run(['images', '--cache', cache]);
+    expect(table.stdout.split('\n')[0]).toMatch(/^REFERENCE\s+DIGEST\s+SIZE$/);
+    expect(table.stdout).toContain(ref);
+
+    const inspect = await run(['inspect', ref, '--cache', cache]);
+    expect(inspect.code).toBe(0);
+    expect(inspect.stdout).toContain(`Digest:     ${result.manifestDigest}`);
+    expect(inspect.stdout).toContain('Cmd:        ["/app"]');
+
+    const config = await run(['config', ref, '--cache', cache]);
+    expect(JSON.parse(config.stdout).config.Env).toEqual(['A=1']);
+
+    const target = join(work, 'unpacked-a');
+    expect((await run(['unpack', ref, target, '--cache', cache])).code).toBe(0);
+    expect(await readFile(join(target, 'app'), 'utf8')).toBe('x');
+
+    expect((await run(['verify', '--cache', cache])).code).toBe(0);
+    expect((await run(['rm', ref, '--cache', cache])).code).toBe(0);
+    expect((await run(['rm', ref, '--cache', cache])).code).toBe(2);
+    const pruned = await run(['prune', '--cache', cache, '--json']);
+    expect(JSON.parse(pruned.stdout).removedBlobs.length).toBeGreaterThanOrEqual(4);
+    expect((await run(['inspect', ref, '--cache', cache])).code).toBe(2);
+  });
+
+  it('maps failures to the documented exit codes with a hint', async () => {
+    const cache = join(work, 'cache-b');
+    const missing = await run([
+      'pull',
+      `${registry.host}/cli/app:nope`,
+      '--cache',
+      cache,
+      '--progress',
+      'none',
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/ERR_MANIFEST_UNKNOWN/);
+    const never = await run(['pull', `${registry.host}/cli/app:v1`, '--cache', cache, '--pull', 'never']);
+    expect(never.code).toBe(2);
+    expect(never.stderr).toContain('hint:');
+    const invalid = await run(['pull', 'UPPER/Case', '--cache', cache]);
+    expect(invalid.code).toBe(1);
+    const badFlag = await run(['pull', `${registry.host}/cli/app:v1`, '--pull', 'sometimes']);
+    expect(badFlag.code).toBe(1);
+    // A port nobody listens on: the connection is refused.
+    const down = await run(['pull', '127.0.0.1:1/cli/app:v1', '--cache', cache, '--progress', 'none']);
+    expect(down.code).toBe(3);
+  });
+
+  it('flags a corrupted blob in the cache with exit code 4 on verify', async () => {
+    const cache = join(work, 'cache-c');
+    const ref = `${registry.host}/cli/app:v1`;
+    const pulled = JSON.parse((await run(['pull', ref, '--cache', cache, '--json', '--quiet'])).stdout);
+    const layer = pulled.layers[0].blobPath as string;
+    const mode = (await stat(layer)).mode;
+    await writeFile(layer, 'not the layer', { mode });
+    const verify = await run(['verify', '--cache', cache, '--json']);
+    expect(verify.code).toBe(4);
+    expect(JSON.parse(verify.stdout).corrupt).toHaveLength(1);
+  });
+
+  it('logs in and out in the docker config format without printing the password', async () => {
+    const home = join(work, 'docker-config');
+    const env = { DOCKER_CONFIG: home };
+    const login = await run(['login', 'registry.example:5000', '-u', 'alice', '--password-stdin'], {
+      stdin: 's3cret\n',
+      env,
+    });
+    expect(login.code, login.stderr).toBe(0);
+    expect(login.stdout + login.stderr).not.toContain('s3cret');
+    const config = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));
+    expect(config.auths['registry.example:5000'].auth).toBe(Buffer.from('alice:s3cret').toString('base64'));
+    expect((await stat(join(home, 'config.json'))).mode & 0o777).toBe(0o600);
+    const hub = await run(['login', 'docker.io', '-u', 'bob', '--password-stdin'], { stdin: 'pw', env });
+    expect(hub.code).toBe(0);
+    expect(Object.keys(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).auths)).toContain(
+      'https://index.docker.io/v1/',
+    );
+    expect((await run(['logout', 'registry.example:5000'], { env })).code).toBe(0);
+    const after = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));
+    expect(after.auths['registry.example:5000']).toBeUndefined();
+    expect(existsSync(join(home, 'config.json'))).toBe(true);
+  });
+});
