@@ -117,6 +117,49 @@ describe('acquireLock', () => {
     await release();
   });
 
+  it('keeps mutual exclusion when many waiters find a stale lock at once', async () => {
+    const target = fresh();
+    mkdirSync(`${target}.lock`);
+    const past = new Date(Date.now() - 60_000);
+    utimesSync(`${target}.lock`, past, past);
+    let inside = 0;
+    let maxInside = 0;
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        withLock(
+          target,
+          async () => {
+            inside += 1;
+            maxInside = Math.max(maxInside, inside);
+            await sleep(20);
+            inside -= 1;
+          },
+          { staleMs: 2000, timeoutMs: 10_000 },
+        ),
+      ),
+    );
+    expect(maxInside).toBe(1);
+    expect(existsSync(`${target}.lock`)).toBe(false);
+    expect(existsSync(`${target}.lock.takeover`)).toBe(false);
+  });
+
+  it('leaves a stale lock alone while another process is taking it over (fresh guard)', async () => {
+    const target = fresh();
+    mkdirSync(`${target}.lock`);
+    const past = new Date(Date.now() - 60_000);
+    utimesSync(`${target}.lock`, past, past);
+    mkdirSync(`${target}.lock.takeover`);
+    expect((await rejected(acquireLock(target, { staleMs: 2000, timeoutMs: 300 }))).code).toBe(
+      ErrorCode.LockTimeout,
+    );
+    expect(existsSync(`${target}.lock`)).toBe(true);
+    // Once the guard is older than staleMs its owner is presumed dead too, and the takeover proceeds.
+    utimesSync(`${target}.lock.takeover`, past, past);
+    const release = await acquireLock(target, { staleMs: 2000, timeoutMs: 2000 });
+    expect(existsSync(`${target}.lock.takeover`)).toBe(false);
+    await release();
+  });
+
   it('does not take over a lock that is fresher than staleMs', async () => {
     const target = fresh();
     mkdirSync(`${target}.lock`);

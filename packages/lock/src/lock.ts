@@ -175,7 +175,12 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
         onCompromised: (cause) => {
           const error = new LockCompromisedError(resolved.target, cause);
           compromised.abort(error);
-          options.onCompromised?.(error);
+          // This runs in proper-lockfile's refresh timer: a throwing callback must not crash the process.
+          try {
+            options.onCompromised?.(error);
+          } catch (callbackError) {
+            process.emitWarning(callbackError instanceof Error ? callbackError : String(callbackError));
+          }
         },
       });
       const release = makeRelease(unlock, compromised.signal);
