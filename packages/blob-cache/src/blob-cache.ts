@@ -23,7 +23,7 @@ import {
   SizeMismatchError,
   verifyBytes,
 } from '@ocipull/digest';
-import { syncDirectory, uniqueSuffix } from './atomic-file.ts';
+import { syncDirectory, syncTree, uniqueSuffix, writeFileAtomic } from './atomic-file.ts';
 import { defaultCacheRoot } from './cache-root.ts';
 import {
   type BlobStream,
@@ -88,6 +88,17 @@ export interface FetchThroughOptions {
   signal?: AbortSignal;
   /** Called as bytes reach the `.part` file (not for a cached blob). */
   onProgress?: (event: FetchProgress) => void;
+}
+
+/** Options for `commitLayer`. */
+export interface CommitLayerOptions {
+  signal?: AbortSignal;
+  /**
+   * fsync every file and directory of the tree before the rename, so a power loss cannot leave a
+   * committed tree with missing content. Default true; false trades that for speed (process crashes
+   * stay safe either way: the rename is atomic).
+   */
+  durable?: boolean;
 }
 
 /** What `commitLayer` did. */
@@ -364,18 +375,8 @@ export class BlobCache implements BlobStore {
     }
     if (!matches) {
       const content: PartSidecar = { digest, size: descriptor.size, mediaType: descriptor.mediaType };
-      try {
-        await mkdir(this.layout.ingest, { recursive: true });
-        const handle = await open(sidecarPath, 'w');
-        try {
-          await handle.writeFile(JSON.stringify(content));
-        } finally {
-          await handle.close();
-        }
-      } catch (error) {
-        await unlink(sidecarPath).catch(() => {});
-        throw fsError(error, `recording the download of ${digest}`);
-      }
+      // Atomic and fsynced: a torn sidecar would make the next run discard a good part.
+      await writeFileAtomic(sidecarPath, JSON.stringify(content));
     }
     return partSize;
   }
@@ -593,7 +594,7 @@ export class BlobCache implements BlobStore {
   async commitLayer(
     diffId: Digest | string,
     tempDirectory: string,
-    options: { signal?: AbortSignal } = {},
+    options: CommitLayerOptions = {},
   ): Promise<CommitLayerResult> {
     const parsed = parseDigest(diffId);
     const path = this.layout.layerPath(parsed);
@@ -605,6 +606,9 @@ export class BlobCache implements BlobStore {
         return { committed: false, path };
       }
       try {
+        // The tree's files reach the disk before its name does, so a power loss never leaves a
+        // committed-looking tree with missing content.
+        if (options.durable !== false) await syncTree(tempDirectory);
         await mkdir(this.layout.layerDirectory(parsed), { recursive: true });
         await rename(tempDirectory, path);
         await syncDirectory(this.layout.layerDirectory(parsed));

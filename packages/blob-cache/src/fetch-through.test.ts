@@ -137,6 +137,26 @@ describe('fetchThrough', () => {
     expect(await cache.has(descriptor)).toBe(true);
   });
 
+  it('crash leftovers: a complete part is committed without fetching; a stray sidecar is harmless', async () => {
+    const cache = await freshCache();
+    const { bytes, descriptor } = await blob(250_000);
+    source.add(bytes, descriptor.digest);
+    // Killed after the last byte was written, before the rename.
+    await writeFile(cache.layout.partPath(descriptor.digest), bytes);
+    await writeFile(
+      cache.layout.sidecarPath(descriptor.digest),
+      JSON.stringify({ digest: descriptor.digest, size: descriptor.size }),
+    );
+    expect(await cache.ingest(descriptor, source)).toEqual({ cached: false, resumedFrom: 250_000 });
+    expect(source.fetches).toEqual([]);
+    expect(await readdir(cache.layout.ingest)).toEqual([]);
+    // Killed after the rename, before the sidecar was removed: the blob is simply cached.
+    await writeFile(cache.layout.sidecarPath(descriptor.digest), '{');
+    expect(await cache.ingest(descriptor, source)).toEqual({ cached: true, resumedFrom: 0 });
+    expect((await cache.gc()).removedPartials).toBe(1);
+    expect(await readdir(cache.layout.ingest)).toEqual([]);
+  });
+
   it('corrupt bytes from the source: ERR_DIGEST_MISMATCH, nothing committed, part deleted', async () => {
     const cache = await freshCache();
     const { bytes, descriptor } = await blob(300_000);

@@ -1,4 +1,9 @@
-export type { CommitLayerResult, FetchThroughOptions, OpenCacheOptions } from './blob-cache.ts';
+export type {
+  CommitLayerOptions,
+  CommitLayerResult,
+  FetchThroughOptions,
+  OpenCacheOptions,
+} from './blob-cache.ts';
 export { BlobCache, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MAX_READ_BYTES, openCache } from './blob-cache.ts';
 export { defaultCacheRoot } from './cache-root.ts';
 export type { BlobStream, FetchProgress, FetchThroughInfo } from './fetch-through.ts';

@@ -293,7 +293,9 @@ async function sweepIngest(
   for (const encoded of encodings) {
     throwIfAborted(options.signal);
     const digest = `${encoded.length === 128 ? 'sha512' : 'sha256'}:${encoded}`;
-    if (!isDigest(digest) || leased.has(`blob:${digest}`)) continue;
+    if (!isDigest(digest)) continue;
+    // A leased download may be resumed by its owner; leftovers of a committed blob never are.
+    if (leased.has(`blob:${digest}`) && !(await cache.has({ digest }))) continue;
     const part = cache.layout.partPath(digest);
     const bytes = (await stat(part).catch(() => undefined))?.size ?? 0;
     const removed = await ifUnlocked(cache, cache.layout.blobLockName(digest), async () => {
