@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCode, type OciError } from '@ocipull/core';
+import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   createHasher,
@@ -140,6 +141,49 @@ describe('Verifier', () => {
     expect(verifier.bytes).toBe(1234);
     verifier.update(content.subarray(1234));
     expect(verifier.finish()).toBe(sha256(content));
+  });
+});
+
+describe('Verifier properties', () => {
+  const contentAndCuts = fc
+    .uint8Array({ maxLength: 2048 })
+    .chain((bytes) => fc.tuple(fc.constant(bytes), fc.uniqueArray(fc.nat(bytes.length), { maxLength: 8 })));
+
+  function feed(verifier: Verifier, bytes: Uint8Array, cuts: number[]): void {
+    const points = [0, ...[...cuts].sort((a, b) => a - b), bytes.length];
+    for (let index = 1; index < points.length; index++)
+      verifier.update(bytes.subarray(points[index - 1], points[index]));
+  }
+
+  it('accepts any content in any chunking', () => {
+    fc.assert(
+      fc.property(contentAndCuts, ([bytes, cuts]) => {
+        const verifier = createVerifier({ digest: sha256(bytes), size: bytes.length });
+        feed(verifier, bytes, cuts);
+        return verifier.finish() === sha256(bytes);
+      }),
+    );
+  });
+
+  it('fails any one-byte change with ERR_DIGEST_MISMATCH and any length change with ERR_SIZE_MISMATCH', () => {
+    fc.assert(
+      fc.property(contentAndCuts, fc.nat(), fc.integer({ min: 1, max: 255 }), ([bytes, cuts], at, delta) => {
+        fc.pre(bytes.length > 0);
+        const changed = Uint8Array.from(bytes);
+        changed[at % bytes.length] = (changed[at % bytes.length]! + delta) % 256;
+        const verifier = createVerifier({ digest: sha256(bytes), size: bytes.length });
+        feed(verifier, changed, cuts);
+        expect(caught(() => verifier.finish()).code).toBe(ErrorCode.DigestMismatch);
+
+        const shorter = createVerifier({ digest: sha256(bytes), size: bytes.length });
+        feed(shorter, bytes.subarray(0, bytes.length - 1), []);
+        expect(caught(() => shorter.finish()).code).toBe(ErrorCode.SizeMismatch);
+
+        const longer = createVerifier({ digest: sha256(bytes), size: bytes.length });
+        feed(longer, bytes, cuts);
+        expect(caught(() => longer.update(Uint8Array.of(0))).code).toBe(ErrorCode.SizeMismatch);
+      }),
+    );
   });
 });
 
