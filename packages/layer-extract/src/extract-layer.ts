@@ -230,6 +230,8 @@ async function processLayer(
 
   extract.on('entry', (tarHeader, body, next) => {
     const header = tarHeader as unknown as TarHeader;
+    // The parser destroys the entry stream with its own error on failure; that error is already `failure`.
+    body.on('error', () => {});
     let sink: ReturnType<TreeWriter['begin']>;
     try {
       if (header.name === './' || header.name === '.' || header.name === '/') rootEntry = true;
@@ -291,7 +293,7 @@ async function processLayer(
       }
       if (failure === undefined) extract.end(undefined);
     } catch (error) {
-      fail(failure ?? error);
+      fail(failure ?? wrapStreamError(error));
     }
     try {
       await parsed;
@@ -330,6 +332,19 @@ function drained(extract: Extract): Promise<void> {
     extract.on('drain', done);
     extract.on('close', done);
   });
+}
+
+function wrapStreamError(error: unknown): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (
+    typeof code === 'string' &&
+    (code.startsWith('Z_') || code.startsWith('ERR_ZSTD') || code === 'ERR__ERROR_FORMAT_PADDING_1')
+  ) {
+    return new OciError(ErrorCode.InvalidLayer, `cannot decompress layer: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return error;
 }
 
 function wrapParseError(error: unknown): unknown {

@@ -155,6 +155,8 @@ export class TreeWriter {
         kind = 'block-device';
         break;
       default:
+        // tar-stream reports unknown type flags (old GNU sparse `S`, volume labels) as null; the body
+        // is still skipped by its size, so the stream stays in sync.
         this.skipped.push({ path: name, reason: `unsupported tar entry type ${String(type)}` });
         this.warnings.push(`${name}: unsupported tar entry type ${String(type)}, skipped`);
         return undefined;

@@ -1,0 +1,589 @@
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { getAttributeSync } from '@napi-rs/xattr';
+import { isOciError } from '@ocipull/core';
+import {
+  charDevice,
+  dir,
+  fifo,
+  file,
+  hardlink,
+  layerTarBytes,
+  opaque,
+  raw,
+  symlink,
+  type TreeEntry,
+  whiteout,
+} from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyLayer, extractLayer, flattenLayers, OVERRIDE_STAT_XATTR } from './index.ts';
+import { bufferStream, layerStream, listAll, sha256Hex, snapshotTree } from './testing/tree-snapshot.ts';
+
+let work: string;
+let counter = 0;
+const fresh = () => join(work, `t${++counter}`);
+const OCI_TAR = 'application/vnd.oci.image.layer.v1.tar';
+const OCI_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0)
+    throw new Error('these tests need root (device nodes, chown, trusted.* xattrs)');
+  work = fs.mkdtempSync(join(tmpdir(), 'layer-extract-test-'));
+});
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+async function flatten(layers: TreeEntry[][], options: Parameters<typeof flattenLayers>[1] | object = {}) {
+  const destination = fresh();
+  const result = await flattenLayers(
+    layers.map((entries) => ({ open: () => layerStream(entries), mediaType: OCI_TAR })),
+    { destination, ...options },
+  );
+  return { destination, result, tree: snapshotTree(destination) };
+}
+
+async function expectCode(promise: Promise<unknown>, code: string) {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(isOciError(error), String(error)).toBe(true);
+  expect((error as { code: string }).code).toBe(code);
+  return error;
+}
+
+const mtime = new Date('2021-06-01T12:00:00Z');
+
+describe('faithful files', () => {
+  it('writes files, directories, symlinks, hardlinks, fifos and devices with owners and modes', async () => {
+    const { tree } = await flatten([
+      [
+        dir('etc', { mode: 0o755, mtime }),
+        file('etc/passwd', 'root:x:0:0\n', { mode: 0o644, uid: 0, gid: 0, mtime }),
+        file('usr/bin/su', 'suid', { mode: 0o4755, uid: 0, gid: 0 }),
+        file('usr/bin/wall', 'sgid', { mode: 0o2755, uid: 0, gid: 5 }),
+        dir('tmp', { mode: 0o1777 }),
+        file('home/user/notes', 'hi', { mode: 0o600, uid: 1000, gid: 1000 }),
+        symlink('etc/localtime', '/usr/share/zoneinfo/UTC'),
+        symlink('bin', 'usr/bin'),
+        hardlink('usr/bin/su2', 'usr/bin/su'),
+        fifo('run/pipe', { mode: 0o620 }),
+        charDevice('dev/null', 1, 3, { mode: 0o666 }),
+        dir('ro', { mode: 0o555, mtime }),
+        file('ro/inside', 'x'),
+      ],
+    ]);
+    expect(tree.get('etc/passwd')).toMatchObject({
+      type: 'file',
+      mode: 0o644,
+      sha256: sha256('root:x:0:0\n'),
+    });
+    expect(tree.get('etc/passwd')?.mtimeMs).toBe(mtime.getTime());
+    expect(tree.get('etc')?.mtimeMs).toBe(mtime.getTime());
+    expect(tree.get('usr/bin/su')).toMatchObject({ mode: 0o4755, nlink: 2 });
+    expect(tree.get('usr/bin/su2')?.ino).toBe(tree.get('usr/bin/su')?.ino);
+    expect(tree.get('usr/bin/wall')).toMatchObject({ mode: 0o2755, gid: 5 });
+    expect(tree.get('tmp')).toMatchObject({ type: 'directory', mode: 0o1777 });
+    expect(tree.get('home/user/notes')).toMatchObject({ uid: 1000, gid: 1000, mode: 0o600 });
+    expect(tree.get('etc/localtime')).toMatchObject({ type: 'symlink', target: '/usr/share/zoneinfo/UTC' });
+    expect(tree.get('bin')).toMatchObject({ type: 'symlink', target: 'usr/bin' });
+    expect(tree.get('run/pipe')).toMatchObject({ type: 'fifo', mode: 0o620 });
+    expect(tree.get('dev/null')).toMatchObject({ type: 'char-device', mode: 0o666 });
+    // Directory modes and mtimes land after their children were written.
+    expect(tree.get('ro')).toMatchObject({ mode: 0o555, mtimeMs: mtime.getTime() });
+    expect(tree.get('ro/inside')?.sha256).toBe(sha256('x'));
+  });
+
+  it('reads PAX and GNU long names, long link targets, sub-second mtimes and sparse files written by GNU tar', async () => {
+    const source = fresh();
+    const longDir = `${'d'.repeat(120)}/${'e'.repeat(120)}`;
+    fs.mkdirSync(join(source, longDir), { recursive: true });
+    fs.writeFileSync(join(source, longDir, `${'f'.repeat(150)}.txt`), 'long');
+    fs.symlinkSync(`/${'t'.repeat(200)}`, join(source, 'longlink'));
+    const sparse = join(source, 'sparse.img');
+    const fd = fs.openSync(sparse, 'w');
+    fs.writeSync(fd, Buffer.from('start'), 0, 5, 0);
+    fs.writeSync(fd, Buffer.from('middle'), 0, 6, 3 * 1024 * 1024);
+    fs.ftruncateSync(fd, 8 * 1024 * 1024);
+    fs.closeSync(fd);
+    fs.lutimesSync(join(source, 'longlink'), 1, 1);
+    fs.utimesSync(sparse, 1_600_000_000.25, 1_600_000_000.25);
+    const expected = snapshotTree(source);
+    for (const format of ['gnu', 'posix']) {
+      const tar = execFileSync('tar', ['-C', source, `--format=${format}`, '--sparse', '-cf', '-', '.'], {
+        maxBuffer: 64 << 20,
+      });
+      const { tree, result } = await flattenLike(tar);
+      expect(tree.get(`${longDir}/${'f'.repeat(150)}.txt`)?.sha256).toBe(sha256('long'));
+      expect(tree.get('longlink')?.target).toBe(`/${'t'.repeat(200)}`);
+      if (format === 'posix') {
+        // GNU sparse 1.0 (PAX): holes restored, sub-second mtime kept.
+        expect(tree.get('sparse.img')).toMatchObject({
+          size: 8 * 1024 * 1024,
+          sha256: expected.get('sparse.img')?.sha256,
+        });
+        expect(tree.get('sparse.img')?.mtimeMs).toBe(1_600_000_000_250);
+      } else {
+        // Old GNU sparse (type S) is read past without losing sync, skipped and reported.
+        expect(tree.has('sparse.img')).toBe(false);
+        expect(result.layers[0]?.skipped).toEqual([
+          { path: './sparse.img', reason: 'unsupported tar entry type null' },
+        ]);
+      }
+    }
+  });
+
+  it('applies PAX xattrs byte for byte (binary security.capability, trusted.*, user.*)', async () => {
+    // A vfs_cap_data v2 blob for cap_net_raw: not valid UTF-8, so a text decoder would mangle it.
+    const capability = Buffer.from('0000000200200000000000000000000000000000', 'hex');
+    const tar = await layerTarBytes([
+      raw(
+        { name: 'bin/ping', type: 'file', mode: 0o755, pax: { 'SCHILY.xattr.user.comment': 'hello' } },
+        'ping',
+      ),
+    ]);
+    const withCapability = injectPaxRecord(tar, 'SCHILY.xattr.security.capability', capability);
+    const destination = fresh();
+    const result = await flattenLayers([{ open: () => bufferStream(withCapability) }], { destination });
+    expect(result.layers[0]?.warnings).toEqual([]);
+    expect(getAttributeSync(join(destination, 'bin/ping'), 'security.capability')).toEqual(capability);
+    expect(getAttributeSync(join(destination, 'bin/ping'), 'user.comment')?.toString()).toBe('hello');
+
+    const trusted = await flatten([[file('t', 'x', { xattrs: { 'trusted.example': 'v' } })]]);
+    expect(getAttributeSync(join(trusted.destination, 't'), 'trusted.example')?.toString()).toBe('v');
+  });
+
+  it('maps ids through user-namespace ranges and refuses unmapped ones', async () => {
+    const map = [{ containerId: 0, hostId: 100000, size: 65536 }];
+    const { tree } = await flatten(
+      [[file('a', 'x', { uid: 1000, gid: 1001 }), dir('d', { uid: 0, gid: 0 })]],
+      {
+        uidMap: map,
+        gidMap: map,
+      },
+    );
+    expect(tree.get('a')).toMatchObject({ uid: 101000, gid: 101001 });
+    expect(tree.get('d')).toMatchObject({ uid: 100000, gid: 100000 });
+    await expectCode(
+      flatten([[file('a', 'x', { uid: 70000 })]], { uidMap: map, gidMap: map }),
+      'ERR_INVALID_LAYER',
+    );
+  });
+
+  it('resets mtimes when asked, and filters entries', async () => {
+    const before = Date.now() - 5_000;
+    const { tree, result } = await flatten([[file('keep', 'k', { mtime }), file('drop', 'd')]], {
+      preserveMtimes: false,
+      filter: (entry: { path: string }) => entry.path !== 'drop',
+    });
+    expect(tree.get('keep')?.mtimeMs).toBeGreaterThan(before);
+    expect(tree.has('drop')).toBe(false);
+    expect(result.layers[0]?.skipped).toEqual([{ path: 'drop', reason: 'filtered out' }]);
+  });
+});
+
+describe('overlay semantics (applyLayer / flattenLayers)', () => {
+  it('removes lower entries named by whiteouts and never writes the whiteout itself', async () => {
+    const { tree } = await flatten([
+      [file('a/keep', '1'), file('a/gone', '2'), dir('a/gonedir'), file('a/gonedir/x', '3')],
+      [whiteout('a/gone'), whiteout('a/gonedir'), whiteout('a/never-existed')],
+    ]);
+    expect([...tree.keys()].filter((path) => path.startsWith('a'))).toEqual(['a', 'a/keep']);
+  });
+
+  it('empties opaque directories of lower content but keeps what the same layer adds, in any order', async () => {
+    for (const order of ['marker-first', 'marker-last']) {
+      const upper: TreeEntry[] = [dir('d'), file('d/new', 'n'), file('d/sub/deep', 'deep')];
+      if (order === 'marker-first') upper.unshift(opaque('d'));
+      else upper.push(opaque('d'));
+      const { tree } = await flatten([
+        [file('d/old', 'o'), file('d/sub/olddeep', 'x'), file('other', 'stay')],
+        upper,
+      ]);
+      expect([...tree.keys()].sort(), order).toEqual(['.', 'd', 'd/new', 'd/sub', 'd/sub/deep', 'other']);
+    }
+  });
+
+  it('lets later entries replace earlier ones: file over directory, directory over file, symlink over file', async () => {
+    const { tree } = await flatten([
+      [dir('x'), file('x/child', 'c'), file('y', 'file'), file('z', 'z'), file('same', 'one')],
+      [
+        file('x', 'now a file'),
+        dir('y'),
+        file('y/inside', 'i'),
+        symlink('z', '/target'),
+        file('same', 'two'),
+        file('same', 'three'),
+      ],
+    ]);
+    expect(tree.get('x')).toMatchObject({ type: 'file', sha256: sha256('now a file') });
+    expect(tree.has('x/child')).toBe(false);
+    expect(tree.get('y')?.type).toBe('directory');
+    expect(tree.get('y/inside')?.sha256).toBe(sha256('i'));
+    expect(tree.get('z')).toMatchObject({ type: 'symlink', target: '/target' });
+    expect(tree.get('same')?.sha256).toBe(sha256('three'));
+  });
+
+  it('resolves hardlinks against the tree as it is, including lower layers', async () => {
+    const { tree } = await flatten([
+      [file('lower', 'L')],
+      [hardlink('upper-link', 'lower'), file('lower2', 'x'), hardlink('l2', 'lower2')],
+    ]);
+    expect(tree.get('upper-link')?.ino).toBe(tree.get('lower')?.ino);
+    expect(tree.get('l2')?.ino).toBe(tree.get('lower2')?.ino);
+  });
+
+  it('resolves a symlinked parent from a lower layer inside the root (merged /usr)', async () => {
+    const { tree, destination } = await flatten([
+      [dir('usr/lib'), symlink('lib', 'usr/lib'), symlink('abs', '/usr/lib')],
+      [file('lib/libc.so', 'libc'), file('abs/libm.so', 'libm')],
+    ]);
+    expect(tree.get('usr/lib/libc.so')?.sha256).toBe(sha256('libc'));
+    expect(tree.get('usr/lib/libm.so')?.sha256).toBe(sha256('libm'));
+    expect(fs.lstatSync(join(destination, 'lib')).isSymbolicLink()).toBe(true);
+  });
+
+  it('applies onto an existing root in place', async () => {
+    const root = fresh();
+    fs.mkdirSync(root);
+    fs.writeFileSync(join(root, 'old'), 'old');
+    const result = await applyLayer(await layerStream([whiteout('old'), file('new', 'n')], 'gzip'), {
+      root,
+      mediaType: OCI_GZIP,
+    });
+    expect(listAll(root)).toEqual(['new']);
+    expect(result.entries).toBe(2);
+  });
+});
+
+describe('per-layer trees (extractLayer)', () => {
+  it('keeps whiteouts as overlayfs 0:0 character devices and trusted.overlay.opaque as root', async () => {
+    const destination = fresh();
+    await extractLayer(
+      await layerStream([dir('d'), opaque('d'), file('d/new', 'n'), whiteout('gone'), file('kept', 'k')]),
+      {
+        destination,
+      },
+    );
+    const tree = snapshotTree(destination);
+    expect(tree.get('gone')).toMatchObject({ type: 'char-device', rdev: 0 });
+    expect(getAttributeSync(join(destination, 'd'), 'trusted.overlay.opaque')?.toString()).toBe('y');
+    expect(tree.has('d/.wh..wh..opq')).toBe(false);
+    expect(tree.get('.')?.mode).toBe(0o755);
+  });
+
+  it('keeps the AUFS marker files with whiteoutFormat aufs', async () => {
+    const destination = fresh();
+    await extractLayer(await layerStream([opaque('d'), whiteout('gone')]), {
+      destination,
+      whiteoutFormat: 'aufs',
+    });
+    expect(listAll(destination)).toEqual(['.wh.gone', 'd', 'd/.wh..wh..opq']);
+  });
+
+  it('refuses a destination that exists, and leaves nothing behind on failure', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    await expectCode(
+      extractLayer(await layerStream([file('a', 'x')]), { destination: parent }),
+      'ERR_INVALID_ARGUMENT',
+    );
+    const destination = join(parent, 'layer');
+    await expectCode(
+      extractLayer(await layerStream([file('a', 'x'), raw({ name: '../escape', type: 'file' }, 'x')]), {
+        destination,
+      }),
+      'ERR_UNSAFE_PATH',
+    );
+    expect(fs.readdirSync(parent)).toEqual([]);
+  });
+});
+
+describe('rootless', () => {
+  it('records owner and mode in user.containers.override_stat and keeps real modes usable', async () => {
+    const { destination, tree, result } = await flatten(
+      [
+        [
+          file('usr/bin/su', 'suid', { mode: 0o4755, uid: 0, gid: 0 }),
+          file('secret', 's', { mode: 0o400, uid: 1000, gid: 1000 }),
+          dir('locked', { mode: 0o500, uid: 33, gid: 33 }),
+          file('locked/inside', 'i'),
+          charDevice('dev/null', 1, 3, { mode: 0o666 }),
+          file('t', 'x', { xattrs: { 'trusted.example': 'v' } }),
+        ],
+      ],
+      { rootless: true },
+    );
+    const stat = (path: string) => getAttributeSync(join(destination, path), OVERRIDE_STAT_XATTR)?.toString();
+    expect(stat('usr/bin/su')).toBe('0:0:04755');
+    expect(stat('secret')).toBe('1000:1000:0400');
+    expect(stat('locked')).toBe('33:33:0500');
+    expect(tree.get('usr/bin/su')?.mode).toBe(0o755);
+    expect(tree.get('secret')?.mode).toBe(0o600);
+    expect(tree.get('locked')?.mode).toBe(0o700);
+    expect(tree.has('dev/null')).toBe(false);
+    const layer = result.layers[0];
+    expect(layer?.devices).toEqual([
+      { path: 'dev/null', type: 'char-device', major: 1, minor: 3, mode: 0o666, uid: 0, gid: 0 },
+    ]);
+    expect(layer?.warnings.some((warning) => warning.includes('trusted.example'))).toBe(true);
+  });
+});
+
+describe('safety', () => {
+  const hostile: Array<[string, TreeEntry[][], string]> = [
+    ['a ".." escape', [[raw({ name: '../outside', type: 'file' }, 'x')]], 'ERR_UNSAFE_PATH'],
+    ['a nested ".." escape', [[raw({ name: 'a/../../outside', type: 'file' }, 'x')]], 'ERR_UNSAFE_PATH'],
+    [
+      'a hardlink to a path outside',
+      [[raw({ name: 'passwd', type: 'link', linkname: '../../etc/passwd' })]],
+      'ERR_UNSAFE_PATH',
+    ],
+    [
+      'a hardlink to an absolute path that is not in the root',
+      [[raw({ name: 'passwd', type: 'link', linkname: '/etc/passwd' })]],
+      'ERR_UNSAFE_PATH',
+    ],
+    [
+      'a hardlink to a missing target',
+      [[raw({ name: 'l', type: 'link', linkname: 'missing' })]],
+      'ERR_UNSAFE_PATH',
+    ],
+    [
+      'a write through a symlinked parent of the same layer',
+      [[symlink('evil', '..'), raw({ name: 'evil/x', type: 'file' }, 'x')]],
+      'ERR_UNSAFE_PATH',
+    ],
+    [
+      'a write through an absolute symlinked parent',
+      [[symlink('evil', '/'), raw({ name: 'evil/tmp/x', type: 'file' }, 'x')]],
+      'ERR_UNSAFE_PATH',
+    ],
+  ];
+  for (const [title, layers, code] of hostile) {
+    it(`refuses ${title} with ${code} in extractLayer and creates nothing outside`, async () => {
+      const parent = fresh();
+      fs.mkdirSync(parent);
+      const destination = join(parent, 'root');
+      await expectCode(extractLayer(await layerStream(layers[0] as TreeEntry[]), { destination }), code);
+      expect(listAll(parent)).toEqual([]);
+    });
+  }
+
+  it('normalises absolute names to relative ones (like Docker and GNU tar)', async () => {
+    const { tree } = await flatten([
+      [raw({ name: '/etc/abs', type: 'file' }, 'x'), raw({ name: './rel', type: 'file' }, 'y')],
+    ]);
+    expect(tree.get('etc/abs')?.sha256).toBe(sha256('x'));
+    expect(tree.get('rel')?.sha256).toBe(sha256('y'));
+  });
+
+  it('keeps writes through lower-layer symlinks inside the root, whatever they point at', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    const outside = join(parent, 'outside');
+    fs.mkdirSync(outside);
+    const destination = join(parent, 'root');
+    await flattenLayers(
+      [
+        {
+          open: () =>
+            layerStream([
+              symlink('abs', outside),
+              symlink('rel', '../../../../../..'),
+              symlink('loop', 'loop'),
+            ]),
+        },
+        { open: () => layerStream([file('abs/a', 'a'), file('rel/b', 'b'), hardlink('c', 'rel/b')]) },
+      ],
+      { destination },
+    );
+    expect(listAll(outside)).toEqual([]);
+    expect(fs.readFileSync(join(destination, outside, 'a'), 'utf8')).toBe('a');
+    expect(fs.readFileSync(join(destination, 'b'), 'utf8')).toBe('b');
+    await expectCode(
+      flattenLayers(
+        [
+          { open: () => layerStream([symlink('loop', 'loop')]) },
+          { open: () => layerStream([file('loop/x', 'x')]) },
+        ],
+        {
+          destination: join(parent, 'loop-root'),
+        },
+      ),
+      'ERR_UNSAFE_PATH',
+    );
+    expect(listAll(parent).filter((path) => !path.startsWith('root'))).toEqual(['outside']);
+  });
+
+  it('skips and reports unsafe entries when lenient', async () => {
+    const { tree, result } = await flatten(
+      [
+        [
+          raw({ name: '../outside', type: 'file' }, 'x'),
+          file('ok', 'ok'),
+          raw({ name: 'l', type: 'link', linkname: '/nope' }),
+        ],
+      ],
+      {
+        lenient: true,
+      },
+    );
+    expect([...tree.keys()]).toEqual(['.', 'ok']);
+    expect(result.layers[0]?.skipped.map((entry) => [entry.path, entry.code])).toEqual([
+      ['../outside', 'ERR_UNSAFE_PATH'],
+      ['l', 'ERR_UNSAFE_PATH'],
+    ]);
+  });
+
+  it('enforces maxEntries, maxBytes (gzip bomb) and maxPathLength', async () => {
+    const many = Array.from({ length: 50 }, (_, index) => file(`f${index}`, ''));
+    await expectCode(flatten([many], { limits: { maxEntries: 10 } }), 'ERR_LIMIT_EXCEEDED');
+    const bomb = gzipSync(await layerTarBytes([file('zeros', { size: 20 * 1024 * 1024, fill: 0 })]));
+    expect(bomb.length).toBeLessThan(100 * 1024);
+    await expectCode(
+      flattenLayers([{ open: () => bufferStream(bomb) }], {
+        destination: fresh(),
+        limits: { maxBytes: 1024 * 1024 },
+      }),
+      'ERR_LIMIT_EXCEEDED',
+    );
+    await expectCode(
+      flatten([[file('x'.repeat(300), 'x')]], { limits: { maxPathLength: 255 } }),
+      'ERR_LIMIT_EXCEEDED',
+    );
+  });
+});
+
+describe('streams, digests and media types', () => {
+  it('detects gzip and zstd by magic bytes, warns when the media type lies, and computes the diff_id', async () => {
+    const tar = await layerTarBytes([file('a', 'x')]);
+    const diffId = `sha256:${sha256(tar)}`;
+    for (const [bytes, mediaType, lies] of [
+      [gzipSync(tar), OCI_GZIP, false],
+      [zstdCompressSync(tar), 'application/vnd.oci.image.layer.v1.tar+zstd', false],
+      [gzipSync(tar), OCI_TAR, true],
+      [tar, 'application/vnd.docker.image.rootfs.diff.tar.gzip', true],
+      [zstdCompressSync(tar), 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip', true],
+    ] as const) {
+      const destination = fresh();
+      const result = await extractLayer(bufferStream(bytes), { destination, mediaType, diffId });
+      expect(result.diffId).toBe(diffId);
+      expect(result.bytes).toBe(tar.length);
+      expect(result.warnings.length > 0, mediaType).toBe(lies);
+      expect(fs.readFileSync(join(destination, 'a'), 'utf8')).toBe('x');
+    }
+  });
+
+  it('fails with ERR_DIFF_ID_MISMATCH and discards the output', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    const error = await expectCode(
+      extractLayer(await layerStream([file('a', 'x')]), {
+        destination: join(parent, 'l'),
+        diffId: `sha256:${'0'.repeat(64)}`,
+      }),
+      'ERR_DIFF_ID_MISMATCH',
+    );
+    expect((error as { actual: string }).actual).toMatch(/^sha256:/);
+    expect(listAll(parent)).toEqual([]);
+    await expectCode(
+      flattenLayers([{ open: () => layerStream([file('a', 'x')]), diffId: `sha256:${'0'.repeat(64)}` }], {
+        destination: join(parent, 'f'),
+      }),
+      'ERR_DIFF_ID_MISMATCH',
+    );
+    expect(listAll(parent)).toEqual([]);
+  });
+
+  it('fails on truncated or corrupt streams and unsupported media types', async () => {
+    const gzip = gzipSync(await layerTarBytes([file('a', { size: 100_000, seed: 1 })]));
+    await expectCode(
+      extractLayer(bufferStream(gzip.subarray(0, gzip.length / 2)), { destination: fresh() }),
+      'ERR_INVALID_LAYER',
+    );
+    await expectCode(
+      extractLayer(bufferStream(Buffer.alloc(1000, 7)), { destination: fresh() }),
+      'ERR_INVALID_LAYER',
+    );
+    await expectCode(
+      extractLayer(bufferStream(gzip), {
+        destination: fresh(),
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+      }),
+      'ERR_UNSUPPORTED_MEDIA_TYPE',
+    );
+  });
+
+  it('stops on abort and leaves nothing', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    const controller = new AbortController();
+    const entries = Array.from({ length: 3000 }, (_, index) => file(`f${index}`, 'x'));
+    const tar = await layerTarBytes(entries);
+    const slow = Readable.from(
+      (async function* () {
+        for (let offset = 0; offset < tar.length; offset += 64 * 1024) {
+          yield tar.subarray(offset, offset + 64 * 1024);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      })(),
+    );
+    const progress: number[] = [];
+    const pending = extractLayer(slow, {
+      destination: join(parent, 'l'),
+      signal: controller.signal,
+      onProgress: ({ entries: count }) => {
+        progress.push(count);
+        if (count >= 512) controller.abort();
+      },
+    });
+    await expectCode(pending, 'ERR_ABORTED');
+    expect(progress.length).toBeGreaterThan(0);
+    expect(listAll(parent)).toEqual([]);
+  });
+
+  it('reports progress with entries and uncompressed bytes', async () => {
+    const seen: Array<{ entries: number; bytes: number }> = [];
+    const destination = fresh();
+    const result = await extractLayer(await layerStream([file('a', 'x'), file('b', 'y')], 'gzip'), {
+      destination,
+      onProgress: (progress) => seen.push(progress),
+    });
+    expect(seen.at(-1)).toEqual({ entries: 2, bytes: result.bytes });
+  });
+});
+
+const sha256 = sha256Hex;
+
+async function flattenLike(tar: Buffer) {
+  const destination = fresh();
+  const result = await flattenLayers([{ open: () => bufferStream(tar) }], { destination });
+  return { tree: snapshotTree(destination), result };
+}
+
+/** Adds one binary PAX record to the first PAX header of a tar written by tar-stream (fixing its size and checksum). */
+function injectPaxRecord(tar: Buffer, key: string, value: Buffer): Buffer {
+  const size = Number.parseInt(tar.toString('latin1', 124, 135), 8);
+  const body = tar.subarray(512, 512 + size);
+  const recordBody = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+  let length = recordBody.length + 1;
+  while (String(length).length + recordBody.length !== length)
+    length = String(length).length + recordBody.length;
+  const record = Buffer.concat([Buffer.from(String(length)), recordBody]);
+  const newBody = Buffer.concat([body, record]);
+  const header = Buffer.from(tar.subarray(0, 512));
+  header.write(`${newBody.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  header.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  const padded = Buffer.alloc(Math.ceil(newBody.length / 512) * 512);
+  newBody.copy(padded);
+  return Buffer.concat([header, padded, tar.subarray(512 + Math.ceil(size / 512) * 512)]);
+}
