@@ -29,4 +29,4 @@ export type { ProgressOutput, ProgressRenderer, RendererOptions } from './render
 export type { ProgressThrottle, ProgressThrottleOptions } from './throttle.ts';
 export { createProgressThrottle, DEFAULT_THROTTLE_MS } from './throttle.ts';
 export type { TtyRendererOptions } from './tty-renderer.ts';
-export { createTtyRenderer } from './tty-renderer.ts';
+export { createTtyRenderer, DEFAULT_REDRAW_INTERVAL_MS } from './tty-renderer.ts';

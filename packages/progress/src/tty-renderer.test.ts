@@ -90,6 +90,7 @@ describe('createTtyRenderer', () => {
     expect(wide[0]).toContain(`[${'#'.repeat(27)}${'.'.repeat(13)}]`); // the 40-cell maximum bar
     sink.columns = 40;
     writes.length = 0;
+    clock.time = SCRIPT[7]![0];
     renderer.handle(SCRIPT[7]![1]);
     const narrow = writes[0]!
       .split('\n')
@@ -120,6 +121,43 @@ describe('createTtyRenderer', () => {
     const plain = stringSink();
     createRenderer(plain.sink, { format: 'tty', columns: 50 }).handle(SCRIPT[0]![1]);
     expect(plain.text()).toContain(`${ESC}[2K`);
+  });
+
+  it('limits redraws for counters fed unthrottled, and the next state change shows the latest value', () => {
+    const clock = fakeClock();
+    const { sink, writes } = stringSink({ columns: 100 });
+    const renderer = createTtyRenderer(sink, { now: clock.now });
+    renderer.handle({
+      type: 'layer-download-start',
+      index: 0,
+      digest: LAYER0,
+      total: 1000 * 1024,
+      resumedFrom: 0,
+    });
+    const before = writes.length;
+    // 1000 counters, one per millisecond: at most one redraw per 50 ms.
+    for (let step = 1; step <= 1000; step++) {
+      clock.time = step;
+      renderer.handle({
+        type: 'layer-download-progress',
+        index: 0,
+        digest: LAYER0,
+        bytes: step * 1024,
+        total: 1000 * 1024,
+      });
+    }
+    expect(writes.length - before).toBe(20);
+    clock.time = 1003;
+    renderer.handle({
+      type: 'layer-download-progress',
+      index: 0,
+      digest: LAYER0,
+      bytes: 999 * 1024,
+      total: 1000 * 1024,
+    });
+    expect(writes.length - before).toBe(20); // held: drawn 3 ms ago
+    renderer.close();
+    expect(screen(writes.join(''))[1]).toMatch(/ {2}99% 999\.0 KiB\/1000\.0 KiB /);
   });
 
   it('draws nothing on close when nothing was drawn, and nothing after close', () => {

@@ -1,5 +1,5 @@
 import type { Platform } from '@ocipull/core';
-import type { ProgressEvent } from './events.ts';
+import { isProgressUpdate, type ProgressEvent } from './events.ts';
 import { clean, formatBytes, formatDuration, formatPlatform, formatRate, shortDigest } from './format.ts';
 import { type LayerState, LayerTable } from './layer-table.ts';
 import type { ProgressOutput, ProgressRenderer, RendererOptions } from './renderer.ts';
@@ -8,7 +8,15 @@ import type { ProgressOutput, ProgressRenderer, RendererOptions } from './render
 export interface TtyRendererOptions extends RendererOptions {
   /** Width when the output has no `columns`. Default 80. */
   columns?: number;
+  /** Byte counters redraw the block at most this often; state changes always redraw. Default 50. */
+  redrawIntervalMs?: number;
 }
+
+/**
+ * A redraw rewrites every line, so counters fed unthrottled (one per network chunk) must not each
+ * cost one: 20 frames a second looks smooth, and the next state change or `close` draws the latest.
+ */
+export const DEFAULT_REDRAW_INTERVAL_MS = 50;
 
 /** Below this many cells a bar says nothing; the line drops it and keeps the numbers. */
 const MIN_BAR_WIDTH = 8;
@@ -46,7 +54,9 @@ export function createTtyRenderer(
   let resolved: { platform: Platform; manifestDigest: string } | undefined;
   let durationMs: number | undefined;
   let drawnLines = 0;
+  let drawnAt = Number.NEGATIVE_INFINITY;
   let closed = false;
+  const redrawIntervalMs = options.redrawIntervalMs ?? DEFAULT_REDRAW_INTERVAL_MS;
 
   const width = () => Math.max(20, output.columns ?? options.columns ?? 80) - 1;
 
@@ -130,12 +140,15 @@ export function createTtyRenderer(
     for (const each of lines) text += `${ERASE_LINE}${each}\n`;
     if (note === undefined && lines.length < drawnLines) text += ERASE_DOWN;
     drawnLines = lines.length;
+    drawnAt = now();
     output.write(text);
   }
 
   function handle(event: ProgressEvent): void {
     if (closed) return;
-    table.apply(event, now());
+    const time = now();
+    table.apply(event, time);
+    if (isProgressUpdate(event) && time - drawnAt < redrawIntervalMs) return;
     switch (event.type) {
       case 'resolve-start':
         reference = clean(event.reference);
