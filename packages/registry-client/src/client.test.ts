@@ -396,8 +396,10 @@ describe('registry client against the harness registry', () => {
       );
       expect([wrong.code, wrong.status]).toEqual([ErrorCode.Unauthorized, 401]);
       expect(JSON.stringify({ message: wrong.message, errors: wrong.errors })).not.toContain('hunter2');
+      expect(wrong.message).toContain('the configured credentials were refused');
       const none = await rejection(client().resolve(`${basic.host}/library/app`));
       expect(none.code).toBe(ErrorCode.Unauthorized);
+      expect(none.message).toContain(`no credentials found for ${basic.host}`);
       expect(JSON.stringify(events)).not.toMatch(/wonderland|hunter2/);
     });
 

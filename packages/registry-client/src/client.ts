@@ -311,7 +311,7 @@ class Client implements RegistryClient {
           path: `/v2/${reference.repository}/manifests/${target}`,
           headers: { accept: accept.join(', ') },
           kind: 'manifest',
-          what: `manifest ${reference.repository}:${target}`,
+          what: `manifest ${reference.repository}${reference.digest ? '@' : ':'}${target}`,
           signal,
         },
         (response) => this.#readManifest(response, endpoint, reference, signal, size),
@@ -378,7 +378,7 @@ class Client implements RegistryClient {
             path: `/v2/${reference.repository}/manifests/${target}`,
             headers: { accept: MANIFEST_ACCEPT.join(', ') },
             kind: 'manifest',
-            what: `manifest ${reference.repository}:${target}`,
+            what: `manifest ${reference.repository}${reference.digest ? '@' : ':'}${target}`,
             signal: options.signal,
             pass: [404],
           },
@@ -591,8 +591,30 @@ class Client implements RegistryClient {
             continue;
           }
         }
-        throw await this.#errorFrom(response, endpoint, spec);
+        const error = await this.#errorFrom(response, endpoint, spec);
+        if (status === 401) throw await this.#explainUnauthorized(error, endpoint, repository, spec.signal);
+        throw error;
       }
+    });
+  }
+
+  /** Says whether credentials were missing or refused; never what they were. */
+  async #explainUnauthorized(
+    error: RegistryError,
+    endpoint: Endpoint,
+    repository: string,
+    signal: AbortSignal | undefined,
+  ): Promise<RegistryError> {
+    const credentials = await this.#credentialsFor(endpoint.registry, repository, signal).catch(
+      () => undefined,
+    );
+    const hint = credentials
+      ? 'the configured credentials were refused'
+      : `no credentials found for ${endpoint.registry} (options.credentials, auth files, credential helpers)`;
+    return new RegistryError(error.code, `${error.message}: ${hint}`, {
+      status: error.status,
+      errors: error.errors,
+      registry: endpoint.registry,
     });
   }
 
