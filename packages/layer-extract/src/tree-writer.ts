@@ -114,7 +114,9 @@ export class TreeWriter {
     }
     this.#checkLength(name, 'name');
     const parts = splitEntryPath(name);
-    if (parts === undefined) return this.#refuse(name, '".." climbs above the root');
+    if (parts === undefined) {
+      return this.#refuse(name, name.startsWith('/') ? 'absolute name' : '".." climbs above the root');
+    }
 
     const type = header.type;
     const rawMode = (header.mode ?? 0) & 0o7777;
@@ -438,10 +440,11 @@ export class TreeWriter {
 
   /**
    * Resolves the directory `parts` inside the root. Layer mode refuses a symlinked component; apply
-   * mode follows it *inside* the root (securejoin semantics, as umoci and Docker's chrooted apply
-   * do: absolute targets start at the root, `..` stops there), because lower layers legitimately
-   * make `lib` a link to `usr/lib`. Missing components are created when `create` is set; a missing
-   * component otherwise returns undefined.
+   * mode follows a lower layer's symlink *inside* the root (as umoci's securejoin and Docker's
+   * chrooted apply do: absolute targets start at the root), because lower layers legitimately make
+   * `lib` a link to `usr/lib`. A link whose `..` climbs above the root, or one the same layer made,
+   * is refused. Missing components are created when `create` is set; a missing component otherwise
+   * returns undefined.
    */
   #resolveDir(name: string, parts: string[], create: boolean): string | undefined {
     if (parts.length === 0) return '';
@@ -469,9 +472,17 @@ export class TreeWriter {
       }
       if (stat.isSymbolicLink()) {
         if (this.mode === 'layer') throw new UnsafePathError(name, `parent ${candidate} is a symlink`);
+        // A layer never needs to write through a link it made itself (image builders record real
+        // paths); only links from lower layers are followed.
+        if (this.#added.has(candidate)) {
+          throw new UnsafePathError(name, `parent ${candidate} is a symlink of the same layer`);
+        }
         if (++hops > MAX_SYMLINK_HOPS)
           throw new UnsafePathError(name, `too many symlinks resolving ${candidate}`);
         const resolved = resolveLinkInside(real, fs.readlinkSync(full));
+        if (resolved === undefined) {
+          throw new UnsafePathError(name, `parent ${candidate} is a symlink that leaves the root`);
+        }
         for (let index = resolved.length - 1; index >= 0; index--) pending.push(resolved[index] as string);
         real = [];
         continue;
