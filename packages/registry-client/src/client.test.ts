@@ -350,6 +350,38 @@ describe('registry client against the harness registry', () => {
     });
   });
 
+  describe('more resilience', () => {
+    it('a manifest body cut mid-way is fetched again inside the retry loop', async () => {
+      registry.faults.add({
+        match: { kind: 'manifest', method: 'GET' },
+        action: { type: 'cut', afterBytes: 50 },
+      });
+      const resolved = await client().resolve(ref('library/app:latest'));
+      expect(resolved.manifestDigest).toBe(single.digest);
+      expect(
+        registry.requests.filter((request) => request.kind === 'manifest').map((request) => request.outcome),
+      ).toEqual(['cut', 'complete']);
+      expect(events).toContainEqual(
+        expect.objectContaining({ type: 'request-retry', code: ErrorCode.Network }),
+      );
+    });
+
+    it('an abort during a Retry-After wait rejects at once with ERR_ABORTED', async () => {
+      registry.faults.add({
+        match: { kind: 'manifest' },
+        action: { type: 'status', status: 503, retryAfter: 30 },
+      });
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), 100);
+      const started = performance.now();
+      const error = await rejection(
+        client().fetchManifest(ref('library/app:latest'), { signal: controller.signal }),
+      );
+      expect(error.code).toBe(ErrorCode.Aborted);
+      expect(performance.now() - started).toBeLessThan(5000);
+    });
+  });
+
   describe('auth', () => {
     let basic: HarnessRegistry;
     let bearer: HarnessRegistry;
@@ -362,7 +394,7 @@ describe('registry client against the harness registry', () => {
         auth: { type: 'basic', users: { alice: 'wonderland' } },
       });
       bearer = await startRegistry({
-        repositories: { 'library/app': single.dir },
+        repositories: { 'library/app': single.dir, 'team/other': single.dir },
         auth: { type: 'bearer', users: { bob: 'builder' }, expiresIn: 1 },
       });
       closed = await startRegistry({
@@ -413,6 +445,17 @@ describe('registry client against the harness registry', () => {
       await new Promise((resolve) => setTimeout(resolve, 1100));
       await registryClient.headManifest(`${bearer.host}/library/app`);
       expect(tokens()).toBe(2);
+    });
+
+    it('bearer: each repository gets a token for its own scope', async () => {
+      bearer.clearRequests();
+      const registryClient = client();
+      await registryClient.headManifest(`${bearer.host}/library/app`);
+      await registryClient.headManifest(`${bearer.host}/team/other`);
+      const scopes = bearer.requests
+        .filter((request) => request.kind === 'token')
+        .map((request) => new URLSearchParams(request.query).get('scope'));
+      expect(scopes).toEqual(['repository:library/app:pull', 'repository:team/other:pull']);
     });
 
     it('bearer: a revoked token is replaced transparently on 401', async () => {
