@@ -391,8 +391,16 @@ export class BlobCache implements BlobStore {
     source: BlobSource,
     options: IngestOptions = {},
   ): Promise<IngestResult> {
+    const digest = checkDescriptor(descriptor);
+    await this.#lease.add(`blob:${digest}`);
+    if (await this.has(descriptor)) return { cached: true, resumedFrom: 0 };
     for (let attempt = 0; ; attempt++) {
       const stream = await this.fetchThrough(descriptor, source, options);
+      if (stream.cached) {
+        // Another caller committed it while we waited: nothing to read.
+        stream.destroy();
+        return { cached: true, resumedFrom: 0 };
+      }
       try {
         for await (const _chunk of stream) {
           // Drained: the bytes are written by the stream itself.

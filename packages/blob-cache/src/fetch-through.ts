@@ -14,6 +14,7 @@ import { createVerifier, type Verifier } from '@ocipull/digest';
 import { syncDirectory } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 import type { CacheLayout } from './layout.ts';
+import { PartWriter } from './part-writer.ts';
 
 /** How many fetches in a row may fail without delivering a byte before a download gives up. */
 export const DEFAULT_MAX_ATTEMPTS = 5;
@@ -100,6 +101,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   readonly committed: Promise<void>;
   readonly #job: FetchThroughJob;
   readonly #verifier: Verifier;
+  readonly #writer: PartWriter;
   readonly #controller = new AbortController();
   #resolveCommitted!: () => void;
   #rejectCommitted!: (error: unknown) => void;
@@ -120,6 +122,9 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       size: job.descriptor.size,
       label: `blob ${job.descriptor.digest}`,
     });
+    this.#writer = new PartWriter(job.part, job.prefixLength, (bytes) =>
+      job.onProgress?.({ bytes, total: job.descriptor.size, resumedFrom: job.prefixLength }),
+    );
     this.committed = new Promise((resolve, reject) => {
       this.#resolveCommitted = resolve;
       this.#rejectCommitted = reject;
@@ -214,7 +219,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   }
 
   async #download(): Promise<void> {
-    const { descriptor, source, part } = this.#job;
+    const { descriptor, source } = this.#job;
     let offset = this.#job.prefixLength;
     let failures = 0;
     while (offset < descriptor.size) {
@@ -229,12 +234,11 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
           const chunk = Buffer.isBuffer(received) ? received : Buffer.from(received as Uint8Array);
           this.#feed(chunk);
           try {
-            await part.write(chunk, 0, chunk.length, null);
+            await this.#writer.append(chunk);
           } catch (error) {
             throw new Fatal(fsError(error, `writing blob ${descriptor.digest}`));
           }
           offset += chunk.length;
-          this.#job.onProgress?.({ bytes: offset, total: descriptor.size, resumedFrom: this.resumedFrom });
           await this.#deliver(chunk);
         }
         if (offset < descriptor.size) {
@@ -270,6 +274,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       throw new Fatal(error);
     }
     try {
+      await this.#writer.flush();
       await part.sync();
       await part.close();
       const partPath = layout.partPath(descriptor.digest);
@@ -292,6 +297,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     this.#job.signal?.removeEventListener('abort', this.#onCallerAbort);
     this.#job.lockLost?.removeEventListener('abort', this.#onLockLost);
     const { layout, descriptor, part } = this.#job;
+    await this.#writer.stop();
     await part.close().catch(() => {});
     if (
       error !== undefined &&
