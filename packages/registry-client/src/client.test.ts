@@ -545,6 +545,7 @@ describe('registry client against the harness registry', () => {
     });
 
     it('falls back to the upstream on a miss, a failure and a mirror that is down, reporting each', async () => {
+      mirror.clearRequests();
       const downPort = empty.port;
       const down = `127.0.0.1:${downPort}`;
       await empty.close();
@@ -575,6 +576,10 @@ describe('registry client against the harness registry', () => {
           expect.objectContaining({ mirror: mirror.host, operation: 'blob', status: 500 }),
         );
         expect(registry.requests.filter((request) => request.kind === 'blob').length).toBe(1);
+        // Mirrors get no retries of their own: the upstream is the fallback.
+        expect(mirror.requests.filter((request) => request.kind === 'blob').length).toBe(1);
+        // The unreachable mirror was tried once, then skipped for the cool-down.
+        expect(fallbacks.filter((event) => event.mirror === down).length).toBe(1);
       } finally {
         await misses.close();
       }

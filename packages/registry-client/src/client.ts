@@ -46,6 +46,11 @@ import {
 export const DEFAULT_USER_AGENT = `ocipull/0.0.0 node/${process.versions.node}`;
 /** Redirect hops followed per request (Go's net/http stops at 10; registries use one or two). */
 export const MAX_REDIRECTS = 5;
+/**
+ * How long a mirror that could not be reached is skipped. Mirrors get no retries of their own (the
+ * upstream is the fallback), and a dead mirror must not cost every layer of a pull a connect attempt.
+ */
+export const MIRROR_COOLDOWN_MS = 30_000;
 /** Bytes of an error body kept for diagnostics. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 /** Token lifetime when the token server does not say (distribution token spec: 60 s). */
@@ -206,6 +211,7 @@ class Client implements RegistryClient {
   readonly #pendingTokens = new Map<string, Promise<string>>();
   readonly #credentials = new Map<string, Promise<Credentials | undefined>>();
   readonly #userAgent: string;
+  readonly #mirrorDownUntil = new Map<string, number>();
 
   constructor(options: RegistryClientOptions) {
     this.#options = options;
@@ -537,6 +543,8 @@ class Client implements RegistryClient {
     const endpoints = this.#endpoints(reference);
     for (let position = 0; position < endpoints.length - 1; position++) {
       const endpoint = endpoints[position]!;
+      // A mirror that could not be reached is skipped for a while instead of costing every request.
+      if ((this.#mirrorDownUntil.get(endpoint.origin) ?? 0) > Date.now()) continue;
       try {
         const result = await run(endpoint);
         if (!isMiss?.(result)) return result;
@@ -548,6 +556,12 @@ class Client implements RegistryClient {
         });
       } catch (error) {
         if (OciError.isInstance(error) && error.code === ErrorCode.Aborted) throw error;
+        if (
+          OciError.isInstance(error) &&
+          (error.code === ErrorCode.Network || error.code === ErrorCode.Timeout)
+        ) {
+          this.#mirrorDownUntil.set(endpoint.origin, Date.now() + MIRROR_COOLDOWN_MS);
+        }
         this.#emit({
           type: 'mirror-fallback',
           registry: reference.registry,
@@ -575,7 +589,8 @@ class Client implements RegistryClient {
   ): Promise<T> {
     const scope = `repository:${repository}:pull`;
     let reauthenticated = false;
-    return this.#retrying(endpoint.registry, spec.signal, async () => {
+    const retries = endpoint.mirror ? 0 : this.#policy.retries;
+    return this.#retrying(endpoint.registry, spec.signal, retries, async () => {
       for (;;) {
         const authorization = await this.#authorization(endpoint, repository, scope, spec.signal);
         const response = await this.#send(endpoint, spec, authorization);
@@ -644,6 +659,7 @@ class Client implements RegistryClient {
   async #retrying<T>(
     registry: string,
     signal: AbortSignal | undefined,
+    retries: number,
     attempt: () => Promise<T>,
   ): Promise<T> {
     for (let tries = 0; ; tries++) {
@@ -652,8 +668,7 @@ class Client implements RegistryClient {
         return await attempt();
       } catch (caught) {
         const error = OciError.isInstance(caught) ? caught : errorFromTransport(caught, registry, signal);
-        if (!error.retryable || tries >= this.#policy.retries || error.code === ErrorCode.Aborted)
-          throw error;
+        if (!error.retryable || tries >= retries || error.code === ErrorCode.Aborted) throw error;
         let delayMs = backoffDelay(tries, this.#policy);
         const retryAfterMs = error instanceof RegistryError ? error.retryAfterMs : undefined;
         if (retryAfterMs !== undefined) {
@@ -817,7 +832,7 @@ class Client implements RegistryClient {
       this.#transport.configureHost(realm.host, settings);
     const tokenEndpoint: Endpoint = { registry: realm.host, origin: realm.origin, mirror: false };
     const what = `a token for ${wantedScope}`;
-    const response = await this.#retrying(endpoint.registry, signal, async () => {
+    const response = await this.#retrying(endpoint.registry, signal, this.#policy.retries, async () => {
       const headers: Record<string, string> = { 'user-agent': this.#userAgent, accept: 'application/json' };
       let method: 'GET' | 'POST' = 'GET';
       let body: string | undefined;

@@ -10,7 +10,7 @@ export type {
   ResolvedImage,
   ResolveOptions,
 } from './client.ts';
-export { createRegistryClient, DEFAULT_USER_AGENT, MAX_REDIRECTS } from './client.ts';
+export { createRegistryClient, DEFAULT_USER_AGENT, MAX_REDIRECTS, MIRROR_COOLDOWN_MS } from './client.ts';
 export type { Credentials, CredentialsOption } from './credentials.ts';
 export {
   authFilePaths,
