@@ -47,6 +47,7 @@ interface Manifest {
   dependencies?: Record<string, string>;
   devDependencies?: Record<string, string>;
   peerDependencies?: Record<string, string>;
+  exports?: Record<string, unknown>;
 }
 
 function workspaceManifests(): Manifest[] {
@@ -65,6 +66,16 @@ function sourceFiles(dir: string): string[] {
     .filter((entry) => entry.isFile() && entry.name.endsWith('.ts'))
     .map((entry) => join(entry.parentPath, entry.name));
 }
+
+/**
+ * Test code: test files, and helpers only tests import, which may use devDependencies such as the
+ * harness: `test-helpers.ts`, and `src/testing/` unless the package publishes it as its `./testing`
+ * subpath (then it is runtime code for other packages' tests and must respect the direction).
+ */
+const isTestCode = (file: string, manifest: Manifest) =>
+  file.endsWith('.test.ts') ||
+  /\/test-helpers?\.ts$/.test(file) ||
+  (file.includes('/src/testing/') && manifest.exports?.['./testing'] === undefined);
 
 const workspace = (deps: Record<string, string> | undefined) =>
   Object.keys(deps ?? {}).filter((name) => name.startsWith('@ocipull/'));
@@ -103,7 +114,7 @@ describe('dependency direction', () => {
           if (subpath !== '' && subpath !== 'testing' && subpath !== 'package.json') {
             problems.push(`${file}: deep import ${specifier}`);
           }
-          const isTest = file.endsWith('.test.ts');
+          const isTest = isTestCode(file, manifest);
           if (!isTest && workspace(manifest.devDependencies).includes(pkg) && !declared.has(pkg)) {
             problems.push(`${file}: runtime import of dev-only ${pkg}`);
           }

@@ -7,7 +7,7 @@ import { pull } from '@ocipull/pull';
 import { buildImage, dir, file, randomImage, startRegistry, symlink } from '@ocipull/test-harness';
 import type { CommandContext } from '../context.ts';
 import { ExitCode } from '../exit-codes.ts';
-import { progressRenderer } from './pull.ts';
+import { progressSink } from './pull.ts';
 
 /** The built-in sample: a small base layer, three layers of seeded random data, a config. */
 export async function buildDemoImage(layoutDir: string): Promise<void> {
@@ -56,16 +56,16 @@ export async function demoCommand(context: CommandContext): Promise<number> {
     const cache = context.cache ?? join(work, 'cache');
     const rootfs = join(work, 'rootfs');
     if (!context.quiet) context.stdout.write(`harness registry at ${registry.url}; pulling ${reference}\n`);
-    const renderer = progressRenderer(context, values.progress);
+    const progress = progressSink(context, values.progress);
     const result = await pull(reference, {
       cache,
       rootfs,
       platform: 'linux/amd64',
       layers: true,
-      ...(renderer ? { onProgress: (event) => renderer.handle(event) } : {}),
+      ...(progress.onProgress ? { onProgress: progress.onProgress } : {}),
       signal: context.signal,
     });
-    renderer?.close();
+    progress.close();
     const downloaded = registry.requests
       .filter((request) => request.kind === 'blob')
       .reduce((sum, request) => sum + request.bytesSent, 0);

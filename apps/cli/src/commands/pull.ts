@@ -1,5 +1,10 @@
 import { parseArgs } from 'node:util';
-import { createRenderer, type ProgressFormat, type ProgressRenderer } from '@ocipull/progress';
+import {
+  createProgressEmitter,
+  createRenderer,
+  type ProgressFormat,
+  type ProgressListener,
+} from '@ocipull/progress';
 import { DEFAULT_CONCURRENCY, PULL_POLICIES, type PullPolicy, pull } from '@ocipull/pull';
 import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
 import { type CommandContext, printJson, usageError } from '../context.ts';
@@ -17,18 +22,27 @@ Options:
   --concurrency N                layers at once (default: ${DEFAULT_CONCURRENCY})
   --mirror URL                   pull-through mirror for the image's registry (repeatable, tried in order)
   --insecure-registry HOST       use plain HTTP for HOST (repeatable; loopback registries default to HTTP)
+  --tls                          use HTTPS even for a loopback registry (implied by --ca-file, --tls-skip-verify)
   --ca-file FILE                 extra CA certificate (PEM) for the image's registry
   --tls-skip-verify              do not verify the registry's TLS certificate (dangerous)
   --progress auto|tty|plain|json|none   progress output on stderr (default: auto)
   --cache DIR, --json, --quiet, --debug
 `;
 
-/** Builds the renderer for `--progress` (`json` is NDJSON on stderr), or none. */
-export function progressRenderer(
-  context: CommandContext,
-  format: string | undefined,
-): ProgressRenderer | undefined {
-  if (context.quiet || format === 'none') return undefined;
+/** Where a command's progress goes: a throttled emitter feeding the renderer `--progress` chose. */
+export interface ProgressSink {
+  onProgress?: ProgressListener;
+  /** Delivers what the throttle still holds and draws the final state. */
+  close(): void;
+}
+
+/**
+ * Builds the progress sink for `--progress` (`json` is NDJSON on stderr). Events go through the
+ * emitter's throttle (at most ~10 byte-counter updates a second per layer) so neither a TTY nor an
+ * NDJSON consumer sees one line per network chunk.
+ */
+export function progressSink(context: CommandContext, format: string | undefined): ProgressSink {
+  if (context.quiet || format === 'none') return { close() {} };
   const formats: Record<string, ProgressFormat> = {
     auto: 'auto',
     tty: 'tty',
@@ -38,7 +52,19 @@ export function progressRenderer(
   const chosen = formats[format ?? 'auto'];
   if (!chosen)
     throw usageError(`--progress takes auto, tty, plain, json or none, not ${JSON.stringify(format)}`);
-  return createRenderer(context.stderr, { format: chosen });
+  const renderer = createRenderer(context.stderr, { format: chosen });
+  const emitter = createProgressEmitter();
+  emitter.subscribe((event) => renderer.handle(event));
+  let closed = false;
+  return {
+    onProgress: emitter.onProgress,
+    close() {
+      if (closed) return;
+      closed = true;
+      emitter.flush();
+      renderer.close();
+    },
+  };
 }
 
 /** `ocipull pull REF`. */
@@ -55,6 +81,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       concurrency: { type: 'string' },
       mirror: { type: 'string', multiple: true },
       'insecure-registry': { type: 'string', multiple: true },
+      tls: { type: 'boolean' },
       'ca-file': { type: 'string' },
       'tls-skip-verify': { type: 'boolean' },
       'variant-fallback': { type: 'boolean' },
@@ -89,9 +116,12 @@ export async function pullCommand(context: CommandContext): Promise<number> {
     own.ca = await readFile(values['ca-file'], 'utf8');
   }
   if (values['tls-skip-verify']) own.skipVerify = true;
+  // Loopback registries default to plain HTTP (like Docker's built-in insecure range); asking for a CA
+  // or for TLS options means the user runs TLS there.
+  if (values.tls || values['ca-file'] || values['tls-skip-verify']) own.insecure = false;
   registries[reference.registry] = own;
 
-  const renderer = progressRenderer(context, values.progress);
+  const progress = progressSink(context, values.progress);
   try {
     const result = await pull(reference.toString(), {
       ...(context.cache ? { cache: context.cache } : {}),
@@ -102,10 +132,10 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       policy: policy as PullPolicy,
       concurrency,
       registry: { registries, env: context.env },
-      ...(renderer ? { onProgress: (event) => renderer.handle(event) } : {}),
+      ...(progress.onProgress ? { onProgress: progress.onProgress } : {}),
       signal: context.signal,
     });
-    renderer?.close();
+    progress.close();
     if (context.json) {
       printJson(context, {
         reference: result.reference,
@@ -124,6 +154,6 @@ export async function pullCommand(context: CommandContext): Promise<number> {
     }
     return 0;
   } finally {
-    renderer?.close();
+    progress.close();
   }
 }
