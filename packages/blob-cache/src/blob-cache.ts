@@ -39,6 +39,7 @@ import {
   readIndex,
   recordsOf,
   withImage,
+  withImageUsed,
   withoutImage,
   writeIndex,
 } from './image-records.ts';
@@ -536,6 +537,12 @@ export class BlobCache implements BlobStore {
   /** Every image recorded in the cache. */
   async listImages(): Promise<ImageRecord[]> {
     return recordsOf(await readIndex(this.layout.indexJson));
+  }
+
+  /** Marks `ref` as used now (the LRU order of `gc({ maxBlobBytes })`); a no-op for unknown refs. */
+  async touchImage(ref: string): Promise<void> {
+    checkRef(ref);
+    await this.#updateIndex((index) => withImageUsed(index, ref));
   }
 
   /** Drops the record of `ref`; resolves to whether there was one. Blobs stay until `gc`. */

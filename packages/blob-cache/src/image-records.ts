@@ -7,6 +7,9 @@ import { fsError } from './fs-errors.ts';
 /** The annotation that names an image in an OCI layout's `index.json` (annotations.md). */
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 
+/** When an image was last recorded or used (RFC 3339); the LRU order of `gc({ maxBlobBytes })`. */
+export const LAST_USED_ANNOTATION = 'io.ocipull.last-used';
+
 /** One image recorded in the cache. */
 export interface ImageRecord {
   /** The full reference as given to `putImage`, e.g. `docker.io/library/alpine:3.20`. */
@@ -58,9 +61,31 @@ export function recordsOf(index: ImageIndex): ImageRecord[] {
 }
 
 /** Returns `index` with `ref` pointing at `descriptor` (replacing an earlier record of `ref`). */
-export function withImage(index: ImageIndex, ref: string, descriptor: Descriptor): ImageIndex {
+export function withImage(
+  index: ImageIndex,
+  ref: string,
+  descriptor: Descriptor,
+  now: Date = new Date(),
+): ImageIndex {
   const manifests = index.manifests.filter((entry) => entry.annotations?.[REF_NAME_ANNOTATION] !== ref);
-  manifests.push({ ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME_ANNOTATION]: ref } });
+  manifests.push({
+    ...descriptor,
+    annotations: {
+      ...descriptor.annotations,
+      [REF_NAME_ANNOTATION]: ref,
+      [LAST_USED_ANNOTATION]: now.toISOString(),
+    },
+  });
+  return { ...index, manifests };
+}
+
+/** Returns `index` with `ref`'s last-used time set to `now` (unchanged when `ref` is not recorded). */
+export function withImageUsed(index: ImageIndex, ref: string, now: Date = new Date()): ImageIndex {
+  const manifests = index.manifests.map((entry) =>
+    entry.annotations?.[REF_NAME_ANNOTATION] === ref
+      ? { ...entry, annotations: { ...entry.annotations, [LAST_USED_ANNOTATION]: now.toISOString() } }
+      : entry,
+  );
   return { ...index, manifests };
 }
 

@@ -9,7 +9,7 @@ export { defaultCacheRoot } from './cache-root.ts';
 export type { BlobStream, FetchProgress, FetchThroughInfo } from './fetch-through.ts';
 export { DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAY_MS, isRetryable } from './fetch-through.ts';
 export type { ImageRecord } from './image-records.ts';
-export { REF_NAME_ANNOTATION } from './image-records.ts';
+export { LAST_USED_ANNOTATION, REF_NAME_ANNOTATION } from './image-records.ts';
 export { CacheLayout, OCI_LAYOUT_CONTENT } from './layout.ts';
 export type {
   GcOptions,

@@ -244,6 +244,32 @@ describe('gc', () => {
   });
 });
 
+describe('gc with a size bound', () => {
+  it('evicts least recently used images until blobs fit, keeping what the rest share', async () => {
+    const root = await tempDir();
+    const writer = await openCache({ root });
+    await cacheImage(writer, imageA, 'example.com/a:1');
+    await cacheImage(writer, imageB, 'example.com/b:1');
+    await cacheImage(writer, multi, 'example.com/multi:1');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await writer.touchImage('example.com/a:1'); // a is now the most recently used
+    await writer.close();
+    const cache = await openCache({ root });
+    const bytesOf = async (digests: Set<string>) => {
+      let total = 0;
+      for (const digest of digests) total += (await cache.stat(digest))?.size ?? 0;
+      return total;
+    };
+    const budget = await bytesOf(blobsOf(imageA));
+    const result = await cache.gc({ maxBlobBytes: budget });
+    expect(result.evictedImages).toEqual(['example.com/b:1', 'example.com/multi:1']);
+    expect((await cache.listImages()).map((record) => record.ref)).toEqual(['example.com/a:1']);
+    expect(await allBlobs(root)).toEqual(blobsOf(imageA));
+    expect(await allLayers(root)).toEqual(diffIdsOf(imageA));
+    expect((await cache.gc({ maxBlobBytes: budget })).evictedImages).toEqual([]);
+  });
+});
+
 describe('verify and usage', () => {
   it('finds a rotted blob and quarantines it', async () => {
     const root = await tempDir();

@@ -14,7 +14,7 @@ import { digestOfFile, isDigest, parseDigest } from '@ocipull/digest';
 import { uniqueSuffix } from './atomic-file.ts';
 import type { BlobCache } from './blob-cache.ts';
 import { fsError, isErrno } from './fs-errors.ts';
-import { readIndex, recordsOf } from './image-records.ts';
+import { LAST_USED_ANNOTATION, readIndex, recordsOf } from './image-records.ts';
 import { readLeases } from './leases.ts';
 import { removeTree } from './remove-tree.ts';
 
@@ -177,6 +177,11 @@ export interface GcOptions {
   signal?: AbortSignal;
   /** Report what would go without removing anything. Default false. */
   dryRun?: boolean;
+  /**
+   * After the sweep, evict least recently used images until committed blobs take at most this many
+   * bytes (extracted layer trees follow their images). Default: no bound.
+   */
+  maxBlobBytes?: number;
 }
 
 /** What `gc` removed. */
@@ -189,6 +194,8 @@ export interface GcResult {
   /** Blobs and layers kept: reachable from `index.json` or protected by a live lease. */
   keptBlobs: number;
   keptLayers: number;
+  /** References untagged by `maxBlobBytes` eviction, oldest first. */
+  evictedImages: string[];
 }
 
 /**
@@ -199,7 +206,6 @@ export interface GcResult {
  * sweep, and each removal takes the item's lock without waiting (a held lock means in use: skipped).
  */
 export async function collectGarbage(cache: BlobCache, options: GcOptions = {}): Promise<GcResult> {
-  const { signal } = options;
   const result: GcResult = {
     removedBlobs: [],
     removedLayers: [],
@@ -207,74 +213,105 @@ export async function collectGarbage(cache: BlobCache, options: GcOptions = {}):
     freedBytes: 0,
     keptBlobs: 0,
     keptLayers: 0,
+    evictedImages: [],
   };
-  const release = await cache.lock('gc', { signal });
+  const release = await cache.lock('gc', { signal: options.signal });
   try {
-    const blobs = await listBlobs(cache);
-    const layers = await listLayers(cache);
-    let leases = await readLeases(cache.layout.leases, cache.leaseOptions);
-    const index = await readIndex(cache.layout.indexJson);
-    const reachable = await markReachable(cache, index.manifests, undefined, signal);
-    leases = await readLeases(cache.layout.leases, cache.leaseOptions);
-    const protectedBlob = (digest: Digest) =>
-      reachable.blobs.has(digest) || leases.keys.has(`blob:${digest}`);
-    const protectedLayer = (diffId: Digest) =>
-      reachable.layers.has(diffId) || leases.keys.has(`layer:${diffId}`);
-
-    for (const blob of blobs) {
-      throwIfAborted(signal);
-      if (protectedBlob(blob.digest)) {
-        result.keptBlobs += 1;
-        continue;
-      }
-      const removed = await ifUnlocked(cache, cache.layout.blobLockName(blob.digest), async () => {
-        if (options.dryRun) return;
-        try {
-          await unlink(blob.path);
-        } catch (error) {
-          if (!isErrno(error, 'ENOENT')) throw fsError(error, `removing blob ${blob.digest}`);
-        }
-      });
-      if (removed) {
-        result.removedBlobs.push(blob.digest);
-        result.freedBytes += blob.size;
-      } else result.keptBlobs += 1;
-    }
-
-    for (const layer of layers) {
-      throwIfAborted(signal);
-      if (protectedLayer(layer.diffId)) {
-        result.keptLayers += 1;
-        continue;
-      }
-      const bytes = await treeBytes(layer.path);
-      const removed = await ifUnlocked(cache, cache.layout.layerLockName(layer.diffId), async () => {
-        if (options.dryRun) return;
-        const doomed = join(
-          cache.layout.layerTemps,
-          `${parseDigest(layer.diffId).split(':')[1]}.removing.${uniqueSuffix()}`,
-        );
-        try {
-          await rename(layer.path, doomed);
-        } catch (error) {
-          if (isErrno(error, 'ENOENT')) return;
-          throw fsError(error, `removing layer ${layer.diffId}`);
-        }
-        await removeTree(doomed);
-      });
-      if (removed) {
-        result.removedLayers.push(layer.diffId);
-        result.freedBytes += bytes;
-      } else result.keptLayers += 1;
-    }
-
-    await sweepIngest(cache, leases.keys, result, options);
-    await sweepLayerTemps(cache, leases.liveIds, result, options);
-    await sweepTempFiles(cache.root, result, options);
+    await sweep(cache, options, result);
+    if (options.maxBlobBytes !== undefined && !options.dryRun) await evict(cache, options, result);
   } finally {
     await release();
   }
   return result;
+}
+
+/**
+ * Size-bounded LRU: while committed blobs exceed `maxBlobBytes`, untag the least recently used image
+ * (`io.ocipull.last-used`, set by `putImage`/`touchImage`; images without it go first) and sweep again.
+ */
+async function evict(cache: BlobCache, options: GcOptions, result: GcResult): Promise<void> {
+  const limit = options.maxBlobBytes ?? Number.POSITIVE_INFINITY;
+  for (;;) {
+    throwIfAborted(options.signal);
+    const total = (await listBlobs(cache)).reduce((sum, blob) => sum + blob.size, 0);
+    if (total <= limit) return;
+    const records = recordsOf(await readIndex(cache.layout.indexJson));
+    if (records.length === 0) return;
+    const lastUsed = (record: (typeof records)[number]) =>
+      Date.parse(record.descriptor.annotations?.[LAST_USED_ANNOTATION] ?? '') || 0;
+    const oldest = records.reduce((best, record) => (lastUsed(record) < lastUsed(best) ? record : best));
+    await cache.untag(oldest.ref);
+    result.evictedImages.push(oldest.ref);
+    // Kept counts describe the last pass only.
+    result.keptBlobs = 0;
+    result.keptLayers = 0;
+    await sweep(cache, options, result);
+  }
+}
+
+/** One mark-and-sweep pass (the caller holds the gc lock); adds to `result`. */
+async function sweep(cache: BlobCache, options: GcOptions, result: GcResult): Promise<void> {
+  const { signal } = options;
+  const blobs = await listBlobs(cache);
+  const layers = await listLayers(cache);
+  let leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+  const index = await readIndex(cache.layout.indexJson);
+  const reachable = await markReachable(cache, index.manifests, undefined, signal);
+  leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+  const protectedBlob = (digest: Digest) => reachable.blobs.has(digest) || leases.keys.has(`blob:${digest}`);
+  const protectedLayer = (diffId: Digest) =>
+    reachable.layers.has(diffId) || leases.keys.has(`layer:${diffId}`);
+
+  for (const blob of blobs) {
+    throwIfAborted(signal);
+    if (protectedBlob(blob.digest)) {
+      result.keptBlobs += 1;
+      continue;
+    }
+    const removed = await ifUnlocked(cache, cache.layout.blobLockName(blob.digest), async () => {
+      if (options.dryRun) return;
+      try {
+        await unlink(blob.path);
+      } catch (error) {
+        if (!isErrno(error, 'ENOENT')) throw fsError(error, `removing blob ${blob.digest}`);
+      }
+    });
+    if (removed) {
+      result.removedBlobs.push(blob.digest);
+      result.freedBytes += blob.size;
+    } else result.keptBlobs += 1;
+  }
+
+  for (const layer of layers) {
+    throwIfAborted(signal);
+    if (protectedLayer(layer.diffId)) {
+      result.keptLayers += 1;
+      continue;
+    }
+    const bytes = await treeBytes(layer.path);
+    const removed = await ifUnlocked(cache, cache.layout.layerLockName(layer.diffId), async () => {
+      if (options.dryRun) return;
+      const doomed = join(
+        cache.layout.layerTemps,
+        `${parseDigest(layer.diffId).split(':')[1]}.removing.${uniqueSuffix()}`,
+      );
+      try {
+        await rename(layer.path, doomed);
+      } catch (error) {
+        if (isErrno(error, 'ENOENT')) return;
+        throw fsError(error, `removing layer ${layer.diffId}`);
+      }
+      await removeTree(doomed);
+    });
+    if (removed) {
+      result.removedLayers.push(layer.diffId);
+      result.freedBytes += bytes;
+    } else result.keptLayers += 1;
+  }
+
+  await sweepIngest(cache, leases.keys, result, options);
+  await sweepLayerTemps(cache, leases.liveIds, result, options);
+  await sweepTempFiles(cache.root, result, options);
 }
 
 /** Removes `.part` downloads nobody is writing (their blob lock is free) and no live lease wants. */
