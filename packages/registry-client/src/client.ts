@@ -439,7 +439,7 @@ class Client implements RegistryClient {
     }
     throwIfAborted(signal);
     // Nothing left to read: a Range of `bytes=<size>-` would only earn a 416.
-    if (offset === descriptor.size) return Readable.from([]);
+    if (offset === descriptor.size) return Readable.from([], { objectMode: false });
     return this.#withEndpoints(reference, 'blob', async (endpoint) => {
       const response = await this.#request(
         endpoint,
