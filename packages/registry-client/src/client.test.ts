@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { connect as netConnect } from 'node:net';
@@ -161,6 +162,39 @@ describe('registry client against the harness registry', () => {
         size: single.descriptor.size,
       });
       expect(await registryClient.headManifest(ref('library/app:nope'))).toBeUndefined();
+    });
+
+    it('refuses a schema 1 manifest with a clear error', async () => {
+      const dir = join(root, 'schema1');
+      const bytes = Buffer.from(
+        JSON.stringify({ schemaVersion: 1, name: 'old/image', tag: 'v1', fsLayers: [], history: [] }),
+      );
+      const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), bytes);
+      await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+      await writeFile(
+        join(dir, 'index.json'),
+        JSON.stringify({
+          schemaVersion: 2,
+          manifests: [
+            {
+              mediaType: MediaType.DockerSchema1Signed,
+              digest,
+              size: bytes.length,
+              annotations: { 'org.opencontainers.image.ref.name': 'v1' },
+            },
+          ],
+        }),
+      );
+      registry.addRepository('old/image', dir);
+      try {
+        const error = await rejection(client().resolve(ref('old/image:v1')));
+        expect(error.code).toBe(ErrorCode.InvalidManifest);
+        expect(error.message).toContain('schema 1 is not supported');
+      } finally {
+        registry.removeRepository('old/image');
+      }
     });
 
     it('maps missing manifests and repositories to codes with the registry’s errors[]', async () => {
