@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Descriptor, type Digest, ErrorCode, isOciError } from '@ocipull/core';
@@ -265,6 +266,27 @@ describe('fetchThrough', () => {
     for await (const _chunk of stream) break;
     await stream.committed.catch(() => {});
     expect(await cache.ingest(descriptor, source)).toMatchObject({ cached: false });
+    expect(await cache.has(descriptor)).toBe(true);
+  });
+
+  it('a piped consumer that stops early still lets the blob commit', async () => {
+    const cache = await freshCache();
+    const { bytes, descriptor } = await blob(4_000_000);
+    source.add(bytes, descriptor.digest);
+    const stream = await cache.fetchThrough(descriptor, source);
+    let seen = 0;
+    const early = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _encoding, callback) {
+        seen += chunk.length;
+        callback();
+        // Done early, like an extractor at the tar end marker.
+        if (seen > 100_000) this.destroy();
+      },
+    });
+    stream.pipe(early);
+    await stream.committed;
+    expect(seen).toBeLessThan(bytes.length);
     expect(await cache.has(descriptor)).toBe(true);
   });
 

@@ -138,6 +138,20 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     job.lockLost?.addEventListener('abort', this.#onLockLost, { once: true });
   }
 
+  /**
+   * A piped consumer that stops early (an extractor done at the tar end marker, or one that failed)
+   * is unpiped without destroying us: the rest is drained into the cache so the blob still commits and
+   * the lock is freed. (`pipe()` calls this method on its source when the destination finishes,
+   * closes or errors.)
+   */
+  override unpipe(destination?: NodeJS.WritableStream): this {
+    super.unpipe(destination);
+    queueMicrotask(() => {
+      if (!this.destroyed && !this.readableEnded && this.readableFlowing !== true) this.resume();
+    });
+    return this;
+  }
+
   override _read(): void {
     if (this.#pump === undefined) {
       this.#pump = this.#run();
