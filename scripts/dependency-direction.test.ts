@@ -35,6 +35,16 @@ const allowed: Record<string, string[]> = {
     '@ocipull/layer-extract',
     '@ocipull/test-harness',
   ],
+  '@ocipull/bench': [
+    '@ocipull/core',
+    '@ocipull/digest',
+    '@ocipull/progress',
+    '@ocipull/pull',
+    '@ocipull/registry-client',
+    '@ocipull/blob-cache',
+    '@ocipull/layer-extract',
+    '@ocipull/test-harness',
+  ],
 };
 /** Workspace packages any package may use in its own tests only. */
 const allowedDev = ['@ocipull/test-harness'];
