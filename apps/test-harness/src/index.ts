@@ -111,6 +111,8 @@ export type {
   FaultRule,
   RouteKind,
 } from './registry/faults.ts';
+export type { ServeAuth, ServeDirectoryOptions } from './registry/serve-directory.ts';
+export { findLayouts, serveDirectory } from './registry/serve-directory.ts';
 export type {
   HarnessRegistry,
   RedirectOrigin,

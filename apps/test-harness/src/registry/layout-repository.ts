@@ -86,12 +86,14 @@ export class LayoutRepository {
     let descriptor: Descriptor | undefined;
     if (isDigest(reference)) {
       const index = await this.index();
-      descriptor = index.manifests?.find((entry) => entry.digest === reference);
+      descriptor = index.manifests?.find((entry: Descriptor) => entry.digest === reference);
       return this.readManifest(reference, descriptor?.mediaType);
     }
     const index = await this.index();
     // The last entry wins when a tag appears twice, as a re-push appends.
-    descriptor = index.manifests?.findLast((entry) => entry.annotations?.[REF_NAME_ANNOTATION] === reference);
+    descriptor = index.manifests?.findLast(
+      (entry: Descriptor) => entry.annotations?.[REF_NAME_ANNOTATION] === reference,
+    );
     if (descriptor === undefined) return undefined;
     return this.readManifest(descriptor.digest, descriptor.mediaType);
   }
@@ -125,7 +127,7 @@ export class LayoutRepository {
     const indexFile = join(this.dir, 'index.json');
     const index = await this.index();
     const manifests = (index.manifests ?? []).filter(
-      (entry) => entry.annotations?.[REF_NAME_ANNOTATION] !== reference,
+      (entry: Descriptor) => entry.annotations?.[REF_NAME_ANNOTATION] !== reference,
     );
     manifests.push({
       mediaType,
