@@ -1,23 +1,90 @@
-// Quick comparison: our extractor vs GNU tar vs umoci on one gzip layer.
-// Usage: node --conditions=@ocipull/source bench/quick.ts <layer.tar.gz> [runs]
+// Quick comparison on one gzip layer: our flattenLayers vs GNU `tar -xzf` vs `umoci unpack`.
+// Usage (from packages/layer-extract):
+//   npx pnpm@10.34.8 exec node --conditions=@ocipull/source bench/quick.ts <layer.tar.gz> [runs]
+// Build a Debian-sized layer with e.g. `tar -C / -czf layer.tar.gz usr/share/perl usr/lib/python3.11`.
+// Set TMPDIR=/dev/shm to take the disk out of the comparison.
 import { execFileSync } from 'node:child_process';
-import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
+import {
+  createReadStream,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { createHasher } from '@ocipull/digest';
 import { flattenLayers } from '../src/index.ts';
 
 const layer = process.argv[2] as string;
 const runs = Number(process.argv[3] ?? 3);
 const work = mkdtempSync(join(tmpdir(), 'le-bench-'));
-const time = async (fn: () => Promise<void> | void) => {
+
+/** A one-layer OCI layout around the gzip blob, as umoci reads it. */
+async function writeLayout(dir: string): Promise<void> {
+  const blobs = join(dir, 'blobs', 'sha256');
+  mkdirSync(blobs, { recursive: true });
+  const put = (bytes: Buffer) => {
+    const digest = createHasher().update(bytes).digest();
+    writeFileSync(join(blobs, digest.slice(7)), bytes);
+    return { digest, size: bytes.length };
+  };
+  const blob = readFileSync(layer);
+  const hasher = createHasher();
+  for await (const chunk of createReadStream(layer).pipe(createGunzip())) hasher.update(chunk as Buffer);
+  const diffId = hasher.digest();
+  const layerDescriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(blob) };
+  const config = put(
+    Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        rootfs: { type: 'layers', diff_ids: [diffId] },
+        config: {},
+      }),
+    ),
+  );
+  const manifest = put(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [layerDescriptor],
+      }),
+    ),
+  );
+  writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  writeFileSync(
+    join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          annotations: { 'org.opencontainers.image.ref.name': 'bench' },
+        },
+      ],
+    }),
+  );
+}
+
+async function time(fn: () => Promise<void> | void): Promise<number> {
   // Flush the previous run's dirty pages first, or writeback of run N lands in the timing of run N+1.
   execFileSync('sync');
   const start = performance.now();
   await fn();
   return performance.now() - start;
-};
-const results: Record<string, number[]> = { ocipull: [], 'tar -xzf': [] };
+}
+
+const results: Record<string, number[]> = { ocipull: [], 'tar -xzf': [], 'umoci unpack': [] };
 try {
+  const layout = join(work, 'layout');
+  await writeLayout(layout);
   for (let run = 0; run < runs; run++) {
     const ours = join(work, `ours-${run}`);
     results.ocipull?.push(
@@ -35,17 +102,23 @@ try {
     );
     rmSync(ours, { recursive: true, force: true });
     const gnu = join(work, `gnu-${run}`);
-    execFileSync('mkdir', ['-p', gnu]);
+    mkdirSync(gnu);
     results['tar -xzf']?.push(await time(() => void execFileSync('tar', ['-xzf', layer, '-C', gnu])));
     rmSync(gnu, { recursive: true, force: true });
+    const bundle = join(work, `umoci-${run}`);
+    results['umoci unpack']?.push(
+      await time(() => void execFileSync('umoci', ['unpack', '--image', `${layout}:bench`, bundle])),
+    );
+    rmSync(bundle, { recursive: true, force: true });
   }
+  console.log(`layer ${(statSync(layer).size / 1e6).toFixed(1)} MB gzip, ${runs} runs, TMPDIR=${tmpdir()}`);
   for (const [name, values] of Object.entries(results)) {
     values.sort((a, b) => a - b);
     console.log(
-      `${name.padEnd(10)} median ${values[Math.floor(values.length / 2)]?.toFixed(0)} ms  (${values.map((v) => v.toFixed(0)).join(', ')})`,
+      `${name.padEnd(13)} median ${values[Math.floor(values.length / 2)]?.toFixed(0)} ms  (${values.map((v) => v.toFixed(0)).join(', ')})`,
     );
   }
-  console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+  console.log(`ocipull process peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
