@@ -1,5 +1,7 @@
 // Fixture builder: build OCI layouts from tree specs, the named fixture corpus, random images.
 
+export type { PushTarget } from './distribution/push-layout.ts';
+export { pushLayout } from './distribution/push-layout.ts';
 // The real CNCF distribution registry as a child process, and the tools around it.
 export type {
   DistributionMode,

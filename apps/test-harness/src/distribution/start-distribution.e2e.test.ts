@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { skopeo } from './tools.ts';
 let workDir: string;
 let multi: BuiltImage;
 let single: BuiltImage;
+let dockerList: BuiltImage;
 
 beforeAll(async () => {
   workDir = await mkdtemp(join(tmpdir(), 'ocipull-distribution-test-'));
@@ -43,25 +45,28 @@ beforeAll(async () => {
     },
     { dir: layoutDir, tag: 'v1' },
   );
+  dockerList = await buildImage(
+    {
+      format: 'docker',
+      images: DEFAULT_PLATFORMS.map((platform) => ({
+        platform,
+        layers: [{ entries: [file('arch', platform.architecture)] }],
+      })),
+    },
+    { dir: join(workDir, 'docker-layout'), tag: 'list' },
+  );
 });
 
 afterAll(async () => {
   await rm(workDir, { recursive: true, force: true });
 });
 
-/** Copies `docker://<reference>` (all platforms) into a fresh OCI layout and returns its index.json digest entry. */
+/** Copies an image (all platforms, as-is) into a `dir:` directory and returns its top manifest's digest. */
 async function copyOut(reference: string, args: string[]): Promise<string> {
   const target = await mkdtemp(join(workDir, 'out-'));
-  await skopeo([
-    'copy',
-    '--all',
-    '--preserve-digests',
-    ...args,
-    `docker://${reference}`,
-    `oci:${target}:copied`,
-  ]);
-  const index = JSON.parse(await readFile(join(target, 'index.json'), 'utf8'));
-  return index.manifests[0].digest;
+  await skopeo(['copy', '--all', ...args, `docker://${reference}`, `dir:${target}`]);
+  const manifest = await readFile(join(target, 'manifest.json'));
+  return `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
 }
 
 function httpsStatus(url: string, ca: Buffer | undefined, authorization?: string): Promise<number> {
@@ -100,6 +105,19 @@ describe('plain http', () => {
       headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
     });
     expect(manifest.headers['docker-content-digest']).toBe(single.digest);
+  });
+
+  it('pushes Docker manifest lists with its own push (skopeo 1.9 cannot read them from a layout)', async () => {
+    expect(await registry.push(dockerList.dir, 'list', 'fixtures/list')).toBe(
+      `${registry.host}/fixtures/list:list`,
+    );
+    expect(await copyOut(`${registry.host}/fixtures/list:list`, ['--src-tls-verify=false'])).toBe(
+      dockerList.digest,
+    );
+    await registry.push(single.dir, 'v1', 'fixtures/native', { method: 'native', destinationTag: 'n1' });
+    expect(await copyOut(`${registry.host}/fixtures/native:n1`, ['--src-tls-verify=false'])).toBe(
+      single.digest,
+    );
   });
 
   it('exposes its log and the requests it served', async () => {
@@ -142,6 +160,10 @@ describe('tls with basic auth', () => {
       /unauthorized|authentication/i,
     );
     await expect(copyOut(reference, certs)).rejects.toThrow(/unauthorized|authentication/i);
+    await registry.push(dockerList.dir, 'list', 'private/list');
+    expect(
+      await copyOut(`${registry.host}/private/list:list`, [...certs, '--src-creds', 'alice:wonderland']),
+    ).toBe(dockerList.digest);
   });
 });
 

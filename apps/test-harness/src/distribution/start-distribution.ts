@@ -6,8 +6,11 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Descriptor, ImageIndex } from '@ocipull/core';
+import { REF_NAME_ANNOTATION } from '../registry/layout-repository.ts';
 import { generateCertificates, generateSigningCertificate } from './certificates.ts';
 import { freePort } from './free-port.ts';
+import { pushLayout } from './push-layout.ts';
 import { startTokenServer, type TokenRequestRecord, type TokenServer } from './token-server.ts';
 import { requireTool, runTool, skopeo } from './tools.ts';
 
@@ -54,6 +57,12 @@ export interface DistributionRequest {
 export interface PushOptions {
   /** The destination tag. Default: the source tag. */
   destinationTag?: string;
+  /**
+   * `'skopeo'` (`skopeo copy --all --preserve-digests`), `'native'` (the harness's own HTTP push,
+   * `pushLayout`), or `'auto'` (default): native for Docker-typed images, which skopeo 1.9 cannot read
+   * out of an OCI layout, skopeo otherwise.
+   */
+  method?: 'auto' | 'skopeo' | 'native';
   signal?: AbortSignal;
 }
 
@@ -82,7 +91,8 @@ export interface DistributionRegistry {
   /** The access-log requests so far (one per HTTP request the registry served). */
   requests(): DistributionRequest[];
   /**
-   * Pushes `layoutDir:tag` (all platforms of an index) to `<host>/<repository>:<tag>` with skopeo,
+   * Pushes `layoutDir:tag` (all platforms of an index, digests preserved) to
+   * `<host>/<repository>:<tag>`, with skopeo or the harness's own push (see `PushOptions.method`),
    * using the first user's credentials in authenticated modes. Resolves to the pushed reference.
    */
   push(layoutDir: string, tag: string, repository: string, options?: PushOptions): Promise<string>;
@@ -308,7 +318,25 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
         return result;
       },
       async push(layoutDir, tag, repository, pushOptions = {}) {
-        const destination = `${host}/${repository}:${pushOptions.destinationTag ?? tag}`;
+        const destinationTag = pushOptions.destinationTag ?? tag;
+        const destination = `${host}/${repository}:${destinationTag}`;
+        let method = pushOptions.method ?? 'auto';
+        if (method === 'auto') {
+          const index = JSON.parse(await readFile(join(layoutDir, 'index.json'), 'utf8')) as ImageIndex;
+          const top = index.manifests.findLast(
+            (entry: Descriptor) => entry.annotations?.[REF_NAME_ANNOTATION] === tag,
+          );
+          method = top?.mediaType.startsWith('application/vnd.docker.') ? 'native' : 'skopeo';
+        }
+        if (method === 'native') {
+          await pushLayout(layoutDir, tag, repository, destinationTag, {
+            url,
+            ...(caBytes ? { ca: caBytes } : {}),
+            ...(firstUser && mode !== 'http' ? { username: firstUser[0], password: firstUser[1] } : {}),
+            ...(pushOptions.signal ? { signal: pushOptions.signal } : {}),
+          });
+          return destination;
+        }
         const args = ['copy', '--all', '--preserve-digests', '--retry-times', '2'];
         if (mode === 'tls-basic') args.push('--dest-cert-dir', certDir!);
         else args.push('--dest-tls-verify=false');
