@@ -210,7 +210,10 @@ export function errorFromTransport(error: unknown, registry: string, signal?: Ab
     cause?: { code?: unknown; message?: unknown };
   };
   const code = typeof record.code === 'string' ? record.code : '';
-  const message = typeof record.message === 'string' ? record.message : String(error);
+  // OpenSSL messages carry a trailing newline and source paths after the first line.
+  const message = (typeof record.message === 'string' ? record.message : String(error))
+    .split('\n')[0]!
+    .trim();
   if (TIMEOUT_CODES.has(code)) {
     const which =
       code === 'UND_ERR_CONNECT_TIMEOUT'

@@ -1,0 +1,180 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { ErrorCode, type OciError } from '@ocipull/core';
+import {
+  type BuiltImage,
+  buildImage,
+  file,
+  type HarnessRegistry,
+  startRegistry,
+} from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRegistryClient, type RegistryClient, type RegistryClientOptions } from './index.ts';
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+function openssl(args: string[]): void {
+  try {
+    execFileSync('openssl', args, { stdio: 'pipe' });
+  } catch (error) {
+    throw new Error(`openssl ${args[0]} failed (is openssl installed?): ${String(error)}`);
+  }
+}
+
+/** A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA. */
+async function certificates(dir: string) {
+  openssl([
+    'req',
+    '-x509',
+    ...EC,
+    '-keyout',
+    join(dir, 'ca.key'),
+    '-out',
+    join(dir, 'ca.crt'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=registry-client test CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  ]);
+  for (const [name, usage, san] of [
+    ['server', 'serverAuth', 'subjectAltName=IP:127.0.0.1\n'],
+    ['client', 'clientAuth', ''],
+  ] as const) {
+    openssl([
+      'req',
+      ...EC,
+      '-keyout',
+      join(dir, `${name}.key`),
+      '-out',
+      join(dir, `${name}.csr`),
+      '-subj',
+      `/CN=${name}`,
+    ]);
+    await writeFile(join(dir, `${name}.ext`), `basicConstraints=CA:FALSE\nextendedKeyUsage=${usage}\n${san}`);
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      join(dir, `${name}.csr`),
+      '-CA',
+      join(dir, 'ca.crt'),
+      '-CAkey',
+      join(dir, 'ca.key'),
+      '-CAcreateserial',
+      '-out',
+      join(dir, `${name}.crt`),
+      '-days',
+      '2',
+      '-extfile',
+      join(dir, `${name}.ext`),
+    ]);
+  }
+  const read = (name: string) => readFile(join(dir, name), 'utf8');
+  return {
+    ca: await read('ca.crt'),
+    serverCert: await read('server.crt'),
+    serverKey: await read('server.key'),
+    clientCert: await read('client.crt'),
+    clientKey: await read('client.key'),
+  };
+}
+
+describe('TLS transport options', () => {
+  let root: string;
+  let image: BuiltImage;
+  let registry: HarnessRegistry;
+  let front: Server;
+  let host: string;
+  let pem: Awaited<ReturnType<typeof certificates>>;
+  const peers: string[] = [];
+  const clients: RegistryClient[] = [];
+
+  function client(options: RegistryClientOptions): RegistryClient {
+    const made = createRegistryClient({ dockerConfig: false, retries: 0, ...options });
+    clients.push(made);
+    return made;
+  }
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'registry-client-tls-'));
+    pem = await certificates(root);
+    image = await buildImage({ layers: [{ entries: [file('a', 'tls')] }] }, { dir: join(root, 'layout') });
+    registry = await startRegistry({ repositories: { 'team/app': image.dir } });
+    // A TLS front that demands a client certificate from our CA and forwards to the harness registry.
+    front = createServer(
+      { cert: pem.serverCert, key: pem.serverKey, ca: pem.ca, requestCert: true, rejectUnauthorized: true },
+      (request, response) => {
+        const subject = (request.socket as TLSSocket).getPeerCertificate().subject?.CN ?? '';
+        peers.push(Array.isArray(subject) ? subject.join(',') : subject);
+        const upstream = httpRequest(
+          {
+            host: '127.0.0.1',
+            port: registry.port,
+            method: request.method,
+            path: request.url,
+            headers: request.headers,
+          },
+          (answer) => {
+            response.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(response);
+          },
+        );
+        upstream.on('error', () => response.destroy());
+        request.pipe(upstream);
+      },
+    );
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    host = `127.0.0.1:${(front.address() as { port: number }).port}`;
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((made) => made.close()));
+    front?.closeAllConnections();
+    await new Promise((resolve) => front?.close(resolve));
+    await registry?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('presents the client certificate (mTLS) and trusts the registry CA', async () => {
+    const registryClient = client({
+      registries: { [host]: { insecure: false, ca: pem.ca, cert: pem.clientCert, key: pem.clientKey } },
+    });
+    expect((await registryClient.resolve(`${host}/team/app`)).manifestDigest).toBe(image.digest);
+    expect(peers).toContain('client');
+  });
+
+  it('fails without a client certificate or without the CA, not retryable, naming the fix', async () => {
+    const noCert = await client({ registries: { [host]: { insecure: false, ca: pem.ca } } })
+      .resolve(`${host}/team/app`)
+      .catch((error: unknown) => error as OciError);
+
+    expect((noCert as OciError).code).toBe(ErrorCode.Network);
+    const noCa = await client({
+      registries: { [host]: { insecure: false, cert: pem.clientCert, key: pem.clientKey } },
+    })
+      .resolve(`${host}/team/app`)
+      .catch((error: unknown) => error as OciError);
+    expect([(noCa as OciError).code, (noCa as OciError).retryable]).toEqual([ErrorCode.Network, false]);
+    expect((noCa as OciError).message).toContain('TLS');
+  });
+
+  it('refuses plain HTTP answers when HTTPS is configured and vice versa', async () => {
+    const httpsToPlain = await client({ registries: { [registry.host]: { insecure: false } } })
+      .resolve(`${registry.host}/team/app`)
+      .catch((error: unknown) => error as OciError);
+    expect((httpsToPlain as OciError).code).toBe(ErrorCode.Network);
+    const plainToTls = await client({})
+      .resolve(`${host}/team/app`)
+      .catch((error: unknown) => error as OciError);
+    expect([ErrorCode.Network, ErrorCode.Registry]).toContain((plainToTls as OciError).code);
+  });
+});
