@@ -213,6 +213,10 @@ async function processLayer(
   const writer = new TreeWriter(root, mode, settings);
   const { stream, warning } = await decompressLayer(input, options.mediaType);
   if (warning !== undefined) writer.warnings.push(warning);
+  if (signal?.aborted) {
+    stream.destroy();
+    throw new AbortedError(signal.reason);
+  }
 
   const hasher = createHasher();
   const extract = createTarExtract();

@@ -81,6 +81,8 @@ export class TreeWriter {
   #dirs = new Map<string, string>();
   /** Real paths this layer wrote (or created as implicit parents). Overlay rules only hide lower entries. */
   #added = new Set<string>();
+  /** Every directory above an added path: kept by opaque directories, so whiteouts check it in O(1). */
+  #addedParents = new Set<string>();
   /** Opaque directories, emptied of lower content at `finish` so tar order does not matter. */
   #opaques = new Set<string>();
   #deferred = new Map<string, DirMeta>();
@@ -213,13 +215,7 @@ export class TreeWriter {
   /** Applies deferred work: opaque directories (apply mode), then directory metadata deepest first. */
   finish(): void {
     if (this.mode === 'apply' && this.#opaques.size > 0) {
-      const keep = new Set<string>();
-      for (const path of this.#added) {
-        keep.add(path);
-        for (let slash = path.lastIndexOf('/'); slash > 0; slash = path.lastIndexOf('/', slash - 1)) {
-          keep.add(path.slice(0, slash));
-        }
-      }
+      const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
       for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
     }
     const dirs = [...this.#deferred.keys()].sort((a, b) => depth(b) - depth(a));
@@ -324,7 +320,7 @@ export class TreeWriter {
     const path = join(dir, parts[parts.length - 1] as string);
     const existing = fs.lstatSync(this.#full(path), { throwIfNoEntry: false });
     if (existing !== undefined && existing.ino === targetStat.ino && existing.dev === targetStat.dev) {
-      this.#added.add(path);
+      this.#markAdded(path);
       return;
     }
     this.#place(name, parts, 'hardlink');
@@ -424,12 +420,10 @@ export class TreeWriter {
     }
     const path = join(dirPath, base.slice(WHITEOUT_PREFIX.length));
     if (this.#added.has(path)) return undefined; // the same layer's own entry wins, whatever the order
-    for (const added of this.#added) {
-      if (added.startsWith(`${path}/`)) {
-        // This layer also writes below the whited-out name: hide only the lower content, like an opaque dir.
-        this.#opaques.add(path);
-        return undefined;
-      }
+    if (this.#addedParents.has(path)) {
+      // This layer also writes below the whited-out name: hide only the lower content, like an opaque dir.
+      this.#opaques.add(path);
+      return undefined;
     }
     const stat = fs.lstatSync(this.#full(path), { throwIfNoEntry: false });
     if (stat !== undefined) this.#remove(path, stat);
@@ -462,7 +456,7 @@ export class TreeWriter {
       if (stat === undefined) {
         if (!create) return undefined;
         fs.mkdirSync(full, 0o755);
-        this.#added.add(candidate);
+        this.#markAdded(candidate);
         real.push(part);
         continue;
       }
@@ -503,13 +497,22 @@ export class TreeWriter {
     const path = join(dir, parts[parts.length - 1] as string);
     const full = this.#full(path);
     const stat = fs.lstatSync(full, { throwIfNoEntry: false });
-    this.#added.add(path);
+    this.#markAdded(path);
     if (stat !== undefined) {
       if (kind === 'directory' && stat.isDirectory()) return path;
       this.#remove(path, stat);
     }
     if (kind === 'directory') fs.mkdirSync(full, 0o700);
     return path;
+  }
+
+  #markAdded(path: string): void {
+    this.#added.add(path);
+    for (let slash = path.lastIndexOf('/'); slash > 0; slash = path.lastIndexOf('/', slash - 1)) {
+      const parent = path.slice(0, slash);
+      if (this.#addedParents.has(parent)) break;
+      this.#addedParents.add(parent);
+    }
   }
 
   #remove(path: string, stat: fs.Stats): void {
@@ -527,13 +530,13 @@ export class TreeWriter {
   }
 
   /** Removes everything below `dir` except the paths in `keep` (this layer's own entries and their parents). */
-  #emptyExcept(dir: string, keep: Set<string>): void {
+  #emptyExcept(dir: string, keep: (path: string) => boolean): void {
     const full = this.#full(dir);
     const stat = fs.lstatSync(full, { throwIfNoEntry: false });
     if (stat === undefined || !stat.isDirectory()) return;
     for (const entry of fs.readdirSync(full, { withFileTypes: true })) {
       const path = join(dir, entry.name);
-      if (!keep.has(path)) {
+      if (!keep(path)) {
         this.#remove(path, fs.lstatSync(this.#full(path)));
       } else if (entry.isDirectory()) {
         this.#emptyExcept(path, keep);
