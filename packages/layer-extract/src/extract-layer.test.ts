@@ -158,6 +158,16 @@ describe('faithful files', () => {
     expect(getAttributeSync(join(trusted.destination, 't'), 'trusted.example')?.toString()).toBe('v');
   });
 
+  it('reports refused xattrs as warnings, or fails with ERR_IO when asked', async () => {
+    // 70 kB exceeds the kernel's 64 KiB xattr value limit (E2BIG).
+    const huge = file('big-xattr', 'x', { xattrs: { 'user.huge': 'v'.repeat(70_000) } });
+    const { result, tree } = await flatten([[huge]]);
+    expect(tree.get('big-xattr')?.sha256).toBe(sha256('x'));
+    expect(result.layers[0]?.warnings).toHaveLength(1);
+    expect(result.layers[0]?.warnings[0]).toContain('user.huge');
+    await expectCode(flatten([[huge]], { xattrErrors: 'fail' }), 'ERR_IO');
+  });
+
   it('maps ids through user-namespace ranges and refuses unmapped ones', async () => {
     const map = [{ containerId: 0, hostId: 100000, size: 65536 }];
     const { tree } = await flatten(
