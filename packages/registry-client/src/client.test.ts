@@ -492,6 +492,18 @@ describe('registry client against the harness registry', () => {
       expect(scopes).toEqual(['repository:library/app:pull', 'repository:team/other:pull']);
     });
 
+    it('bearer: one caller aborting does not cancel the token fetch others share', async () => {
+      bearer.faults.add({ match: { kind: 'token' }, action: { type: 'status', status: 503, retryAfter: 1 } });
+      const registryClient = client();
+      const controller = new AbortController();
+      const first = registryClient.headManifest(`${bearer.host}/library/app`, { signal: controller.signal });
+      const second = registryClient.headManifest(`${bearer.host}/library/app`);
+      setTimeout(() => controller.abort(), 100);
+      expect((await rejection(first)).code).toBe(ErrorCode.Aborted);
+      expect((await second)?.digest).toBe(single.digest);
+      bearer.faults.clear();
+    });
+
     it('bearer: a revoked token is replaced transparently on 401', async () => {
       const registryClient = client();
       await registryClient.headManifest(`${bearer.host}/library/app`);

@@ -777,12 +777,14 @@ class Client implements RegistryClient {
     if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`;
     let pending = this.#pendingTokens.get(key);
     if (!pending) {
-      pending = this.#fetchToken(endpoint, challenge, scope, credentials, signal).finally(() => {
+      // Shared by every concurrent request for this scope, so no one caller's signal may cancel it;
+      // the transport timeouts bound it, and each caller stops waiting when its own signal fires.
+      pending = this.#fetchToken(endpoint, challenge, scope, credentials).finally(() => {
         this.#pendingTokens.delete(key);
       });
       this.#pendingTokens.set(key, pending);
     }
-    return `Bearer ${await pending}`;
+    return `Bearer ${await untilAborted(pending, signal)}`;
   }
 
   async #fetchToken(
@@ -968,6 +970,26 @@ class Client implements RegistryClient {
       // A listener's failure must not break a pull.
     }
   }
+}
+
+/** Waits for `promise`, rejecting with `AbortedError` as soon as `signal` fires (the work goes on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new AbortedError(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new AbortedError(signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
