@@ -3,6 +3,7 @@ import { type FileHandle, mkdir, open, readFile, rename, stat, unlink } from 'no
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
+  AbortedError,
   type BlobSource,
   type BlobStore,
   type Descriptor,
@@ -197,7 +198,7 @@ export class BlobCache implements BlobStore {
       if (current === undefined) break;
       if (!wait) throw new OciError(ErrorCode.LockTimeout, `lock ${name} is held in this process`);
       await new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(new OciError(ErrorCode.Aborted, 'the operation was aborted'));
+        const onAbort = () => reject(new AbortedError(signal?.reason));
         signal?.addEventListener('abort', onAbort, { once: true });
         current.then(() => {
           signal?.removeEventListener('abort', onAbort);
