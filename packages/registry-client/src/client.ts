@@ -933,19 +933,16 @@ class Client implements RegistryClient {
     const key = `${registry} ${repository}`;
     let pending = this.#credentials.get(key);
     if (!pending) {
-      pending = this.#lookupCredentials(registry, repository, signal);
-      // A failed lookup (helper crashed, aborted) is retried next time rather than cached.
+      // Shared by concurrent requests: bounded by the helper timeout, not by one caller's signal.
+      pending = this.#lookupCredentials(registry, repository);
+      // A failed lookup (helper crashed) is retried next time rather than cached.
       pending.catch(() => this.#credentials.delete(key));
       this.#credentials.set(key, pending);
     }
-    return pending;
+    return untilAborted(pending, signal);
   }
 
-  async #lookupCredentials(
-    registry: string,
-    repository: string,
-    signal?: AbortSignal,
-  ): Promise<Credentials | undefined> {
+  async #lookupCredentials(registry: string, repository: string): Promise<Credentials | undefined> {
     const option = this.#options.credentials;
     if (typeof option === 'function') {
       const found = await option(registry);
@@ -959,7 +956,6 @@ class Client implements RegistryClient {
     return lookupConfigCredentials(registry, repository, {
       ...(this.#options.dockerConfig === undefined ? {} : { dockerConfig: this.#options.dockerConfig }),
       ...(this.#options.env ? { env: this.#options.env } : {}),
-      ...(signal ? { signal } : {}),
     });
   }
 
