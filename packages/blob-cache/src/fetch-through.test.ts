@@ -88,11 +88,16 @@ describe('fetchThrough', () => {
       cache.layout.sidecarPath(descriptor.digest),
       JSON.stringify({ digest: descriptor.digest, size: descriptor.size }),
     );
-    const stream = await cache.fetchThrough(descriptor, source);
+    const progress: number[] = [];
+    const stream = await cache.fetchThrough(descriptor, source, {
+      onProgress: (event) => progress.push(event.bytes),
+    });
     expect(stream.resumedFrom).toBe(300_001);
     expect((await buffer(stream)).equals(bytes)).toBe(true);
     expect(source.fetches).toEqual([{ digest: descriptor.digest, offset: 300_001 }]);
     expect(source.bytesRead).toBe(700_000 - 300_001);
+    expect(progress[0]).toBe(300_001);
+    expect(progress.at(-1)).toBe(700_000);
     expect(await cache.has(descriptor)).toBe(true);
   });
 

@@ -235,6 +235,8 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   async #download(): Promise<void> {
     const { descriptor, source } = this.#job;
     let offset = this.#job.prefixLength;
+    // A resumed download starts its progress at the prefix, not at zero.
+    if (offset > 0) this.#job.onProgress?.({ bytes: offset, total: descriptor.size, resumedFrom: offset });
     let failures = 0;
     while (offset < descriptor.size) {
       this.#throwIfStopped();
