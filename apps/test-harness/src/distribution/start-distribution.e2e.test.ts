@@ -1,9 +1,10 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type BuiltImage, buildImage, DEFAULT_PLATFORMS, file } from '../fixtures/index.ts';
 import { startRegistry } from '../registry/start-registry.ts';
 import { basicAuth, fetchRaw } from '../registry/testing/http-client.ts';
@@ -253,5 +254,28 @@ describe('missing tools', () => {
     await expect(startDistribution({ binary: '/nonexistent/docker-registry' })).rejects.toThrow(
       /apt-get install/,
     );
+  });
+});
+
+describe('clean-up', () => {
+  it('a test process killed with SIGKILL leaves no registry behind', async () => {
+    const module = new URL('./start-distribution.ts', import.meta.url).href;
+    const script = `const { startDistribution } = await import(${JSON.stringify(module)});
+      const registry = await startDistribution({ mode: 'http' });
+      console.log(registry.url);
+      process.kill(process.pid, 'SIGKILL');`;
+    const { stdout } = await new Promise<{ stdout: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ['--conditions=@ocipull/source', '--input-type=module', '--eval', script],
+        (_error, out) => resolve({ stdout: out }),
+      );
+    });
+    const url = stdout.trim();
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    await vi.waitFor(async () => expect(fetchRaw(`${url}/v2/`)).rejects.toThrow(/ECONNREFUSED/), {
+      timeout: 10_000,
+      interval: 100,
+    });
   });
 });

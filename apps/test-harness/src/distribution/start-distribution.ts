@@ -103,12 +103,31 @@ export interface DistributionRegistry {
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-/** A test runner that dies must not leave registries behind. */
+/**
+ * Runs the registry under a watchdog shell that holds our end of a stdin pipe: when this process
+ * closes stdin (`close()`) or dies in any way (even SIGKILL, so no exit hook runs), the pipe reaches
+ * EOF and the shell sends the registry SIGTERM. Background jobs of a non-interactive shell get
+ * /dev/null as stdin, hence the copy of the pipe on fd 3.
+ */
+const WATCHDOG =
+  'exec 3<&0; "$0" serve "$1" </dev/null & pid=$!; (read _ <&3; kill "$pid" 2>/dev/null) & wait "$pid"';
+
+/** Kills a watchdog and its registry: they share the process group the watchdog leads. */
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** A test runner that exits normally stops its registries at once rather than through the watchdog. */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
+    for (const child of running) killGroup(child);
   });
 }
 
@@ -252,7 +271,10 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
         '',
       ].join('\n');
       await writeFile(configFile, config);
-      const started = spawn(binary, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const started = spawn('/bin/sh', ['-c', WATCHDOG, binary, configFile], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        detached: true,
+      });
       child = started;
       running.add(started);
       let exited = false;
@@ -278,7 +300,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
       }
       if (ready) break;
       const addressInUse = logLines.some((line) => line.includes('address already in use'));
-      started.kill('SIGKILL');
+      killGroup(started);
       if (addressInUse && attempt < 5) continue;
       throw new Error(
         `docker-registry did not answer /v2/ on 127.0.0.1:${port} (${exited ? 'it exited' : 'timed out'}); log:\n${logLines.slice(-20).join('\n')}`,
@@ -349,8 +371,9 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
         closed ??= (async () => {
           if (readyChild.exitCode === null && readyChild.signalCode === null) {
             const exited = new Promise<void>((resolve) => readyChild.once('exit', () => resolve()));
-            readyChild.kill('SIGTERM');
-            const timer = setTimeout(() => readyChild.kill('SIGKILL'), 5000);
+            // EOF on the watchdog's stdin makes it SIGTERM the registry and exit with it.
+            readyChild.stdin?.end();
+            const timer = setTimeout(() => killGroup(readyChild), 5000);
             await exited;
             clearTimeout(timer);
           }
@@ -369,7 +392,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
     }
     return registry;
   } catch (error) {
-    child?.kill('SIGKILL');
+    if (child) killGroup(child);
     await tokenServer?.close();
     await rm(workDir, { recursive: true, force: true });
     throw error;
