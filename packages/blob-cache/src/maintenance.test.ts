@@ -32,6 +32,7 @@ const specB: ImageSpec = { layers: [base, shared, onlyB], config: { Cmd: ['/app/
 let imageA: BuiltImage;
 let imageB: BuiltImage;
 let multi: BuiltImage;
+let docker: BuiltImage;
 
 beforeAll(async () => {
   const dir = await tempDir('blob-cache-fixtures-');
@@ -45,6 +46,16 @@ beforeAll(async () => {
       ],
     },
     { dir, tag: 'multi' },
+  );
+  docker = await buildImage(
+    {
+      format: 'docker',
+      images: [
+        { layers: [base, onlyB] },
+        { layers: [shared], platform: { os: 'linux', architecture: 'arm64' } },
+      ],
+    },
+    { dir, tag: 'docker' },
   );
 });
 
@@ -155,6 +166,7 @@ describe('gc', () => {
     await cacheImage(writer, imageA, 'example.com/a:1');
     await cacheImage(writer, imageB, 'example.com/b:1');
     await cacheImage(writer, multi, 'example.com/multi:1');
+    await cacheImage(writer, docker, 'example.com/docker:1');
     // Garbage: an unreferenced blob, an orphan layer tree, an abandoned part, a stale temp file.
     const stray = await writer.writeBlob('stray bytes');
     const orphan = `sha256:${'d'.repeat(64)}` as Digest;
@@ -169,16 +181,30 @@ describe('gc', () => {
     await writer.close(); // the writer's lease ends: only index.json protects now
 
     const cache = await openCache({ root });
-    const reachable = new Set([...blobsOf(imageA), ...blobsOf(imageB), ...blobsOf(multi)]);
+    const reachable = new Set([
+      ...blobsOf(imageA),
+      ...blobsOf(imageB),
+      ...blobsOf(multi),
+      ...blobsOf(docker),
+    ]);
+    const dry = await cache.gc({ dryRun: true });
+    expect(dry.removedBlobs).toEqual([stray.digest]);
+    expect(await cache.has(stray)).toBe(true);
     const result = await cache.gc();
     expect(result.removedBlobs).toEqual([stray.digest]);
     expect(result.removedLayers).toEqual([orphan]);
     expect(result.removedPartials).toBe(2);
     expect(await allBlobs(root)).toEqual(reachable);
     expect(await allLayers(root)).toEqual(
-      new Set([...diffIdsOf(imageA), ...diffIdsOf(imageB), ...diffIdsOf(multi)]),
+      new Set([...diffIdsOf(imageA), ...diffIdsOf(imageB), ...diffIdsOf(multi), ...diffIdsOf(docker)]),
     );
     expect(await readdir(cache.layout.ingest)).toEqual([]);
+    // A Docker manifest list keeps its schema 2 manifests, configs and layers too; now drop it.
+    await cache.untag('example.com/docker:1');
+    await cache.gc();
+    expect(await allBlobs(root)).toEqual(
+      new Set([...blobsOf(imageA), ...blobsOf(imageB), ...blobsOf(multi)]),
+    );
 
     // Untag b: its unique layer, config and manifest go; what a and multi share stays.
     await cache.remove('example.com/b:1');
@@ -291,6 +317,14 @@ describe('verify and usage', () => {
     expect(await readdir(cache.layout.quarantine)).toHaveLength(1);
     const missing = await cache.verify({ digests: [layer.descriptor.digest] });
     expect(missing.missing).toEqual([layer.descriptor.digest]);
+    const config = imageA.manifests[0]!.config.descriptor;
+    await chmod(cache.blobPath(config.digest), 0o644);
+    await writeFile(cache.blobPath(config.digest), '{}');
+    const removed = await cache.verify({ quarantine: false });
+    expect(removed.corrupt.map((bad) => bad.digest)).toEqual([config.digest]);
+    expect(removed.corrupt[0]!.quarantinedTo).toBeUndefined();
+    expect(await cache.has(config)).toBe(false);
+    expect(await readdir(cache.layout.quarantine)).toHaveLength(1);
   });
 
   it('reports bytes per image, shared and unique', async () => {
