@@ -84,12 +84,26 @@ describe('read side', () => {
     const head = await fetchRaw(blobUrl, { method: 'HEAD' });
     expect(head.status).toBe(200);
     expect(head.headers['content-length']).toBe(String(size));
+    expect(head.headers['accept-ranges']).toBe('bytes');
+
+    // Ranges it does not support (reversed, several) are ignored, as RFC 9110 allows: 200, whole body.
+    for (const range of ['bytes=9-2', 'bytes=0-1,5-6', 'items=0-1']) {
+      const ignored = await fetchRaw(blobUrl, { headers: { Range: range } });
+      expect(ignored.status, range).toBe(200);
+      expect(ignored.body.length, range).toBe(size);
+    }
+    const clamped = await fetchRaw(blobUrl, { headers: { Range: `bytes=${size - 2}-${size + 100}` } });
+    expect(clamped.status).toBe(206);
+    expect(clamped.headers['content-range']).toBe(`bytes ${size - 2}-${size - 1}/${size}`);
     expect(registry.requests.map((record) => record.range)).toContain('bytes=10-19');
   });
 
   it('lists tags and answers spec errors for unknown names, manifests and blobs', async () => {
     const tags = await fetchRaw(`${registry.url}/v2/library/sample/tags/list`);
     expect(JSON.parse(tags.body.toString())).toEqual({ name: 'library/sample', tags: ['v1'] });
+    const page = await fetchRaw(`${registry.url}/v2/library/sample/tags/list?n=0`);
+    expect(JSON.parse(page.body.toString()).tags).toEqual([]);
+    expect(page.headers.link).toContain('rel="next"');
 
     const cases: Array<[string, number, string]> = [
       ['/v2/nope/manifests/v1', 404, 'NAME_UNKNOWN'],
@@ -189,7 +203,7 @@ describe('faults', () => {
     expect(response.body.length).toBe(51200);
     // 50 KiB at 100 KiB/s: about half a second.
     expect(response.elapsedMs).toBeGreaterThanOrEqual(400);
-    expect(response.elapsedMs).toBeLessThan(3000);
+    expect(response.elapsedMs).toBeLessThan(10_000);
   });
 
   it('answers 429 with Retry-After in seconds or as an HTTP date, K times', async () => {
