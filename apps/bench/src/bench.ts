@@ -1,1 +1,706 @@
-export {};
+/**
+ * `pnpm bench`: cold and warm `ocipull pull` (the built CLI) against skopeo + umoci, skopeo alone and
+ * containerd's `ctr images pull` on harness-built images pushed to the real distribution registry on
+ * loopback, then the component benches (registry-client vs curl, blob-cache ingest and cached open,
+ * layer-extract vs GNU tar and umoci). Medians of `--runs` runs, all in one run of this script; prints
+ * a table and writes `.bench/results.json` and `.bench/results.md` at the repository root.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { extname, join, resolve } from 'node:path';
+import type { Descriptor } from '@ocipull/core';
+import { type DistributionRegistry, startDistribution } from '@ocipull/test-harness';
+import { type BenchArgs, type BenchName, parseBenchArgs, USAGE } from './args.ts';
+import { type BenchContainerd, startContainerd } from './containerd.ts';
+import { type BenchImage, ensureImage, type ImageName } from './images.ts';
+import { lastJson, type Measured, measure, median, run } from './measure.ts';
+import { errorRow, markdownTable, type Row, targeted, textTable } from './report.ts';
+import type { WorkerJob, WorkerResult } from './worker.ts';
+
+const here = import.meta.dirname;
+const repoRoot = resolve(here, '../../..');
+const cliBin = join(repoRoot, 'apps/cli/bin/ocipull.js');
+const workerFile = join(here, `worker${extname(import.meta.filename)}`);
+/** Built layouts are kept here between bench runs, keyed by spec. */
+const IMAGE_CACHE = '/tmp/ocipull-bench-cache';
+const MB = 1e6;
+
+const IMAGE_OF: Record<BenchName, ImageName> = {
+  'pull-debian': 'debian',
+  'pull-five': 'five',
+  'pull-forty': 'forty',
+  'pull-big': 'big',
+  stream: 'big',
+  ingest: 'big',
+  'cache-open': 'forty',
+  extract: 'debian',
+  'extract-1g': 'huge',
+};
+const NEEDS_REGISTRY = new Set<BenchName>([
+  'pull-debian',
+  'pull-five',
+  'pull-forty',
+  'pull-big',
+  'stream',
+  'ingest',
+  'cache-open',
+]);
+
+interface Context {
+  args: BenchArgs;
+  work: string;
+  images: Map<ImageName, BenchImage>;
+  registry?: DistributionRegistry;
+  /** `host/repo:tag` per pushed image. */
+  refs: Map<ImageName, string>;
+  snapshotter: string;
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+const seconds = (ms: number) => ms / 1000;
+const fmt = (ms: number) => `${(ms / 1000).toFixed(2)}s`;
+
+/** Runs a component worker under GNU time. */
+async function worker(
+  context: Context,
+  job: WorkerJob,
+): Promise<{ result: WorkerResult; measured: Measured }> {
+  const { mode, ...rest } = job;
+  const measured = await measure(
+    process.execPath,
+    [...process.execArgv, workerFile, mode, JSON.stringify(rest)],
+    context.work,
+  );
+  return { result: lastJson<WorkerResult>(measured.stdout), measured };
+}
+
+/** The built CLI, with the Node running this script (Node 24 under pnpm). */
+function cli(args: string[]): [string, string[]] {
+  return [process.execPath, [cliBin, ...args]];
+}
+
+function required(context: Context, name: ImageName): BenchImage {
+  const image = context.images.get(name);
+  if (!image) throw new Error(`image ${name} was not built`);
+  return image;
+}
+
+function refOf(context: Context, name: ImageName): string {
+  const ref = context.refs.get(name);
+  if (!ref) throw new Error(`image ${name} was not pushed`);
+  return ref;
+}
+
+/** Whether overlayfs can be mounted here (containerd's default snapshotter needs it). */
+async function probeSnapshotter(work: string): Promise<string> {
+  const dir = join(work, 'overlay-probe');
+  const paths = ['lower', 'upper', 'work', 'merged'].map((name) => join(dir, name));
+  try {
+    for (const path of paths) await mkdir(path, { recursive: true });
+    const [lower, upper, workdir, merged] = paths as [string, string, string, string];
+    await run('mount', [
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${lower},upperdir=${upper},workdir=${workdir}`,
+      merged,
+    ]);
+    await run('umount', [merged]);
+    return 'overlayfs';
+  } catch {
+    return 'native';
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- pulls ----
+
+async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
+  const image = required(context, name);
+  const ref = refOf(context, name);
+  const section = `pull ${name}`;
+  const runs = context.args.runs;
+  const ocipull: number[] = [];
+  const ocipullRss: number[] = [];
+  const skopeo: number[] = [];
+  const umoci: number[] = [];
+  const both: number[] = [];
+  const ctr: number[] = [];
+  const errors: Row[] = [];
+  let ctrError: unknown;
+  for (let index = 0; index < runs; index++) {
+    const dir = join(context.work, `${section.replace(' ', '-')}-${index}`);
+    await mkdir(dir, { recursive: true });
+    try {
+      // ocipull, cold: empty cache, rootfs flattened.
+      const [node, args] = cli([
+        'pull',
+        ref,
+        '--cache',
+        join(dir, 'cache'),
+        '--rootfs',
+        join(dir, 'rootfs'),
+        '--progress',
+        'none',
+      ]);
+      const cold = await measure(node, args, context.work);
+      ocipull.push(cold.ms);
+      ocipullRss.push(cold.rssMb);
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+
+      // skopeo copy to an OCI layout, then umoci unpack.
+      const layout = join(dir, 'layout');
+      const copy = await measure(
+        'skopeo',
+        ['copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `oci:${layout}:t`],
+        context.work,
+      );
+      const unpack = await measure(
+        'umoci',
+        ['unpack', '--image', `${layout}:t`, join(dir, 'bundle')],
+        context.work,
+      );
+      skopeo.push(copy.ms);
+      umoci.push(unpack.ms);
+      both.push(copy.ms + unpack.ms);
+      await rm(dir, { recursive: true, force: true });
+
+      // ctr images pull into a fresh containerd (private root, state and socket).
+      if (ctrError === undefined) {
+        let daemon: BenchContainerd | undefined;
+        try {
+          daemon = await startContainerd(join(context.work, 'containerd'), context.snapshotter);
+          const pulled = await measure(
+            'ctr',
+            daemon.ctrArgs(['images', 'pull', '--plain-http', '--snapshotter', daemon.snapshotter, ref]),
+            context.work,
+          );
+          ctr.push(pulled.ms);
+        } catch (error) {
+          ctrError = error;
+        } finally {
+          await daemon?.close();
+        }
+      }
+      log(
+        `${section} ${index + 1}/${runs}: ocipull ${fmt(cold.ms)} (${cold.rssMb.toFixed(0)} MB), skopeo ${fmt(copy.ms)} + umoci ${fmt(unpack.ms)}, ctr ${ctr.length > index ? fmt(ctr[index]!) : 'failed'}`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  // Warm: everything cached (blobs, layer trees, the tag), `--pull missing` needs no network.
+  const warm: number[] = [];
+  const warmCache = join(context.work, `${name}-warm-cache`);
+  try {
+    const [node, primeArgs] = cli(['pull', ref, '--cache', warmCache, '--progress', 'none']);
+    await run(node, primeArgs);
+    for (let index = 0; index < runs; index++) {
+      const [, args] = cli(['pull', ref, '--cache', warmCache, '--pull', 'missing', '--progress', 'none']);
+      warm.push((await measure(node, args, context.work)).ms);
+    }
+  } catch (error) {
+    errors.push(errorRow(section, 'warm --pull missing', error));
+  } finally {
+    await rm(warmCache, { recursive: true, force: true });
+  }
+
+  const mOcipull = median(ocipull);
+  const mBoth = median(both);
+  const mCtr = median(ctr);
+  const mb = (image.compressedBytes / MB).toFixed(0);
+  const rows: Row[] = [
+    {
+      section,
+      metric: 'ocipull pull --rootfs (cold)',
+      value: seconds(mOcipull),
+      unit: 's',
+      samples: ocipull.map(seconds),
+      note: `${image.layers.length} layer(s), ${mb} MB compressed, ${(image.uncompressedBytes / MB).toFixed(0)} MB tar`,
+    },
+    {
+      section,
+      metric: 'skopeo copy + umoci unpack',
+      value: seconds(mBoth),
+      unit: 's',
+      samples: both.map(seconds),
+      note: `skopeo ${seconds(median(skopeo)).toFixed(2)} s + umoci ${seconds(median(umoci)).toFixed(2)} s`,
+    },
+    {
+      section,
+      metric: 'skopeo copy alone',
+      value: seconds(median(skopeo)),
+      unit: 's',
+      samples: skopeo.map(seconds),
+    },
+  ];
+  if (ctr.length > 0) {
+    rows.push({
+      section,
+      metric: `ctr images pull (${context.snapshotter})`,
+      value: seconds(mCtr),
+      unit: 's',
+      samples: ctr.map(seconds),
+    });
+  } else {
+    rows.push(errorRow(section, 'ctr images pull', ctrError));
+  }
+  rows.push(
+    targeted({
+      section,
+      metric: 'ocipull / (skopeo+umoci)',
+      value: mOcipull / mBoth,
+      unit: '×',
+      target: '<= 0.5',
+    }),
+  );
+  if (ctr.length > 0) {
+    rows.push(
+      targeted({ section, metric: 'ocipull / ctr', value: mOcipull / mCtr, unit: '×', target: '<= 0.7' }),
+    );
+  }
+  rows.push({ section, metric: 'ocipull / skopeo copy', value: mOcipull / median(skopeo), unit: '×' });
+  if (warm.length > 0) {
+    rows.push(
+      targeted({
+        section,
+        metric: 'warm pull --pull missing',
+        value: seconds(median(warm)),
+        unit: 's',
+        target: '<= 0.3',
+        samples: warm.map(seconds),
+      }),
+    );
+  }
+  const rss = Math.max(...ocipullRss);
+  rows.push(
+    name === 'big'
+      ? targeted({
+          section,
+          metric: 'ocipull peak RSS (max of runs)',
+          value: rss,
+          unit: 'MB',
+          target: '<= 200',
+        })
+      : { section, metric: 'ocipull peak RSS (max of runs)', value: rss, unit: 'MB' },
+  );
+  return [...rows, ...errors];
+}
+
+// ---- components ----
+
+function blobUrl(context: Context, name: ImageName, descriptor: Descriptor): string {
+  const ref = refOf(context, name);
+  const registry = context.registry!;
+  const repository = ref.slice(registry.host.length + 1).split(':')[0]!;
+  return `${registry.url}/v2/${repository}/blobs/${descriptor.digest}`;
+}
+
+async function streamBench(context: Context): Promise<Row[]> {
+  const image = required(context, 'big');
+  const layer = image.layers[0]!;
+  const ref = refOf(context, 'big');
+  const url = blobUrl(context, 'big', layer.descriptor);
+  const client: number[] = [];
+  const clientRss: number[] = [];
+  const curl: number[] = [];
+  for (let index = 0; index < context.args.runs; index++) {
+    const streamed = await worker(context, { mode: 'stream', reference: ref, descriptor: layer.descriptor });
+    client.push(streamed.result.ms);
+    clientRss.push(streamed.measured.rssMb);
+    const { stdout } = await run('curl', [
+      '-s',
+      '-f',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{time_total} %{size_download}',
+      url,
+    ]);
+    const [total, size] = stdout.trim().split(' ').map(Number) as [number, number];
+    if (size !== layer.descriptor.size)
+      throw new Error(`curl downloaded ${size} bytes, expected ${layer.descriptor.size}`);
+    curl.push(total * 1000);
+    log(
+      `stream ${index + 1}/${context.args.runs}: client ${fmt(streamed.result.ms)} (${streamed.measured.rssMb.toFixed(0)} MB), curl ${fmt(total * 1000)}`,
+    );
+  }
+  const size = layer.descriptor.size / MB;
+  const clientMBs = size / seconds(median(client));
+  const curlMBs = size / seconds(median(curl));
+  const section = 'registry-client';
+  return [
+    {
+      section,
+      metric: `fetchBlob ${size.toFixed(0)} MB → nowhere`,
+      value: clientMBs,
+      unit: 'MB/s',
+      samples: client.map((ms) => size / seconds(ms)),
+      note: `${seconds(median(client)).toFixed(2)} s in-process`,
+    },
+    {
+      section,
+      metric: 'curl -o /dev/null (same blob)',
+      value: curlMBs,
+      unit: 'MB/s',
+      samples: curl.map((ms) => size / seconds(ms)),
+      note: `${seconds(median(curl)).toFixed(2)} s (curl time_total)`,
+    },
+    targeted({
+      section,
+      metric: 'client / curl throughput',
+      value: clientMBs / curlMBs,
+      unit: '×',
+      target: '>= 0.8',
+    }),
+    targeted({
+      section,
+      metric: 'client peak RSS (max of runs)',
+      value: Math.max(...clientRss),
+      unit: 'MB',
+      target: '< 120',
+    }),
+  ];
+}
+
+async function ingestBench(context: Context): Promise<Row[]> {
+  const image = required(context, 'big');
+  const layer = image.layers[0]!;
+  const ref = refOf(context, 'big');
+  const stream: number[] = [];
+  const ingest: number[] = [];
+  const ingestRss: number[] = [];
+  for (let index = 0; index < context.args.runs; index++) {
+    const streamed = await worker(context, { mode: 'stream', reference: ref, descriptor: layer.descriptor });
+    stream.push(streamed.result.ms);
+    const cacheRoot = join(context.work, `ingest-cache-${index}`);
+    try {
+      const ingested = await worker(context, {
+        mode: 'ingest',
+        reference: ref,
+        descriptor: layer.descriptor,
+        cacheRoot,
+      });
+      ingest.push(ingested.result.ms);
+      ingestRss.push(ingested.measured.rssMb);
+      log(
+        `ingest ${index + 1}/${context.args.runs}: stream ${fmt(streamed.result.ms)}, ingest ${fmt(ingested.result.ms)}`,
+      );
+    } finally {
+      await rm(cacheRoot, { recursive: true, force: true });
+    }
+  }
+  const size = layer.descriptor.size / MB;
+  const section = 'blob-cache';
+  return [
+    {
+      section,
+      metric: `ingest ${size.toFixed(0)} MB blob (fresh cache)`,
+      value: seconds(median(ingest)),
+      unit: 's',
+      samples: ingest.map(seconds),
+      note: `${(size / seconds(median(ingest))).toFixed(0)} MB/s; plain stream ${seconds(median(stream)).toFixed(2)} s; peak RSS ${Math.max(...ingestRss).toFixed(0)} MB`,
+    },
+    targeted({
+      section,
+      metric: 'ingest / plain client stream',
+      value: median(ingest) / median(stream),
+      unit: '×',
+      target: '<= 1.15',
+    }),
+  ];
+}
+
+async function cacheOpenBench(context: Context): Promise<Row[]> {
+  const image = required(context, 'forty');
+  const ref = refOf(context, 'forty');
+  const descriptors = image.layers.map((layer) => layer.descriptor);
+  const cacheRoot = join(context.work, 'open-cache');
+  const times: number[] = [];
+  try {
+    await worker(context, { mode: 'prime', reference: ref, descriptors, cacheRoot });
+    for (let index = 0; index < context.args.runs; index++) {
+      const opened = await worker(context, { mode: 'open', descriptors, cacheRoot });
+      times.push(opened.result.ms);
+    }
+  } finally {
+    await rm(cacheRoot, { recursive: true, force: true });
+  }
+  log(`cache-open: ${times.map((ms) => `${ms.toFixed(1)} ms`).join(', ')}`);
+  return [
+    targeted({
+      section: 'blob-cache',
+      metric: `cached has+open of ${descriptors.length} layers`,
+      value: median(times),
+      unit: 'ms',
+      target: '< 20',
+      samples: times,
+      note: 'sequential, first call in a fresh process (after openCache)',
+    }),
+  ];
+}
+
+async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<Row[]> {
+  const image = required(context, name);
+  const layer = image.layers[0]!;
+  const runs = name === 'huge' ? 1 : context.args.runs;
+  const flatten: number[] = [];
+  const flattenWall: number[] = [];
+  const flattenRss: number[] = [];
+  const tar: number[] = [];
+  const umoci: number[] = [];
+  let entries = 0;
+  for (let index = 0; index < runs; index++) {
+    const dir = join(context.work, `extract-${name}-${index}`);
+    await mkdir(dir, { recursive: true });
+    try {
+      const flattened = await worker(context, {
+        mode: 'flatten',
+        blob: layer.path,
+        mediaType: layer.descriptor.mediaType,
+        diffId: layer.diffId,
+        destination: join(dir, 'rootfs'),
+      });
+      flatten.push(flattened.result.ms);
+      flattenWall.push(flattened.measured.ms);
+      flattenRss.push(flattened.measured.rssMb);
+      entries = flattened.result.entries ?? 0;
+      await rm(join(dir, 'rootfs'), { recursive: true, force: true });
+      await mkdir(join(dir, 'tar'));
+      const untarred = await measure('tar', ['-xzf', layer.path, '-C', join(dir, 'tar')], context.work);
+      tar.push(untarred.ms);
+      await rm(join(dir, 'tar'), { recursive: true, force: true });
+      if (name === 'debian') {
+        const unpacked = await measure(
+          'umoci',
+          ['unpack', '--image', image.layoutRef, join(dir, 'bundle')],
+          context.work,
+        );
+        umoci.push(unpacked.ms);
+      }
+      log(
+        `extract ${name} ${index + 1}/${runs}: flatten ${fmt(flattened.result.ms)} (${flattened.measured.rssMb.toFixed(0)} MB), tar ${fmt(untarred.ms)}${umoci[index] === undefined ? '' : `, umoci ${fmt(umoci[index] ?? 0)}`}`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const section = 'layer-extract';
+  const mFlatten = median(flatten);
+  const rows: Row[] = [
+    {
+      section,
+      metric: `flattenLayers ${name} (${(layer.descriptor.size / MB).toFixed(0)} MB gzip)`,
+      value: seconds(mFlatten),
+      unit: 's',
+      samples: flatten.map(seconds),
+      note: `${entries} entries, ${(layer.uncompressedSize / MB).toFixed(0)} MB tar; process wall ${seconds(median(flattenWall)).toFixed(2)} s${runs === 1 ? '; 1 run' : ''}`,
+    },
+    {
+      section,
+      metric: `tar -xzf ${name} (GNU tar)`,
+      value: seconds(median(tar)),
+      unit: 's',
+      samples: tar.map(seconds),
+    },
+  ];
+  if (name === 'debian') {
+    rows.push(
+      {
+        section,
+        metric: 'umoci unpack debian',
+        value: seconds(median(umoci)),
+        unit: 's',
+        samples: umoci.map(seconds),
+      },
+      targeted({
+        section,
+        metric: 'flatten / tar -xzf',
+        value: mFlatten / median(tar),
+        unit: '×',
+        target: '<= 1.0',
+      }),
+      targeted({
+        section,
+        metric: 'flatten / umoci unpack',
+        value: mFlatten / median(umoci),
+        unit: '×',
+        target: '<= 0.5',
+      }),
+      { section, metric: 'flatten peak RSS (max of runs)', value: Math.max(...flattenRss), unit: 'MB' },
+    );
+  } else {
+    rows.push(
+      { section, metric: 'flatten 1 GiB / tar -xzf', value: mFlatten / median(tar), unit: '×' },
+      targeted({
+        section,
+        metric: 'flatten 1 GiB layer peak RSS',
+        value: Math.max(...flattenRss),
+        unit: 'MB',
+        target: '< 150',
+      }),
+    );
+  }
+  return rows;
+}
+
+async function runBench(context: Context, name: BenchName): Promise<Row[]> {
+  switch (name) {
+    case 'pull-debian':
+      return pullBench(context, 'debian');
+    case 'pull-five':
+      return pullBench(context, 'five');
+    case 'pull-forty':
+      return pullBench(context, 'forty');
+    case 'pull-big':
+      return pullBench(context, 'big');
+    case 'stream':
+      return streamBench(context);
+    case 'ingest':
+      return ingestBench(context);
+    case 'cache-open':
+      return cacheOpenBench(context);
+    case 'extract':
+      return extractBench(context, 'debian');
+    case 'extract-1g':
+      return extractBench(context, 'huge');
+  }
+}
+
+// ---- machine ----
+
+async function version(command: string, args: string[]): Promise<string> {
+  try {
+    const { stdout, stderr } = await run(command, args, { timeoutMs: 10_000 });
+    return (stdout || stderr).trim().split('\n')[0] ?? '';
+  } catch {
+    return 'missing';
+  }
+}
+
+async function machine() {
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    nproc: availableParallelism(),
+    memoryGiB: Number((totalmem() / 1024 ** 3).toFixed(1)),
+    kernel: release(),
+    node: process.version,
+    tools: {
+      skopeo: await version('skopeo', ['--version']),
+      umoci: await version('umoci', ['--version']),
+      ctr: await version('ctr', ['--version']),
+      containerd: await version('containerd', ['--version']),
+      tar: await version('tar', ['--version']),
+      curl: await version('curl', ['--version']),
+      distribution: await version('/usr/bin/docker-registry', ['--version']),
+    },
+  };
+}
+
+// ---- main ----
+
+async function main(): Promise<number> {
+  const args = parseBenchArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!existsSync(join(repoRoot, 'apps/cli/dist/bin.js'))) {
+    throw new Error('the CLI is not built (apps/cli/dist/bin.js); run `pnpm bench`, which builds it first');
+  }
+  const started = new Date();
+  const loadBefore = loadavg();
+  const work = await mkdtemp('/tmp/ocipull-bench-');
+  const context: Context = { args, work, images: new Map(), refs: new Map(), snapshotter: 'overlayfs' };
+  const rows: Row[] = [];
+  const imageInfo: Record<string, unknown>[] = [];
+  try {
+    const names = [...new Set(args.benches.map((bench) => IMAGE_OF[bench]))];
+    for (const name of names) {
+      log(`image ${name}: building or reusing ${IMAGE_CACHE}`);
+      const image = await ensureImage(name, args.quick, IMAGE_CACHE);
+      context.images.set(name, image);
+      imageInfo.push({
+        name,
+        description: image.description,
+        layers: image.layers.length,
+        compressedMB: Number((image.compressedBytes / MB).toFixed(1)),
+        uncompressedMB: Number((image.uncompressedBytes / MB).toFixed(1)),
+        buildSeconds: Number(image.buildSeconds.toFixed(1)),
+        layout: image.layoutRef,
+      });
+      log(
+        `image ${name}: ${image.layers.length} layer(s), ${(image.compressedBytes / MB).toFixed(1)} MB compressed${image.buildSeconds > 0 ? `, built in ${image.buildSeconds.toFixed(1)} s` : ' (cached)'}`,
+      );
+    }
+    if (args.benches.some((bench) => NEEDS_REGISTRY.has(bench))) {
+      context.registry = await startDistribution({ mode: 'http' });
+      log(`distribution registry at ${context.registry.url}`);
+      for (const name of names) {
+        if (name === 'huge') continue;
+        const image = required(context, name);
+        context.refs.set(name, await context.registry.push(image.dir, image.tag, `bench/${name}`));
+      }
+      log(`pushed ${[...context.refs.values()].join(', ')}`);
+    }
+    if (args.benches.some((bench) => bench.startsWith('pull-'))) {
+      context.snapshotter = await probeSnapshotter(work);
+    }
+    for (const bench of args.benches) {
+      log(`bench ${bench}`);
+      try {
+        rows.push(...(await runBench(context, bench)));
+      } catch (error) {
+        log(`bench ${bench} failed: ${(error as Error).stack ?? String(error)}`);
+        rows.push(errorRow(bench, 'failed', error));
+      }
+    }
+  } finally {
+    await context.registry?.close();
+    if (args.keep) log(`work directory kept: ${work}`);
+    else await rm(work, { recursive: true, force: true });
+  }
+
+  const results = {
+    date: started.toISOString(),
+    durationSeconds: Number(((Date.now() - started.getTime()) / 1000).toFixed(0)),
+    args: { runs: args.runs, quick: args.quick, benches: args.benches },
+    machine: { ...(await machine()), loadavgBefore: loadBefore, loadavgAfter: loadavg() },
+    images: imageInfo,
+    rows,
+  };
+  const outDir = join(repoRoot, '.bench');
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  await writeFile(join(outDir, 'results.md'), `${markdownTable(rows)}\n`);
+  process.stdout.write(`\n${textTable(rows)}\n\n`);
+  const misses = rows.filter((row) => row.status === 'MISS').length;
+  const failed = rows.filter((row) => row.status === 'ERROR').length;
+  const passes = rows.filter((row) => row.status === 'PASS').length;
+  process.stdout.write(
+    `${passes} PASS, ${misses} MISS, ${failed} ERROR · ${args.runs} run(s) each, ${args.quick ? 'quick sizes' : 'full sizes'} · ` +
+      `load average ${loadBefore.map((load) => load.toFixed(1)).join('/')} before, ${loadavg()
+        .map((load) => load.toFixed(1))
+        .join('/')} after · results in .bench/results.json\n`,
+  );
+  // A bench reports; it does not fail on a MISS. Errors (a tool or an API call that broke) do.
+  return failed > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`bench: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

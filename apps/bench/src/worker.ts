@@ -1,0 +1,122 @@
+/**
+ * One component measurement in its own process, so GNU time sees its peak RSS alone. Invoked by
+ * `bench.ts` as `node worker.js <mode> <json>`; prints one JSON line `{ ms, ... }` on stdout.
+ */
+import { createReadStream } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import { openCache } from '@ocipull/blob-cache';
+import type { Descriptor } from '@ocipull/core';
+import { flattenLayers } from '@ocipull/layer-extract';
+import { createRegistryClient } from '@ocipull/registry-client';
+
+/** The modes and their arguments. */
+export type WorkerJob =
+  | { mode: 'stream'; reference: string; descriptor: Descriptor }
+  | { mode: 'ingest'; reference: string; descriptor: Descriptor; cacheRoot: string }
+  | { mode: 'prime'; reference: string; descriptors: Descriptor[]; cacheRoot: string }
+  | { mode: 'open'; descriptors: Descriptor[]; cacheRoot: string }
+  | { mode: 'flatten'; blob: string; mediaType: string; diffId: string; destination: string };
+
+/** What a worker prints. */
+export interface WorkerResult {
+  ms: number;
+  bytes?: number;
+  entries?: number;
+}
+
+async function drain(stream: Readable): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of stream) bytes += (chunk as Buffer).length;
+  return bytes;
+}
+
+function client() {
+  return createRegistryClient({ dockerConfig: false, retries: 0 });
+}
+
+async function main(job: WorkerJob): Promise<WorkerResult> {
+  switch (job.mode) {
+    case 'stream': {
+      const registry = client();
+      try {
+        const start = performance.now();
+        const bytes = await drain(await registry.fetchBlob(job.reference, job.descriptor));
+        const ms = performance.now() - start;
+        if (bytes !== job.descriptor.size)
+          throw new Error(`streamed ${bytes} bytes, expected ${job.descriptor.size}`);
+        return { ms, bytes };
+      } finally {
+        await registry.close();
+      }
+    }
+    case 'ingest': {
+      const registry = client();
+      const cache = await openCache({ root: job.cacheRoot });
+      try {
+        const start = performance.now();
+        const result = await cache.ingest(job.descriptor, registry.blobSource(job.reference));
+        const ms = performance.now() - start;
+        if (result.cached) throw new Error('ingest found the blob already cached: the cache was not fresh');
+        return { ms, bytes: job.descriptor.size };
+      } finally {
+        await cache.close();
+        await registry.close();
+      }
+    }
+    case 'prime': {
+      const registry = client();
+      const cache = await openCache({ root: job.cacheRoot });
+      try {
+        const start = performance.now();
+        const source = registry.blobSource(job.reference);
+        for (const descriptor of job.descriptors) await cache.ingest(descriptor, source);
+        return { ms: performance.now() - start };
+      } finally {
+        await cache.close();
+        await registry.close();
+      }
+    }
+    case 'open': {
+      const cache = await openCache({ root: job.cacheRoot });
+      try {
+        const start = performance.now();
+        for (const descriptor of job.descriptors) {
+          if (!(await cache.has(descriptor))) throw new Error(`${descriptor.digest} is not cached`);
+          const stream = await cache.open(descriptor);
+          stream.destroy();
+        }
+        return { ms: performance.now() - start, entries: job.descriptors.length };
+      } finally {
+        await cache.close();
+      }
+    }
+    case 'flatten': {
+      const start = performance.now();
+      const result = await flattenLayers(
+        [{ open: () => createReadStream(job.blob), mediaType: job.mediaType, diffId: job.diffId }],
+        { destination: job.destination },
+      );
+      return { ms: performance.now() - start, bytes: result.bytes, entries: result.entries };
+    }
+  }
+}
+
+const [mode, argument] = process.argv.slice(2);
+if (!mode || !argument) {
+  process.stderr.write('usage: worker <mode> <json>\n');
+  process.exit(2);
+}
+const job = { ...(JSON.parse(argument) as object), mode } as WorkerJob;
+main(job).then(
+  (result) => {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  },
+  (error: unknown) => {
+    const err = error as { code?: string; message?: string; stack?: string };
+    process.stderr.write(
+      `worker ${mode} failed: ${err.code ?? ''} ${err.stack ?? err.message ?? String(error)}\n`,
+    );
+    process.exit(1);
+  },
+);
