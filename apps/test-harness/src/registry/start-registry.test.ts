@@ -139,6 +139,29 @@ describe('read side', () => {
   });
 });
 
+describe('strict Accept', () => {
+  it('refuses a manifest whose media type the Accept header does not list', async () => {
+    const registry = await startRegistry({ repositories: { sample: image.dir }, manifestAccept: 'strict' });
+    try {
+      const url = `${registry.url}/v2/sample/manifests/v1`;
+      const missing = await fetchRaw(url);
+      expect(missing.status).toBe(404);
+      expect(JSON.parse(missing.body.toString()).errors[0].code).toBe('MANIFEST_UNKNOWN');
+      const docker = await fetchRaw(url, {
+        headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json' },
+      });
+      expect(docker.status).toBe(404);
+      const accept =
+        'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json;q=0.9';
+      const ok = await fetchRaw(url, { headers: { Accept: accept } });
+      expect(ok.status).toBe(200);
+      expect(registry.requests.at(-1)!.accept).toBe(accept);
+    } finally {
+      await registry.close();
+    }
+  });
+});
+
 describe('faults', () => {
   let registry: HarnessRegistry;
   let blobUrl: string;

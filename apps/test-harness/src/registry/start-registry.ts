@@ -47,6 +47,12 @@ export interface RegistryOptions {
   storageDir?: string;
   /** Authentication. Default `{ type: 'none' }`. */
   auth?: RegistryAuth;
+  /**
+   * `'strict'`: a manifest GET/HEAD whose `Accept` header does not list the manifest's media type (nor
+   * `*\/*`) gets 404 `MANIFEST_UNKNOWN`, as distribution answers for OCI manifests and indexes — to
+   * test that a client sends `Accept`. Default `'lenient'`: serve whatever was asked.
+   */
+  manifestAccept?: 'lenient' | 'strict';
   /** The redirect target (`registry.origin`), which stands for an object store. */
   origin?: {
     /**
@@ -75,6 +81,8 @@ export interface RequestRecord {
   digest?: string;
   /** The `Range` header, verbatim. */
   range?: string;
+  /** The `Accept` header, verbatim. */
+  accept?: string;
   /** Response status; 0 until headers are sent. */
   status: number;
   /** Body bytes written so far. */
@@ -208,6 +216,15 @@ async function readBody(request: IncomingMessage, limit: number): Promise<Buffer
   return Buffer.concat(chunks);
 }
 
+/** Whether an `Accept` header (possibly several, comma-separated, with parameters) admits a media type. */
+function accepts(header: string | undefined, mediaType: string): boolean {
+  if (header === undefined) return false;
+  return header
+    .split(',')
+    .map((part) => part.split(';')[0]!.trim().toLowerCase())
+    .some((type) => type === mediaType || type === '*/*' || type === 'application/*');
+}
+
 function retryAfterValue(value: number | Date): string {
   return value instanceof Date ? value.toUTCString() : String(value);
 }
@@ -277,6 +294,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Harn
     };
     if (header !== undefined) record.authScheme = header.split(' ')[0]!.toLowerCase();
     if (request.headers.range !== undefined) record.range = request.headers.range;
+    if (request.headers.accept !== undefined) record.accept = request.headers.accept;
     requests.push(record);
     const finish = () => {
       record.status = response.statusCode;
@@ -632,6 +650,17 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Harn
           'MANIFEST_UNKNOWN',
           'manifest unknown',
           { name, reference: route.reference },
+          headers,
+        );
+        return;
+      }
+      if (options.manifestAccept === 'strict' && !accepts(request.headers.accept, manifest.mediaType)) {
+        sendError(
+          response,
+          404,
+          'MANIFEST_UNKNOWN',
+          `${manifest.mediaType} found, but the accept header does not support it`,
+          { name, reference: route.reference, mediaType: manifest.mediaType },
           headers,
         );
         return;
