@@ -126,6 +126,26 @@ describe('skopeo against the harness registry', () => {
     }
   });
 
+  it('bearer auth: skopeo pushes with --dest-creds, and an anonymous push is refused', async () => {
+    const registry = await startRegistry({ auth: { type: 'bearer', users: { alice: 'wonderland' } } });
+    try {
+      const push = (extra: string[]) =>
+        skopeo([
+          'copy',
+          '--preserve-digests',
+          '--dest-tls-verify=false',
+          ...extra,
+          `oci:${fixtures.oci!.dir}:v1`,
+          `docker://${registry.host}/team/app:v1`,
+        ]);
+      await expect(push([])).rejects.toThrow(/unauthorized|authentication|denied/i);
+      await push(['--dest-creds', 'alice:wonderland']);
+      expect(await copyOut(`${registry.host}/team/app:v1`)).toBe(fixtures.oci!.digest);
+    } finally {
+      await registry.close();
+    }
+  });
+
   it('basic auth: skopeo pulls with --src-creds only', async () => {
     const registry = await startRegistry({
       repositories: { private: fixtures.docker!.dir },
