@@ -1,11 +1,12 @@
 // Quick comparison on one gzip layer: our flattenLayers vs GNU `tar -xzf` vs `umoci unpack`.
-// Usage (from packages/layer-extract):
-//   npx pnpm@10.34.8 exec node --conditions=@ocipull/source bench/quick.ts <layer.tar.gz> [runs]
+// Usage (from packages/layer-extract): `pnpm bench [layer.tar.gz] [runs]`, or
+//   npx pnpm@10.34.8 exec node --conditions=@ocipull/source bench/quick.ts [layer.tar.gz] [runs]
 // Build a Debian-sized layer with e.g. `tar -C / -czf layer.tar.gz usr/share/perl usr/lib/python3.11`.
 // Set TMPDIR=/dev/shm to take the disk out of the comparison.
 import { execFileSync } from 'node:child_process';
 import {
   createReadStream,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -19,9 +20,28 @@ import { createGunzip } from 'node:zlib';
 import { createHasher } from '@ocipull/digest';
 import { flattenLayers } from '../src/index.ts';
 
-const layer = process.argv[2] as string;
-const runs = Number(process.argv[3] ?? 3);
+// pnpm passes a literal `--` through; an empty layer argument means "build the default layer".
+const args = process.argv.slice(2).filter((arg) => arg !== '--');
+const runs = Number(args[1] ?? 3);
 const work = mkdtempSync(join(tmpdir(), 'le-bench-'));
+const layer = args[0] ? args[0] : defaultLayer();
+
+/** Without an argument: a Debian-sized layer (~10k entries, ~150 MB) tarred from this machine's /usr. */
+function defaultLayer(): string {
+  const candidates = [
+    'usr/share/perl',
+    'usr/share/vim',
+    'usr/share/i18n',
+    'usr/share/zoneinfo',
+    'usr/share/cmake-3.25',
+    'usr/lib/python3.11',
+    'usr/include',
+  ];
+  const present = candidates.filter((path) => existsSync(join('/', path)));
+  const path = join(work, 'layer.tar.gz');
+  execFileSync('tar', ['-C', '/', '-czf', path, ...present]);
+  return path;
+}
 
 /** A one-layer OCI layout around the gzip blob, as umoci reads it. */
 async function writeLayout(dir: string): Promise<void> {

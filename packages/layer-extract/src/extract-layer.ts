@@ -82,7 +82,7 @@ export async function extractLayer(
   try {
     const result = await processLayer(input, temp, 'layer', options, options.whiteoutFormat);
     if (!rootHasEntry(result)) fs.chmodSync(temp, 0o755);
-    fs.renameSync(temp, destination);
+    commit(temp, destination);
     return result;
   } catch (error) {
     fs.rmSync(temp, { recursive: true, force: true });
@@ -134,7 +134,7 @@ export async function flattenLayers(
       if (layer.diffId !== undefined) layerOptions.diffId = layer.diffId;
       results.push(await processLayer(input, temp, 'apply', layerOptions, undefined));
     }
-    fs.renameSync(temp, destination);
+    commit(temp, destination);
   } catch (error) {
     fs.rmSync(temp, { recursive: true, force: true });
     throw toOciError(error, `flattening layers into ${destination}`);
@@ -146,6 +146,21 @@ export async function flattenLayers(
     bytes += result.bytes;
   }
   return { layers: results, entries, bytes };
+}
+
+/** Renames the finished tree into place; another writer winning the race is reported like an existing destination. */
+function commit(temp: string, destination: string): void {
+  try {
+    fs.renameSync(temp, destination);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+      throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
 }
 
 function makeTempSibling(destination: string, input: Readable | undefined): string {
