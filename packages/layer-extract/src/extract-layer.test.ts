@@ -525,6 +525,19 @@ describe('streams, digests and media types', () => {
     expect(listAll(parent)).toEqual([]);
   });
 
+  it('closes the open file when a plain tar ends in the middle of a body', async () => {
+    const tar = await layerTarBytes([file('a', { size: 300_000, seed: 2 })]);
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    await expectCode(
+      extractLayer(bufferStream(tar.subarray(0, 100_000)), { destination: join(parent, 'l') }),
+      'ERR_INVALID_LAYER',
+    );
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+    expect(listAll(parent)).toEqual([]);
+  });
+
   it('fails on truncated or corrupt streams and unsupported media types', async () => {
     const gzip = gzipSync(await layerTarBytes([file('a', { size: 100_000, seed: 1 })]));
     await expectCode(

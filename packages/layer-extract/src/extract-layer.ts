@@ -14,7 +14,13 @@ import {
   type WhiteoutFormat,
 } from './options.ts';
 import { createTarExtract, type TarHeader } from './tar-parse.ts';
-import { type RecordedDevice, type TreeMode, type TreeSettings, TreeWriter } from './tree-writer.ts';
+import {
+  type BodySink,
+  type RecordedDevice,
+  type TreeMode,
+  type TreeSettings,
+  TreeWriter,
+} from './tree-writer.ts';
 
 /** How often (in entries) `onProgress` is called. */
 const PROGRESS_EVERY = 256;
@@ -237,6 +243,8 @@ async function processLayer(
   const extract = createTarExtract();
   let failure: unknown;
   let rootEntry = false;
+  /** The file whose body is being written, closed in `finally` if the stream fails mid-body. */
+  let active: BodySink | undefined;
   const fail = (error: unknown) => {
     if (failure === undefined) failure = error;
     extract.destroy(error as Error);
@@ -266,6 +274,7 @@ async function processLayer(
       return;
     }
     const target = sink;
+    active = sink;
     body.on('data', (data) => {
       const chunk = data as Buffer;
       if (failure !== undefined) return;
@@ -278,6 +287,7 @@ async function processLayer(
     body.on('end', () => {
       if (failure !== undefined) return;
       try {
+        active = undefined;
         target.end();
       } catch (error) {
         fail(error);
@@ -336,6 +346,7 @@ async function processLayer(
     if (rootEntry) Object.defineProperty(result, ROOT_ENTRY, { value: true, enumerable: false });
     return result;
   } finally {
+    active?.abort();
     signal?.removeEventListener('abort', onAbort);
     stream.destroy();
   }

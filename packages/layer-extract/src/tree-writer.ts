@@ -38,6 +38,8 @@ export interface RecordedDevice {
 export interface BodySink {
   write(chunk: Buffer): void;
   end(): void;
+  /** Closes the file after a failure mid-body (the tree is discarded or reported as failed). */
+  abort(): void;
 }
 
 interface DirMeta {
@@ -244,7 +246,14 @@ export class TreeWriter {
     const path = this.#place(name, parts, 'file');
     const full = this.#full(path);
     const fd = fs.openSync(full, OPEN_NEW_FILE, 0o600);
+    let closed = false;
+    const abort = () => {
+      if (closed) return;
+      closed = true;
+      fs.closeSync(fd);
+    };
     const finish = () => {
+      closed = true;
       try {
         if (this.#isRoot) {
           const [hostUid, hostGid] = this.#mapIds(name, uid, gid);
@@ -261,10 +270,11 @@ export class TreeWriter {
       this.#xattrs(full, name, header, 'file');
       if (!this.#isRoot) this.#overrideStat(full, name, uid, gid, mode);
     };
-    if (sparseSize !== undefined) return sparseSink(fd, sparseSize, name, finish);
+    if (sparseSize !== undefined) return sparseSink(fd, sparseSize, name, finish, abort);
     return {
       write: (chunk) => writeAll(fd, chunk, -1),
       end: finish,
+      abort,
     };
   }
 
@@ -696,7 +706,13 @@ function run(command: string, args: string[]): void {
  * Writes a GNU sparse 1.0 body: a decimal map (count, then offset/size pairs, one per line, padded
  * to 512 bytes) followed by the data segments, which land at their offsets; holes stay holes.
  */
-function sparseSink(fd: number, realSize: number, name: string, finish: () => void): BodySink {
+function sparseSink(
+  fd: number,
+  realSize: number,
+  name: string,
+  finish: () => void,
+  abort: () => void,
+): BodySink {
   let header: Buffer | undefined = Buffer.alloc(0);
   let segments: Array<[number, number]> = [];
   let segment = 0;
@@ -754,5 +770,6 @@ function sparseSink(fd: number, realSize: number, name: string, finish: () => vo
       fs.ftruncateSync(fd, realSize);
       finish();
     },
+    abort,
   };
 }
