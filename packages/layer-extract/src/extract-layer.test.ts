@@ -385,6 +385,35 @@ describe('safety', () => {
     });
   }
 
+  it('refuses whiteouts that name the directory itself or its parent, in every mode', async () => {
+    for (const marker of ['.wh...', '.wh..', '.wh.', 'sub/.wh...', 'sub/.wh.']) {
+      for (const whiteoutFormat of ['overlayfs', 'aufs'] as const) {
+        const parent = fresh();
+        fs.mkdirSync(parent);
+        fs.writeFileSync(join(parent, 'precious'), 'keep');
+        const layer = () =>
+          layerStream([dir('sub'), file('sub/x', 'x'), raw({ name: marker, type: 'file' }, '')]);
+        if (whiteoutFormat === 'overlayfs') {
+          await expectCode(
+            flattenLayers([{ open: () => layerStream([file('lower', 'l')]) }, { open: layer }], {
+              destination: join(parent, 'root'),
+            }),
+            'ERR_UNSAFE_PATH',
+          );
+        }
+        const error = await extractLayer(await layer(), {
+          destination: join(parent, 'layer'),
+          whiteoutFormat,
+        }).then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        expect((error as { code?: string }).code, marker).toBe('ERR_UNSAFE_PATH');
+        expect(fs.readFileSync(join(parent, 'precious'), 'utf8')).toBe('keep');
+      }
+    }
+  });
+
   it('refuses absolute names and keeps ./ names', async () => {
     await expectCode(flatten([[raw({ name: '/etc/abs', type: 'file' }, 'x')]]), 'ERR_UNSAFE_PATH');
     const { tree } = await flatten([[raw({ name: './rel', type: 'file' }, 'y')]]);

@@ -391,6 +391,16 @@ export class TreeWriter {
       this.skipped.push({ path: name, reason: 'AUFS metadata entry' });
       return undefined;
     }
+    if (kind === 'whiteout') {
+      const hidden = base.slice(WHITEOUT_PREFIX.length);
+      // `.wh.`, `.wh..` and `.wh...` would name the directory itself or its parent (the root's parent at the top).
+      if (hidden === '' || hidden === '.' || hidden === '..') {
+        throw new UnsafePathError(
+          name,
+          `whiteout of ${JSON.stringify(hidden)} names no entry of its directory`,
+        );
+      }
+    }
     if (this.mode === 'layer') {
       // 'aufs' keeps the marker files as they are: fuse-overlayfs and containers-storage read them.
       if (this.settings.whiteoutFormat === 'aufs') {
