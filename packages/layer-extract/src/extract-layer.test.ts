@@ -494,6 +494,27 @@ describe('safety', () => {
     ]);
   });
 
+  it('bounds the apparent size of sparse files and checks their maps', async () => {
+    const sparse = (realsize: string, map: string) =>
+      raw(
+        {
+          name: 'GNUSparseFile.0/big',
+          type: 'file',
+          pax: {
+            'GNU.sparse.major': '1',
+            'GNU.sparse.minor': '0',
+            'GNU.sparse.name': 'big',
+            'GNU.sparse.realsize': realsize,
+          },
+        },
+        Buffer.concat([Buffer.from(map), Buffer.alloc(512 - map.length)]),
+      );
+    await expectCode(flatten([[sparse('10000000000000', '0\n')]]), 'ERR_LIMIT_EXCEEDED');
+    await expectCode(flatten([[sparse('1000', '1\n5000\n10\n')]]), 'ERR_INVALID_LAYER');
+    const { tree } = await flatten([[sparse('4096', '0\n')]]);
+    expect(tree.get('big')).toMatchObject({ type: 'file', size: 4096 });
+  });
+
   it('enforces maxEntries, maxBytes (gzip bomb) and maxPathLength', async () => {
     const many = Array.from({ length: 50 }, (_, index) => file(`f${index}`, ''));
     await expectCode(flatten([many], { limits: { maxEntries: 10 } }), 'ERR_LIMIT_EXCEEDED');

@@ -115,6 +115,14 @@ export class TreeWriter {
       name = pax['GNU.sparse.name'];
       size = Number(pax['GNU.sparse.realsize'] ?? size);
       sparse = true;
+      // The apparent size costs no bytes in the stream: bound it like real content.
+      if (!(Number.isSafeInteger(size) && size >= 0) || size > this.settings.limits.maxBytes) {
+        throw new LimitExceededError(
+          'maxBytes',
+          this.settings.limits.maxBytes,
+          `sparse file ${name} claims ${pax['GNU.sparse.realsize']} bytes`,
+        );
+      }
     }
     this.#checkLength(name, 'name');
     const parts = splitEntryPath(name);
@@ -736,8 +744,25 @@ function sparseSink(
       start = index + 1;
       const count = numbers[0] as number;
       if (numbers.length === 1 + 2 * count) {
-        for (let pair = 0; pair < count; pair++)
-          segments.push([numbers[1 + 2 * pair] as number, numbers[2 + 2 * pair] as number]);
+        for (let pair = 0; pair < count; pair++) {
+          const at = numbers[1 + 2 * pair] as number;
+          const length = numbers[2 + 2 * pair] as number;
+          if (
+            !(
+              Number.isSafeInteger(at) &&
+              Number.isSafeInteger(length) &&
+              at >= 0 &&
+              length >= 0 &&
+              at + length <= realSize
+            )
+          ) {
+            throw new OciError(
+              ErrorCode.InvalidLayer,
+              `${name}: sparse map segment ${at}+${length} lies outside the file`,
+            );
+          }
+          segments.push([at, length]);
+        }
         return Math.ceil(start / 512) * 512;
       }
     }
