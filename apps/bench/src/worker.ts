@@ -5,10 +5,7 @@
 import { createReadStream } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { openCache } from '@ocipull/blob-cache';
 import type { Descriptor } from '@ocipull/core';
-import { flattenLayers } from '@ocipull/layer-extract';
-import { createRegistryClient } from '@ocipull/registry-client';
 
 /** The modes and their arguments. */
 export type WorkerJob =
@@ -31,14 +28,21 @@ async function drain(stream: Readable): Promise<number> {
   return bytes;
 }
 
-function client() {
+// Packages are imported per mode, so a worker's peak RSS holds only the package it measures.
+async function client() {
+  const { createRegistryClient } = await import('@ocipull/registry-client');
   return createRegistryClient({ dockerConfig: false, retries: 0 });
+}
+
+async function cacheAt(root: string) {
+  const { openCache } = await import('@ocipull/blob-cache');
+  return openCache({ root });
 }
 
 async function main(job: WorkerJob): Promise<WorkerResult> {
   switch (job.mode) {
     case 'stream': {
-      const registry = client();
+      const registry = await client();
       try {
         const start = performance.now();
         const bytes = await drain(await registry.fetchBlob(job.reference, job.descriptor));
@@ -51,8 +55,8 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       }
     }
     case 'ingest': {
-      const registry = client();
-      const cache = await openCache({ root: job.cacheRoot });
+      const registry = await client();
+      const cache = await cacheAt(job.cacheRoot);
       try {
         const start = performance.now();
         const result = await cache.ingest(job.descriptor, registry.blobSource(job.reference));
@@ -65,8 +69,8 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       }
     }
     case 'prime': {
-      const registry = client();
-      const cache = await openCache({ root: job.cacheRoot });
+      const registry = await client();
+      const cache = await cacheAt(job.cacheRoot);
       try {
         const start = performance.now();
         const source = registry.blobSource(job.reference);
@@ -78,7 +82,7 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       }
     }
     case 'open': {
-      const cache = await openCache({ root: job.cacheRoot });
+      const cache = await cacheAt(job.cacheRoot);
       try {
         const start = performance.now();
         for (const descriptor of job.descriptors) {
@@ -92,6 +96,7 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       }
     }
     case 'flatten': {
+      const { flattenLayers } = await import('@ocipull/layer-extract');
       const start = performance.now();
       const result = await flattenLayers(
         [{ open: () => createReadStream(job.blob), mediaType: job.mediaType, diffId: job.diffId }],
