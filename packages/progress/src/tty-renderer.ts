@@ -58,7 +58,8 @@ export function createTtyRenderer(
   let closed = false;
   const redrawIntervalMs = options.redrawIntervalMs ?? DEFAULT_REDRAW_INTERVAL_MS;
 
-  const width = () => Math.max(20, output.columns ?? options.columns ?? 80) - 1;
+  // A pty of unknown size (script(1), some CI runners) reports 0 columns: treat that as unknown.
+  const width = () => Math.max(20, output.columns || options.columns || 80) - 1;
 
   function header(): string {
     if (!resolved) return `resolving ${reference}`;
