@@ -132,6 +132,8 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
   const umoci: number[] = [];
   const both: number[] = [];
   const ctr: number[] = [];
+  const download: number[] = [];
+  const unpack: number[] = [];
   const errors: Row[] = [];
   let ctrError: unknown;
   for (let index = 0; index < runs; index++) {
@@ -155,6 +157,15 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
 
+      // The same pull in two phases, to see which dominates: download into the cache, then flatten.
+      const cache = join(dir, 'cache');
+      const [, downloadArgs] = cli(['pull', ref, '--cache', cache, '--no-layers', '--progress', 'none']);
+      download.push((await measure(node, downloadArgs, context.work)).ms);
+      const [, unpackArgs] = cli(['unpack', ref, join(dir, 'rootfs'), '--cache', cache]);
+      unpack.push((await measure(node, unpackArgs, context.work)).ms);
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+
       // skopeo copy to an OCI layout, then umoci unpack.
       const layout = join(dir, 'layout');
       const copy = await measure(
@@ -162,14 +173,14 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
         ['copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `oci:${layout}:t`],
         context.work,
       );
-      const unpack = await measure(
+      const unpacked = await measure(
         'umoci',
         ['unpack', '--image', `${layout}:t`, join(dir, 'bundle')],
         context.work,
       );
       skopeo.push(copy.ms);
-      umoci.push(unpack.ms);
-      both.push(copy.ms + unpack.ms);
+      umoci.push(unpacked.ms);
+      both.push(copy.ms + unpacked.ms);
       await rm(dir, { recursive: true, force: true });
 
       // ctr images pull into a fresh containerd (private root, state and socket).
@@ -190,7 +201,7 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
         }
       }
       log(
-        `${section} ${index + 1}/${runs}: ocipull ${fmt(cold.ms)} (${cold.rssMb.toFixed(0)} MB), skopeo ${fmt(copy.ms)} + umoci ${fmt(unpack.ms)}, ctr ${ctr.length > index ? fmt(ctr[index]!) : 'failed'}`,
+        `${section} ${index + 1}/${runs}: ocipull ${fmt(cold.ms)} (${cold.rssMb.toFixed(0)} MB; phases ${fmt(download[index] ?? 0)} + ${fmt(unpack[index] ?? 0)}), skopeo ${fmt(copy.ms)} + umoci ${fmt(unpacked.ms)}, ctr ${ctr.length > index ? fmt(ctr[index]!) : 'failed'}`,
       );
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -233,6 +244,22 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
       unit: 's',
       samples: both.map(seconds),
       note: `skopeo ${seconds(median(skopeo)).toFixed(2)} s + umoci ${seconds(median(umoci)).toFixed(2)} s`,
+    },
+    {
+      section,
+      metric: 'phase: ocipull pull --no-layers',
+      value: seconds(median(download)),
+      unit: 's',
+      samples: download.map(seconds),
+      note: 'download + verify + commit to the cache only',
+    },
+    {
+      section,
+      metric: 'phase: ocipull unpack (from cache)',
+      value: seconds(median(unpack)),
+      unit: 's',
+      samples: unpack.map(seconds),
+      note: 'flatten the cached blobs only',
     },
     {
       section,
@@ -295,6 +322,28 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
   return [...rows, ...errors];
 }
 
+/** The floor of every CLI call: Node start-up plus loading the CLI's modules. */
+async function startupRow(context: Context): Promise<Row> {
+  const times: number[] = [];
+  for (let index = 0; index < context.args.runs; index++) {
+    const [node, args] = cli(['--version']);
+    times.push((await measure(node, args, context.work)).ms);
+  }
+  const [node] = cli([]);
+  const bare: number[] = [];
+  for (let index = 0; index < context.args.runs; index++) {
+    bare.push((await measure(node, ['-e', '0'], context.work)).ms);
+  }
+  return {
+    section: 'cli',
+    metric: 'start-up: ocipull --version',
+    value: seconds(median(times)),
+    unit: 's',
+    samples: times.map(seconds),
+    note: `the floor of a warm pull; bare \`node -e 0\` ${seconds(median(bare)).toFixed(3)} s`,
+  };
+}
+
 // ---- components ----
 
 function blobUrl(context: Context, name: ImageName, descriptor: Descriptor): string {
@@ -312,10 +361,18 @@ async function streamBench(context: Context): Promise<Row[]> {
   const client: number[] = [];
   const clientRss: number[] = [];
   const curl: number[] = [];
+  const http: number[] = [];
+  const httpRss: number[] = [];
+  const httpHash: number[] = [];
   for (let index = 0; index < context.args.runs; index++) {
     const streamed = await worker(context, { mode: 'stream', reference: ref, descriptor: layer.descriptor });
     client.push(streamed.result.ms);
     clientRss.push(streamed.measured.rssMb);
+    const plain = await worker(context, { mode: 'http', url, size: layer.descriptor.size, sha256: false });
+    http.push(plain.result.ms);
+    httpRss.push(plain.measured.rssMb);
+    const hashed = await worker(context, { mode: 'http', url, size: layer.descriptor.size, sha256: true });
+    httpHash.push(hashed.result.ms);
     const { stdout } = await run('curl', [
       '-s',
       '-f',
@@ -330,7 +387,7 @@ async function streamBench(context: Context): Promise<Row[]> {
       throw new Error(`curl downloaded ${size} bytes, expected ${layer.descriptor.size}`);
     curl.push(total * 1000);
     log(
-      `stream ${index + 1}/${context.args.runs}: client ${fmt(streamed.result.ms)} (${streamed.measured.rssMb.toFixed(0)} MB), curl ${fmt(total * 1000)}`,
+      `stream ${index + 1}/${context.args.runs}: client ${fmt(streamed.result.ms)} (${streamed.measured.rssMb.toFixed(0)} MB), node:http ${fmt(plain.result.ms)} (${plain.measured.rssMb.toFixed(0)} MB), +sha256 ${fmt(hashed.result.ms)}, curl ${fmt(total * 1000)}`,
     );
   }
   const size = layer.descriptor.size / MB;
@@ -353,6 +410,22 @@ async function streamBench(context: Context): Promise<Row[]> {
       unit: 'MB/s',
       samples: curl.map((ms) => size / seconds(ms)),
       note: `${seconds(median(curl)).toFixed(2)} s (curl time_total)`,
+    },
+    {
+      section,
+      metric: 'node:http drain (Node ceiling)',
+      value: size / seconds(median(http)),
+      unit: 'MB/s',
+      samples: http.map((ms) => size / seconds(ms)),
+      note: `no undici, no verification; peak RSS ${Math.max(...httpRss).toFixed(0)} MB`,
+    },
+    {
+      section,
+      metric: 'node:http + sha256',
+      value: size / seconds(median(httpHash)),
+      unit: 'MB/s',
+      samples: httpHash.map((ms) => size / seconds(ms)),
+      note: 'the ceiling with verification (node:crypto)',
     },
     targeted({
       section,
@@ -653,6 +726,7 @@ async function main(): Promise<number> {
     }
     if (args.benches.some((bench) => bench.startsWith('pull-'))) {
       context.snapshotter = await probeSnapshotter(work);
+      rows.push(await startupRow(context));
     }
     for (const bench of args.benches) {
       log(`bench ${bench}`);

@@ -10,6 +10,7 @@ import type { Descriptor } from '@ocipull/core';
 /** The modes and their arguments. */
 export type WorkerJob =
   | { mode: 'stream'; reference: string; descriptor: Descriptor }
+  | { mode: 'http'; url: string; size: number; sha256: boolean }
   | { mode: 'ingest'; reference: string; descriptor: Descriptor; cacheRoot: string }
   | { mode: 'prime'; reference: string; descriptors: Descriptor[]; cacheRoot: string }
   | { mode: 'open'; descriptors: Descriptor[]; cacheRoot: string }
@@ -53,6 +54,26 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       } finally {
         await registry.close();
       }
+    }
+    case 'http': {
+      // The ceiling: Node's own HTTP client (no undici, no verification), optionally hashing.
+      const { get } = await import('node:http');
+      const { createHash } = await import('node:crypto');
+      const start = performance.now();
+      const response = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+        get(job.url, resolve).once('error', reject);
+      });
+      if (response.statusCode !== 200) throw new Error(`GET ${job.url}: HTTP ${response.statusCode}`);
+      const hash = job.sha256 ? createHash('sha256') : undefined;
+      let bytes = 0;
+      for await (const chunk of response) {
+        bytes += (chunk as Buffer).length;
+        hash?.update(chunk as Buffer);
+      }
+      hash?.digest('hex');
+      const ms = performance.now() - start;
+      if (bytes !== job.size) throw new Error(`read ${bytes} bytes, expected ${job.size}`);
+      return { ms, bytes };
     }
     case 'ingest': {
       const registry = await client();
