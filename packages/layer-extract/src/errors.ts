@@ -7,12 +7,24 @@ export class UnsafePathError extends OciError {
   /** Why it was refused. */
   readonly reason: string;
 
-  constructor(path: string, reason: string) {
+  /**
+   * True when the entry is a hardlink to a target this layer does not have: legal in an image (the
+   * target is in a lower layer), so a per-layer extraction may retry with `lowerLayers`.
+   */
+  readonly missingLinkTarget: boolean;
+
+  constructor(path: string, reason: string, options: { missingLinkTarget?: boolean } = {}) {
     super(ErrorCode.UnsafePath, `unsafe tar entry ${JSON.stringify(path.slice(0, 300))}: ${reason}`);
     this.name = 'UnsafePathError';
     this.path = path;
     this.reason = reason;
+    this.missingLinkTarget = options.missingLinkTarget ?? false;
   }
+}
+
+/** True for the error of a hardlink whose target is not in the layer (see `lowerLayers`). */
+export function isMissingLinkTarget(error: unknown): boolean {
+  return OciError.isInstance(error) && (error as Partial<UnsafePathError>).missingLinkTarget === true;
 }
 
 /** Thrown when a layer's uncompressed digest differs from the config's `rootfs.diff_ids` entry. */
@@ -48,6 +60,13 @@ export function toOciError(error: unknown, what: string): OciError {
   const code = (error as { code?: unknown } | null)?.code;
   if (code === 'ENOSPC')
     return new OciError(ErrorCode.NoSpace, `no space left while ${what}`, { cause: error });
+  // zlib's gzip and zstd decoders fail with Z_* / ZSTD_* codes: the layer bytes are bad, not the disk.
+  if (typeof code === 'string' && /^(Z|ZSTD)_/.test(code)) {
+    const message = error instanceof Error ? error.message : String(error);
+    return new OciError(ErrorCode.InvalidLayer, `${what}: cannot decompress the layer: ${message}`, {
+      cause: error,
+    });
+  }
   const message = error instanceof Error ? error.message : String(error);
   return new OciError(ErrorCode.Io, `${what}: ${message}`, { cause: error });
 }

@@ -20,7 +20,13 @@ import {
   whiteout,
 } from '@ocipull/test-harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyLayer, extractLayer, flattenLayers, OVERRIDE_STAT_XATTR } from './index.ts';
+import {
+  applyLayer,
+  extractLayer,
+  flattenLayers,
+  isMissingLinkTarget,
+  OVERRIDE_STAT_XATTR,
+} from './index.ts';
 import { bufferStream, layerStream, listAll, sha256Hex, snapshotTree } from './testing/tree-snapshot.ts';
 
 let work: string;
@@ -314,6 +320,60 @@ describe('per-layer trees (extractLayer)', () => {
   });
 });
 
+describe('hardlinks into lower layers (extractLayer lowerLayers)', () => {
+  it('copies the lower target up, as overlayfs does, and links to the copy', async () => {
+    const base = fresh();
+    await extractLayer(
+      await layerStream([
+        dir('etc', { mode: 0o750 }),
+        file('etc/data', 'lower bytes', { mode: 0o640, uid: 7, gid: 8 }),
+      ]),
+      {
+        destination: base,
+        mediaType: OCI_TAR,
+      },
+    );
+    const upper = fresh();
+    await extractLayer(await layerStream([hardlink('etc/alias', 'etc/data')]), {
+      destination: upper,
+      mediaType: OCI_TAR,
+      lowerLayers: [base],
+    });
+    const target = fs.statSync(join(upper, 'etc/data'));
+    const alias = fs.statSync(join(upper, 'etc/alias'));
+    expect(alias.ino).toBe(target.ino);
+    expect(fs.readFileSync(join(upper, 'etc/alias'), 'utf8')).toBe('lower bytes');
+    expect(target.mode & 0o7777).toBe(0o640);
+    expect([target.uid, target.gid]).toEqual([7, 8]);
+    expect(fs.statSync(join(upper, 'etc')).mode & 0o7777).toBe(0o750);
+    // Without the lowers the same layer is refused, marked as retryable with them.
+    const error = await expectCode(
+      extractLayer(await layerStream([hardlink('etc/alias', 'etc/data')]), {
+        destination: fresh(),
+        mediaType: OCI_TAR,
+      }),
+      'ERR_UNSAFE_PATH',
+    );
+    expect(isMissingLinkTarget(error)).toBe(true);
+    expect(isMissingLinkTarget(new Error('x'))).toBe(false);
+  });
+
+  it('does not copy up what a nearer layer whited out', async () => {
+    const base = fresh();
+    await extractLayer(await layerStream([file('gone', 'x')]), { destination: base, mediaType: OCI_TAR });
+    const middle = fresh();
+    await extractLayer(await layerStream([whiteout('gone')]), { destination: middle, mediaType: OCI_TAR });
+    await expectCode(
+      extractLayer(await layerStream([hardlink('alias', 'gone')]), {
+        destination: fresh(),
+        mediaType: OCI_TAR,
+        lowerLayers: [middle, base],
+      }),
+      'ERR_UNSAFE_PATH',
+    );
+  });
+});
+
 describe('rootless', () => {
   it('records owner and mode in user.containers.override_stat and keeps real modes usable', async () => {
     const { destination, tree, result } = await flatten(
@@ -598,6 +658,10 @@ describe('streams, digests and media types', () => {
       extractLayer(bufferStream(Buffer.alloc(1000, 7)), { destination: fresh() }),
       'ERR_INVALID_LAYER',
     );
+    // A zstd frame header damaged in transit fails in the decoder: still the layer's fault, not the disk's.
+    const zstd = zstdCompressSync(await layerTarBytes([file('a', { size: 100_000, seed: 1 })]));
+    zstd[5] = 0xff;
+    await expectCode(extractLayer(bufferStream(zstd), { destination: fresh() }), 'ERR_INVALID_LAYER');
     await expectCode(
       extractLayer(bufferStream(gzip), {
         destination: fresh(),

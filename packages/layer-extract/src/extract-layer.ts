@@ -35,6 +35,13 @@ export interface ExtractLayerOptions extends LayerStreamOptions {
    * what fuse-overlayfs and containers-storage read rootless). Default: `'overlayfs'` as root, else `'aufs'`.
    */
   whiteoutFormat?: WhiteoutFormat;
+  /**
+   * The per-layer trees of the layers below this one, nearest first. Only consulted for a hardlink
+   * whose target is not in this layer: the target is copied up from the nearest lower tree that has
+   * it (as overlayfs does), so the stacked trees show the link. Default: none (such a link fails
+   * with `ERR_UNSAFE_PATH`).
+   */
+  lowerLayers?: readonly string[];
 }
 
 /** Options of `applyLayer`. */
@@ -209,6 +216,7 @@ function resolveSettings(
     limits,
     xattrErrors: options.xattrErrors ?? 'report',
     whiteoutFormat: whiteoutFormat ?? (rootless ? 'aufs' : 'overlayfs'),
+    lowerLayers: (options as { lowerLayers?: readonly string[] }).lowerLayers ?? [],
   };
 }
 

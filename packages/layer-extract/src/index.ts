@@ -1,6 +1,6 @@
 export type { LayerCompression } from './decompress.ts';
 export { compressionOfMediaType, detectCompression } from './decompress.ts';
-export { DiffIdMismatchError, LimitExceededError, UnsafePathError } from './errors.ts';
+export { DiffIdMismatchError, isMissingLinkTarget, LimitExceededError, UnsafePathError } from './errors.ts';
 export type {
   ApplyLayerOptions,
   ExtractLayerOptions,

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { setAttributeSync } from '@napi-rs/xattr';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { ErrorCode, OciError } from '@ocipull/core';
 import { resolveLinkInside, splitEntryPath } from './entry-path.ts';
 import { LimitExceededError, UnsafePathError } from './errors.ts';
@@ -21,6 +21,8 @@ export interface TreeSettings {
   limits: ExtractLimits;
   xattrErrors: 'report' | 'fail';
   whiteoutFormat: WhiteoutFormat;
+  /** Layer mode: the per-layer trees below this one, nearest first, for hardlinks into lower layers. */
+  lowerLayers: readonly string[];
 }
 
 /** A device node that was recorded instead of created (rootless). */
@@ -329,8 +331,14 @@ export class TreeWriter {
     const targetPath = join(targetDir, targetParts[targetParts.length - 1] as string);
     const targetStat =
       targetDir === undefined ? undefined : fs.lstatSync(this.#full(targetPath), { throwIfNoEntry: false });
+    if ((targetDir === undefined || targetStat === undefined) && this.#copyUp(name, targetParts)) {
+      this.#hardlink(name, parts, target);
+      return;
+    }
     if (targetDir === undefined || targetStat === undefined) {
-      throw new UnsafePathError(name, `hardlink target ${JSON.stringify(target)} does not exist (yet)`);
+      throw new UnsafePathError(name, `hardlink target ${JSON.stringify(target)} does not exist (yet)`, {
+        missingLinkTarget: true,
+      });
     }
     if (targetStat.isDirectory())
       throw new UnsafePathError(name, `hardlink target ${JSON.stringify(target)} is a directory`);
@@ -344,6 +352,62 @@ export class TreeWriter {
     this.#place(name, parts, 'hardlink');
     // link(2) does not follow a symlink target: the new name shares the symlink's own inode.
     fs.linkSync(this.#full(targetPath), this.#full(path));
+  }
+
+  /**
+   * A hardlink whose target lives in a lower layer (legal: Docker and containerd apply a layer on top
+   * of its lowers). A per-layer tree cannot link across trees, so the target is copied up into this
+   * layer first, as overlayfs itself does on a link to a lower file; stacked, the trees give the same
+   * view. Looks in `settings.lowerLayers` (nearest first) without following any symlink; stops at a
+   * whiteout or an opaque directory. Returns false when no lower layer has a linkable target.
+   */
+  #copyUp(name: string, targetParts: string[]): boolean {
+    if (this.mode !== 'layer' || this.settings.lowerLayers.length === 0) return false;
+    for (const lower of this.settings.lowerLayers) {
+      const found = findInLower(lower, targetParts, this.settings.whiteoutFormat);
+      if (found === 'hidden') return false;
+      if (found === undefined) continue;
+      if (!found.stat.isFile() && !found.stat.isSymbolicLink()) return false;
+      // Parents this layer does not have yet take the lower directories' owner and mode, so the
+      // stacked view of the directory does not change.
+      let relative = '';
+      for (let index = 0; index < targetParts.length - 1; index++) {
+        relative = relative === '' ? (targetParts[index] as string) : `${relative}/${targetParts[index]}`;
+        const full = this.#full(relative);
+        const here = fs.lstatSync(full, { throwIfNoEntry: false });
+        if (here !== undefined) {
+          if (!here.isDirectory()) return false;
+          continue;
+        }
+        const lowerDir = fs.lstatSync(`${lower}/${relative}`);
+        fs.mkdirSync(full, lowerDir.mode & 0o7777);
+        this.#copyMeta(`${lower}/${relative}`, full, lowerDir, name);
+        this.#markAdded(relative);
+      }
+      const path = targetParts.join('/');
+      const full = this.#full(path);
+      if (found.stat.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(found.path), full);
+      else fs.copyFileSync(found.path, full, fs.constants.COPYFILE_FICLONE);
+      this.#copyMeta(found.path, full, found.stat, name);
+      this.#markAdded(path);
+      this.#dirs.clear();
+      return true;
+    }
+    return false;
+  }
+
+  /** Copies owner, mode, mtime and xattrs of a lower entry onto its copy-up. */
+  #copyMeta(from: string, to: string, stat: fs.Stats, name: string): void {
+    const link = stat.isSymbolicLink();
+    if (this.#isRoot) fs.lchownSync(to, stat.uid, stat.gid);
+    if (!link) {
+      fs.chmodSync(to, stat.mode & 0o7777);
+      for (const key of listAttributesSync(from)) {
+        const value = getAttributeSync(from, key);
+        if (value !== null) this.#setXattr(to, name, key, value, false);
+      }
+    }
+    fs.lutimesSync(to, stat.atime, stat.mtime);
   }
 
   #special(
@@ -807,4 +871,41 @@ function sparseSink(
     },
     abort,
   };
+}
+
+/**
+ * Looks up `parts` in a lower per-layer tree without following symlinks: the entry, `undefined` when
+ * the layer does not have it (look further down), or `'hidden'` when the layer whites it out or an
+ * opaque directory on the way hides everything below.
+ */
+function findInLower(
+  lower: string,
+  parts: string[],
+  format: WhiteoutFormat,
+): { path: string; stat: fs.Stats } | 'hidden' | undefined {
+  let current = lower;
+  for (let index = 0; index < parts.length; index++) {
+    const part = parts[index] as string;
+    if (format === 'aufs') {
+      if (fs.existsSync(`${current}/${WHITEOUT_PREFIX}${part}`)) return 'hidden';
+    }
+    const path = `${current}/${part}`;
+    const stat = fs.lstatSync(path, { throwIfNoEntry: false });
+    const last = index === parts.length - 1;
+    if (stat === undefined) return isOpaque(current, format) ? 'hidden' : undefined;
+    if (stat.isCharacterDevice() && stat.rdev === 0) return 'hidden';
+    if (last) return { path, stat };
+    if (!stat.isDirectory()) return stat.isSymbolicLink() ? undefined : 'hidden';
+    current = path;
+  }
+  return undefined;
+}
+
+function isOpaque(dir: string, format: WhiteoutFormat): boolean {
+  if (format === 'aufs') return fs.existsSync(`${dir}/${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}.opq`);
+  try {
+    return getAttributeSync(dir, OVERLAY_OPAQUE_XATTR)?.toString() === 'y';
+  } catch {
+    return false;
+  }
 }

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCache } from '@ocipull/blob-cache';
@@ -9,6 +9,7 @@ import {
   buildImage,
   dir,
   file,
+  hardlink,
   type HarnessRegistry,
   startRegistry,
   symlink,
@@ -120,6 +121,27 @@ describe('pull', () => {
     expect(types.filter((t) => t === 'layer-download-end')).toHaveLength(2);
     expect(types.filter((t) => t === 'layer-extract-end')).toHaveLength(2);
     expect(types.at(-1)).toBe('pull-end');
+  });
+
+  it('extracts a layer whose hardlink targets a file of a lower layer (copy-up)', async () => {
+    const layout = join(work, 'xlink');
+    await buildImage(
+      {
+        layers: [
+          { entries: [dir('lib'), file('lib/libc.so', 'elf', { mode: 0o755 })] },
+          { entries: [file('other', 'x')] },
+          { entries: [hardlink('lib/libc.so.6', 'lib/libc.so')] },
+        ],
+      },
+      { dir: layout, tag: 'v1' },
+    );
+    registry.addRepository('test/xlink', layout);
+    const rootfs = join(cacheRoot, 'xlink-rootfs');
+    const result = await pull(ref('test/xlink'), { cache: cacheRoot, platform: 'linux/amd64', rootfs, layers: true });
+    const top = result.layers[2]!.path!;
+    expect((await stat(join(top, 'lib/libc.so.6'))).ino).toBe((await stat(join(top, 'lib/libc.so'))).ino);
+    expect(await readFile(join(top, 'lib/libc.so.6'), 'utf8')).toBe('elf');
+    expect((await stat(join(rootfs, 'lib/libc.so.6'))).ino).toBe((await stat(join(rootfs, 'lib/libc.so'))).ino);
   });
 
   it('pulls a Docker v2 schema 2 image the same way', async () => {

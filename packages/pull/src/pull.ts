@@ -16,7 +16,7 @@ import {
   throwIfAborted,
 } from '@ocipull/core';
 import { parseDigest } from '@ocipull/digest';
-import { extractLayer, flattenLayers } from '@ocipull/layer-extract';
+import { extractLayer, flattenLayers, isMissingLinkTarget } from '@ocipull/layer-extract';
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   createRegistryClient,
@@ -135,6 +135,10 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
 
     const wantTrees = options.layers ?? true;
     const blobReady = layers.map(() => deferred<void>());
+    // Resolved with each layer's committed tree: a layer with a hardlink into a lower layer waits for
+    // the trees below it and copies the target up (see `extractLayer`'s `lowerLayers`).
+    const treeReady = layers.map(() => deferred<string>());
+    const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
     const tasks = layers.map((layer, index) => async () => {
       const diffId = parseDigest(diffIds[index]);
       try {
@@ -148,16 +152,19 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               { ...options, signal },
               emit,
               blobReady[index]!,
+              () => lowerTrees(index),
             )
           : await downloadLayer(cache, source, layer, index, signal, emit);
         blobReady[index]!.resolve();
+        if (path) treeReady[index]!.resolve(path);
         return path;
       } catch (error) {
         blobReady[index]!.reject(error);
+        treeReady[index]!.reject(error);
         throw error;
       }
     });
-    for (const ready of blobReady) ready.promise.catch(() => {});
+    for (const ready of [...blobReady, ...treeReady]) ready.promise.catch(() => {});
 
     // The first failure wins: it aborts the rest, whose own (abort) errors must not mask it.
     let failure: { error: unknown } | undefined;
@@ -379,6 +386,7 @@ async function pullLayerTree(
   options: PullOptions & { signal: AbortSignal },
   emit: Emit,
   blobReady: Deferred<void>,
+  lowerTrees: () => Promise<string[]>,
 ): Promise<string> {
   const { signal } = options;
   if (await cache.hasLayer(diffId)) {
@@ -427,9 +435,26 @@ async function pullLayerTree(
           entries: extracted.entries,
         });
       },
-    }).catch(async (error: unknown) => {
-      throw await explainExtractFailure(stream, counter, error);
-    });
+    })
+      .catch(async (error: unknown) => {
+        throw await explainExtractFailure(stream, counter, error);
+      })
+      .catch(async (error: unknown) => {
+        if (!isMissingLinkTarget(error)) throw error;
+        // A hardlink into a lower layer: once the blob is committed and the lower trees exist,
+        // extract again from the cache with them, so the target can be copied up.
+        await stream.committed;
+        const lowers = (await lowerTrees()).reverse();
+        await rm(tree, { recursive: true, force: true });
+        return extractLayer(await cache.fetch(layer, { signal }), {
+          ...options.extract,
+          destination: tree,
+          mediaType: layer.mediaType,
+          diffId,
+          signal,
+          lowerLayers: lowers,
+        });
+      });
     await stream.committed;
     const { path } = await cache.commitLayer(diffId, tree, { signal });
     emit({
