@@ -1,0 +1,369 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  buildImage,
+  type DistributionRegistry,
+  dir,
+  file,
+  formatTree,
+  hardlink,
+  listTree,
+  opaque,
+  randomImage,
+  requireTool,
+  startDistribution,
+  startRegistry,
+  symlink,
+  whiteout,
+} from '@ocipull/test-harness';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const bin = join(import.meta.dirname, 'bin.ts');
+let work: string;
+
+/** Runs the real CLI as a child process (Node 24 strips the types; sources via the export condition). */
+function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return run(process.execPath, ['--conditions=@ocipull/source', bin, ...args], {
+    env: { ...process.env, ...env },
+    maxBuffer: 16 * 1024 * 1024,
+  }).then(
+    (result) => ({ code: 0, stdout: result.stdout, stderr: result.stderr }),
+    (error: { code?: number; stdout?: string; stderr?: string }) => ({
+      code: typeof error.code === 'number' ? error.code : -1,
+      stdout: error.stdout ?? '',
+      stderr: error.stderr ?? '',
+    }),
+  );
+}
+
+const overlayLayers = [
+  {
+    entries: [
+      dir('etc'),
+      file('etc/passwd', 'root:x:0:0::/root:/bin/sh\n'),
+      file('etc/motd', 'bye\n'),
+      dir('opt'),
+      file('opt/old', 'old'),
+      file('usr-bin-tool', 'tool', { mode: 0o4755 }),
+      file('owned', 'data', { uid: 1000, gid: 1000, mode: 0o640 }),
+    ],
+  },
+  {
+    entries: [
+      whiteout('etc/motd'),
+      opaque('opt'),
+      file('opt/new', 'new'),
+      hardlink('owned-link', 'owned'),
+      symlink('etc/link', '/etc/passwd'),
+    ],
+  },
+];
+
+let http: DistributionRegistry;
+
+beforeAll(async () => {
+  await requireTool('skopeo');
+  await requireTool('umoci');
+  work = await mkdtemp(join(tmpdir(), 'ocipull-cli-e2e-'));
+  const layout = join(work, 'layout');
+  await buildImage({ layers: overlayLayers, config: { Cmd: ['/bin/sh'] } }, { dir: layout, tag: 'overlay' });
+  await buildImage(
+    { layers: overlayLayers.map((layer) => ({ ...layer, compression: 'zstd' as const })) },
+    { dir: layout, tag: 'zstd' },
+  );
+  await buildImage(
+    {
+      images: [
+        { layers: overlayLayers, platform: { os: 'linux', architecture: 'amd64' } },
+        {
+          layers: [{ entries: [file('arm', 'yes')] }],
+          platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        },
+      ],
+      attestations: true,
+    },
+    { dir: layout, tag: 'multi' },
+  );
+  await buildImage({ format: 'docker', layers: overlayLayers }, { dir: layout, tag: 'docker' });
+  await buildImage(randomImage({ seed: 7, layers: 3, bytesPerLayer: 3 * 1024 * 1024 }), {
+    dir: layout,
+    tag: 'big',
+  });
+  http = await startDistribution({ mode: 'http' });
+  for (const tag of ['overlay', 'zstd', 'docker', 'multi', 'big']) await http.push(layout, tag, 'e2e/image');
+}, 240_000);
+
+afterAll(async () => {
+  await http?.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+async function umociRootfs(reference: string, name: string): Promise<string> {
+  const layout = join(work, `umoci-${name}`);
+  await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${reference}`, `oci:${layout}:img`]);
+  const bundle = join(work, `bundle-${name}`);
+  await run('umoci', ['unpack', '--image', `${layout}:img`, bundle]);
+  return join(bundle, 'rootfs');
+}
+
+describe('ocipull CLI against the CNCF distribution registry', () => {
+  it('pulls an OCI image whose rootfs equals umoci unpack of the same image', async () => {
+    const cache = join(work, 'cache-oci');
+    const rootfs = join(work, 'rootfs-oci');
+    const reference = `${http.host}/e2e/image:overlay`;
+    const result = await cli([
+      'pull',
+      reference,
+      '--cache',
+      cache,
+      '--rootfs',
+      rootfs,
+      '--progress',
+      'plain',
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain('layer 2/2');
+    const theirs = await umociRootfs(reference, 'oci');
+    const options = { owners: true, modes: true };
+    expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
+    expect(existsSync(join(rootfs, 'etc/motd'))).toBe(false);
+    expect(existsSync(join(rootfs, 'opt/old'))).toBe(false);
+  });
+
+  it('pulls zstd layers and a Docker v2 schema 2 image to the same tree as the gzip OCI twin, and picks a platform from an index', async () => {
+    const cache = join(work, 'cache-zstd');
+    const gzip = join(work, 'rootfs-gzip');
+    const zstd = join(work, 'rootfs-zstd');
+    expect(
+      (await cli(['pull', `${http.host}/e2e/image:overlay`, '--cache', cache, '--rootfs', gzip])).code,
+    ).toBe(0);
+    expect(
+      (await cli(['pull', `${http.host}/e2e/image:zstd`, '--cache', cache, '--rootfs', zstd])).code,
+    ).toBe(0);
+    const options = { owners: true, modes: true };
+    expect(formatTree(await listTree(zstd), options)).toEqual(formatTree(await listTree(gzip), options));
+    const docker = join(work, 'rootfs-docker');
+    const pulledDocker = await cli([
+      'pull',
+      `${http.host}/e2e/image:docker`,
+      '--cache',
+      cache,
+      '--rootfs',
+      docker,
+      '--json',
+    ]);
+    expect(pulledDocker.code, pulledDocker.stderr).toBe(0);
+    expect(formatTree(await listTree(docker), options)).toEqual(formatTree(await listTree(gzip), options));
+    const arm = join(work, 'rootfs-arm');
+    const pulled = await cli([
+      'pull',
+      `${http.host}/e2e/image:multi`,
+      '--cache',
+      cache,
+      '--rootfs',
+      arm,
+      '--platform',
+      'linux/arm64',
+      '--json',
+    ]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(JSON.parse(pulled.stdout).platform).toMatchObject({ architecture: 'arm64' });
+    expect(await readdir(arm)).toEqual(['arm']);
+  });
+
+  it('re-pulls warm with zero requests under --pull missing and only manifest requests under always', async () => {
+    const cache = join(work, 'cache-warm');
+    const reference = `${http.host}/e2e/image:overlay`;
+    expect((await cli(['pull', reference, '--cache', cache])).code).toBe(0);
+    const before = http.requests().length;
+    expect((await cli(['pull', reference, '--cache', cache, '--pull', 'missing'])).code).toBe(0);
+    expect(http.requests().length).toBe(before);
+    expect((await cli(['pull', reference, '--cache', cache, '--pull', 'always'])).code).toBe(0);
+    const paths = http
+      .requests()
+      .slice(before)
+      .map((request) => request.path);
+    expect(paths.length).toBeGreaterThan(0);
+    expect(paths.filter((path) => path !== '/v2/' && !path.includes('/manifests/'))).toEqual([]);
+  });
+
+  it('8 concurrent pulls of one image download each blob once and build identical trees', async () => {
+    const cache = join(work, 'cache-storm');
+    const before = http.requests().length;
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, index) =>
+        cli([
+          'pull',
+          `${http.host}/e2e/image:big`,
+          '--cache',
+          cache,
+          '--rootfs',
+          join(work, `storm-${index}`),
+          '--quiet',
+        ]),
+      ),
+    );
+    for (const result of results) expect(result.code, result.stderr).toBe(0);
+    const blobGets = http
+      .requests()
+      .slice(before)
+      .filter((request) => request.method === 'GET' && request.path.includes('/blobs/'));
+    const perDigest = new Map<string, number>();
+    for (const request of blobGets) perDigest.set(request.path, (perDigest.get(request.path) ?? 0) + 1);
+    expect(perDigest.size).toBe(4); // config + 3 layers
+    expect([...perDigest.values()]).toEqual([1, 1, 1, 1]);
+    const first = formatTree(await listTree(join(work, 'storm-0')));
+    for (let index = 1; index < 8; index++)
+      expect(formatTree(await listTree(join(work, `storm-${index}`)))).toEqual(first);
+  }, 120_000);
+});
+
+describe('ocipull CLI killed mid-pull', () => {
+  it('resumes after SIGKILL and transfers only the missing bytes', async () => {
+    const layout = join(work, 'kill-layout');
+    const built = await buildImage(
+      randomImage({ seed: 11, layers: 1, bytesPerLayer: 4 * 1024 * 1024, compression: 'none' }),
+      {
+        dir: layout,
+        tag: 'v1',
+      },
+    );
+    const layer = built.manifests[0]!.layers[0]!.descriptor;
+    const registry = await startRegistry({ repositories: { 'kill/me': layout } });
+    try {
+      registry.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
+      });
+      const cache = join(work, 'cache-kill');
+      const reference = `${registry.host}/kill/me:v1`;
+      const child: ChildProcess = spawn(
+        process.execPath,
+        ['--conditions=@ocipull/source', bin, 'pull', reference, '--cache', cache, '--quiet'],
+        {
+          stdio: 'ignore',
+        },
+      );
+      const part = join(cache, 'ingest', `${layer.digest.slice('sha256:'.length)}.part`);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const size = existsSync(part) ? (await stat(part)).size : 0;
+        if (size > 1024 * 1024) break;
+        if (Date.now() > deadline) throw new Error('the download never got going');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      const kept = (await stat(part)).size;
+      expect(kept).toBeGreaterThan(1024 * 1024);
+      expect(kept).toBeLessThan(layer.size);
+      registry.faults.clear();
+      const sentBefore = registry.requests
+        .filter((request) => request.digest === layer.digest && request.method === 'GET')
+        .reduce((sum, request) => sum + request.bytesSent, 0);
+      const rerun = await cli(['pull', reference, '--cache', cache, '--quiet']);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const resumed = registry.requests.filter(
+        (request) => request.digest === layer.digest && request.method === 'GET',
+      );
+      const sentAfter = resumed.reduce((sum, request) => sum + request.bytesSent, 0) - sentBefore;
+      // The rerun asks only for what the .part lacks (the kill may land after more bytes reached the disk
+      // than we measured, never fewer).
+      expect(resumed.at(-1)!.range).toMatch(/^bytes=\d+-$/);
+      expect(sentAfter).toBeLessThanOrEqual(layer.size - kept);
+      expect(existsSync(part)).toBe(false);
+    } finally {
+      await registry.close();
+    }
+  }, 90_000);
+});
+
+describe('ocipull CLI against authenticated registries', () => {
+  it('logs in and pulls over TLS with basic auth; a wrong password is refused with exit code 2', async () => {
+    const tls = await startDistribution({ mode: 'tls-basic' });
+    try {
+      const layout = join(work, 'layout');
+      await tls.push(layout, 'overlay', 'secure/image');
+      const [user, password] = Object.entries(tls.users)[0]!;
+      const dockerConfig = join(work, 'docker-tls');
+      const wrongConfig = join(work, 'docker-tls-wrong');
+      const reference = `${tls.host}/secure/image:overlay`;
+      const ca = ['--ca-file', tls.caFile!];
+      expect(
+        (await cli(['login', tls.host, '-u', user, '-p', 'wrong-password'], { DOCKER_CONFIG: wrongConfig }))
+          .code,
+      ).toBe(0);
+      const refused = await cli(['pull', reference, '--cache', join(work, 'cache-tls-wrong'), ...ca], {
+        DOCKER_CONFIG: wrongConfig,
+      });
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('ERR_UNAUTHORIZED');
+      expect(refused.stderr).not.toContain('wrong-password');
+      const anonymous = await cli(['pull', reference, '--cache', join(work, 'cache-tls-anon'), ...ca], {
+        DOCKER_CONFIG: join(work, 'none'),
+      });
+      expect(anonymous.code, anonymous.stderr).toBe(2);
+      const untrusted = await cli(['pull', reference, '--cache', join(work, 'cache-tls-ca'), '--tls'], {
+        DOCKER_CONFIG: wrongConfig,
+      });
+      expect(untrusted.code, untrusted.stderr).toBe(3);
+      expect(untrusted.stderr).toMatch(/certificate|TLS/i);
+      expect(
+        (await cli(['login', tls.host, '-u', user, '-p', password], { DOCKER_CONFIG: dockerConfig })).code,
+      ).toBe(0);
+      const pulled = await cli(
+        ['pull', reference, '--cache', join(work, 'cache-tls'), '--rootfs', join(work, 'rootfs-tls'), ...ca],
+        {
+          DOCKER_CONFIG: dockerConfig,
+        },
+      );
+      expect(pulled.code, pulled.stderr).toBe(0);
+      expect(existsSync(join(work, 'rootfs-tls/opt/new'))).toBe(true);
+    } finally {
+      await tls.close();
+    }
+  }, 120_000);
+
+  it('pulls anonymously through the token flow and refuses when anonymous pulls are denied', async () => {
+    for (const anonymousPull of [true, false]) {
+      const token = await startDistribution({ mode: 'token', anonymousPull });
+      try {
+        await token.push(join(work, 'layout'), 'overlay', 'tokened/image');
+        const result = await cli(
+          [
+            'pull',
+            `${token.host}/tokened/image:overlay`,
+            '--cache',
+            join(work, `cache-token-${anonymousPull}`),
+          ],
+          {
+            DOCKER_CONFIG: join(work, 'none'),
+          },
+        );
+        expect(result.code, result.stderr).toBe(anonymousPull ? 0 : 2);
+        if (anonymousPull) {
+          const [user, password] = Object.entries(token.users)[0]!;
+          const config = join(work, 'docker-token');
+          expect(
+            (await cli(['login', token.host, '-u', user, '-p', password], { DOCKER_CONFIG: config })).code,
+          ).toBe(0);
+          expect(
+            (
+              await cli(
+                ['pull', `${token.host}/tokened/image:overlay`, '--cache', join(work, 'cache-token-cred')],
+                { DOCKER_CONFIG: config },
+              )
+            ).code,
+          ).toBe(0);
+        }
+      } finally {
+        await token.close();
+      }
+    }
+  }, 120_000);
+});
