@@ -9,8 +9,8 @@ import {
   buildImage,
   dir,
   file,
-  hardlink,
   type HarnessRegistry,
+  hardlink,
   startRegistry,
   symlink,
   whiteout,
@@ -137,11 +137,18 @@ describe('pull', () => {
     );
     registry.addRepository('test/xlink', layout);
     const rootfs = join(cacheRoot, 'xlink-rootfs');
-    const result = await pull(ref('test/xlink'), { cache: cacheRoot, platform: 'linux/amd64', rootfs, layers: true });
+    const result = await pull(ref('test/xlink'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      rootfs,
+      layers: true,
+    });
     const top = result.layers[2]!.path!;
     expect((await stat(join(top, 'lib/libc.so.6'))).ino).toBe((await stat(join(top, 'lib/libc.so'))).ino);
     expect(await readFile(join(top, 'lib/libc.so.6'), 'utf8')).toBe('elf');
-    expect((await stat(join(rootfs, 'lib/libc.so.6'))).ino).toBe((await stat(join(rootfs, 'lib/libc.so'))).ino);
+    expect((await stat(join(rootfs, 'lib/libc.so.6'))).ino).toBe(
+      (await stat(join(rootfs, 'lib/libc.so'))).ino,
+    );
   });
 
   it('pulls a Docker v2 schema 2 image the same way', async () => {

@@ -134,13 +134,19 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     });
 
     const wantTrees = options.layers ?? true;
-    const blobReady = layers.map(() => deferred<void>());
+    // One progress tracker per layer, shared by whichever path downloads it (a layer task or the
+    // rootfs flattener), so each layer reports one start and one end.
+    const downloads = layers.map((layer, index) => downloadProgress(layer, index, emit));
     // Resolved with each layer's committed tree: a layer with a hardlink into a lower layer waits for
     // the trees below it and copies the target up (see `extractLayer`'s `lowerLayers`).
     const treeReady = layers.map(() => deferred<string>());
+    for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
     const tasks = layers.map((layer, index) => async () => {
       const diffId = parseDigest(diffIds[index]);
+      // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
+      // the other layers are prefetched into the cache meanwhile.
+      if (!wantTrees && options.rootfs && index === 0) return undefined;
       try {
         const path = wantTrees
           ? await pullLayerTree(
@@ -151,20 +157,17 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               index,
               { ...options, signal },
               emit,
-              blobReady[index]!,
+              downloads[index]!,
               () => lowerTrees(index),
             )
-          : await downloadLayer(cache, source, layer, index, signal, emit);
-        blobReady[index]!.resolve();
+          : await downloadLayer(cache, source, layer, downloads[index]!, signal);
         if (path) treeReady[index]!.resolve(path);
         return path;
       } catch (error) {
-        blobReady[index]!.reject(error);
         treeReady[index]!.reject(error);
         throw error;
       }
     });
-    for (const ready of [...blobReady, ...treeReady]) ready.promise.catch(() => {});
 
     // The first failure wins: it aborts the rest, whose own (abort) errors must not mask it.
     let failure: { error: unknown } | undefined;
@@ -173,12 +176,23 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       controller.abort(error);
     };
     const layerWork = runBounded(tasks, concurrency, signal, fail);
+    // The flattener takes each layer through the cache when its turn comes: a blob already committed
+    // is read from disk; one a layer task is downloading is waited for (the per-digest lock); one
+    // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
     const rootfsWork = options.rootfs
       ? flattenLayers(
           layers.map((layer, index) => ({
             open: async () => {
-              await blobReady[index]!.promise;
-              return cache.fetch(layer, { signal });
+              const progress = downloads[index]!;
+              const stream = await cache.fetchThrough(layer, source, {
+                signal,
+                onProgress: progress.onProgress,
+              });
+              stream.committed.then(
+                () => progress.end(stream.cached, stream.resumedFrom),
+                () => {},
+              );
+              return stream;
             },
             mediaType: layer.mediaType,
             diffId: diffIds[index]!,
@@ -363,11 +377,9 @@ async function downloadLayer(
   cache: BlobCache,
   source: BlobSource,
   layer: Descriptor,
-  index: number,
+  progress: DownloadProgress,
   signal: AbortSignal,
-  emit: Emit,
 ): Promise<undefined> {
-  const progress = downloadProgress(layer, index, emit);
   const result = await cache.ingest(layer, source, { signal, onProgress: progress.onProgress });
   progress.end(result.cached, result.resumedFrom);
   return undefined;
@@ -385,25 +397,20 @@ async function pullLayerTree(
   index: number,
   options: PullOptions & { signal: AbortSignal },
   emit: Emit,
-  blobReady: Deferred<void>,
+  progress: DownloadProgress,
   lowerTrees: () => Promise<string[]>,
 ): Promise<string> {
   const { signal } = options;
   if (await cache.hasLayer(diffId)) {
     // The tree is there (perhaps from a zstd twin of this layer); the blob still belongs in the
     // layout so the cache stays a complete OCI image.
-    await downloadLayer(cache, source, layer, index, signal, emit);
-    blobReady.resolve();
+    await downloadLayer(cache, source, layer, progress, signal);
     emit({ type: 'layer-extract-end', index, digest: layer.digest, diffId, cached: true, entries: 0 });
     return cache.layerPath(diffId);
   }
-  const progress = downloadProgress(layer, index, emit);
   const stream = await cache.fetchThrough(layer, source, { signal, onProgress: progress.onProgress });
   stream.committed.then(
-    () => {
-      progress.end(stream.cached, stream.resumedFrom);
-      blobReady.resolve();
-    },
+    () => progress.end(stream.cached, stream.resumedFrom),
     () => {},
   );
   // The extractor wants a destination that does not exist yet (it renames its own temp into place);
@@ -496,8 +503,15 @@ async function explainExtractFailure(
   return error;
 }
 
-function downloadProgress(layer: Descriptor, index: number, emit: Emit) {
+/** Download progress of one layer: one start, throttling left to the listener, one end. */
+interface DownloadProgress {
+  onProgress(event: { bytes: number; total: number; resumedFrom: number }): void;
+  end(cached: boolean, resumedFrom: number): void;
+}
+
+function downloadProgress(layer: Descriptor, index: number, emit: Emit): DownloadProgress {
   let started = false;
+  let ended = false;
   return {
     onProgress(event: { bytes: number; total: number; resumedFrom: number }) {
       if (!started) {
@@ -519,6 +533,8 @@ function downloadProgress(layer: Descriptor, index: number, emit: Emit) {
       });
     },
     end(cached: boolean, resumedFrom: number) {
+      if (ended) return;
+      ended = true;
       emit({
         type: 'layer-download-end',
         index,
