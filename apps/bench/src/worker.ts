@@ -11,6 +11,7 @@ import type { Descriptor } from '@ocipull/core';
 export type WorkerJob =
   | { mode: 'stream'; reference: string; descriptor: Descriptor }
   | { mode: 'http'; url: string; size: number; sha256: boolean }
+  | { mode: 'write'; source: string; destination: string; size: number }
   | { mode: 'ingest'; reference: string; descriptor: Descriptor; cacheRoot: string }
   | { mode: 'prime'; reference: string; descriptors: Descriptor[]; cacheRoot: string }
   | { mode: 'open'; descriptors: Descriptor[]; cacheRoot: string }
@@ -74,6 +75,29 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       const ms = performance.now() - start;
       if (bytes !== job.size) throw new Error(`read ${bytes} bytes, expected ${job.size}`);
       return { ms, bytes };
+    }
+    case 'write': {
+      // The disk's share of an ingest: copy a (page-cached) file and fsync it, nothing else.
+      const { open } = await import('node:fs/promises');
+      const start = performance.now();
+      const input = await open(job.source, 'r');
+      const output = await open(job.destination, 'wx');
+      const buffer = Buffer.allocUnsafe(1024 * 1024);
+      let bytes = 0;
+      try {
+        for (;;) {
+          const { bytesRead } = await input.read(buffer, 0, buffer.length, bytes);
+          if (bytesRead === 0) break;
+          await output.write(buffer, 0, bytesRead);
+          bytes += bytesRead;
+        }
+        await output.sync();
+      } finally {
+        await input.close();
+        await output.close();
+      }
+      if (bytes !== job.size) throw new Error(`copied ${bytes} bytes, expected ${job.size}`);
+      return { ms: performance.now() - start, bytes };
     }
     case 'ingest': {
       const registry = await client();
