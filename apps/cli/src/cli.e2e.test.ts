@@ -66,6 +66,18 @@ const overlayLayers = [
 
 let http: DistributionRegistry;
 
+/** The registry writes its access log asynchronously: wait until no new line arrived for 200 ms. */
+async function settledRequests(registry: DistributionRegistry) {
+  let count = registry.requests().length;
+  for (let quiet = 0; quiet < 4; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const now = registry.requests().length;
+    quiet = now === count ? quiet + 1 : 0;
+    count = now;
+  }
+  return registry.requests();
+}
+
 beforeAll(async () => {
   await requireTool('skopeo');
   await requireTool('umoci');
@@ -180,21 +192,18 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
     const cache = join(work, 'cache-warm');
     const reference = `${http.host}/e2e/image:overlay`;
     expect((await cli(['pull', reference, '--cache', cache])).code).toBe(0);
-    const before = http.requests().length;
+    const before = (await settledRequests(http)).length;
     expect((await cli(['pull', reference, '--cache', cache, '--pull', 'missing'])).code).toBe(0);
-    expect(http.requests().length).toBe(before);
+    expect((await settledRequests(http)).length).toBe(before);
     expect((await cli(['pull', reference, '--cache', cache, '--pull', 'always'])).code).toBe(0);
-    const paths = http
-      .requests()
-      .slice(before)
-      .map((request) => request.path);
+    const paths = (await settledRequests(http)).slice(before).map((request) => request.path);
     expect(paths.length).toBeGreaterThan(0);
     expect(paths.filter((path) => path !== '/v2/' && !path.includes('/manifests/'))).toEqual([]);
   });
 
   it('8 concurrent pulls of one image download each blob once and build identical trees', async () => {
     const cache = join(work, 'cache-storm');
-    const before = http.requests().length;
+    const before = (await settledRequests(http)).length;
     const results = await Promise.all(
       Array.from({ length: 8 }, (_, index) =>
         cli([
@@ -209,8 +218,7 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
       ),
     );
     for (const result of results) expect(result.code, result.stderr).toBe(0);
-    const blobGets = http
-      .requests()
+    const blobGets = (await settledRequests(http))
       .slice(before)
       .filter((request) => request.method === 'GET' && request.path.includes('/blobs/'));
     const perDigest = new Map<string, number>();

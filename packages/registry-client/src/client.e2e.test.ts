@@ -206,7 +206,12 @@ describe('registry client against the real distribution registry', () => {
       image.digest,
     );
     expect(events.filter((event) => event.type === 'mirror-fallback')).toEqual([]);
-    const mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
+    // The registry writes its access log asynchronously: give the last lines a moment to arrive.
+    let mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
+    for (let wait = 0; mirrored.length < 4 && wait < 40; wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
+    }
     expect(mirrored.length).toBeGreaterThanOrEqual(4);
     // The mirror fetched from the upstream on our behalf.
     expect(upstream.requests().length).toBeGreaterThan(before);

@@ -239,6 +239,8 @@ describe('pull-through cache', () => {
       expect(afterFirst).toBeGreaterThanOrEqual(1);
       expect(await copyOut(reference, ['--src-tls-verify=false'])).toBe(single.digest);
       expect(upstreamLayerGets()).toBe(afterFirst);
+      // The access log is written asynchronously: let the last lines arrive.
+      await new Promise((resolve) => setTimeout(resolve, 300));
       expect(
         mirror.requests().filter((request) => request.path.includes(layer) && request.method === 'GET'),
       ).toHaveLength(2);
