@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
-import { ErrorCode, OciError } from '@ocipull/core';
 import { formatBytes } from '@ocipull/progress';
 import { inspectImage, unpackImage } from '@ocipull/pull';
 import { formatPlatform, parseReference } from '@ocipull/registry-client';
@@ -189,9 +188,4 @@ export async function unpackCommand(context: CommandContext): Promise<number> {
   else if (!context.quiet)
     context.stdout.write(`unpacked ${result.layers} layers into ${result.destination}\n`);
   return ExitCode.Ok;
-}
-
-/** Thrown for an unknown command. */
-export function unknownCommand(name: string): OciError {
-  return new OciError(ErrorCode.InvalidArgument, `unknown command '${name}'`);
 }
