@@ -40,6 +40,7 @@ const byCode: Record<string, number> = {
   [ErrorCode.Io]: ExitCode.LocalIo,
   [ErrorCode.NoSpace]: ExitCode.LocalIo,
   [ErrorCode.LockTimeout]: ExitCode.LocalIo,
+  [ErrorCode.LockCompromised]: ExitCode.LocalIo,
   [ErrorCode.Aborted]: ExitCode.Interrupted,
 };
 
