@@ -66,17 +66,7 @@ const overlayLayers = [
 
 let http: DistributionRegistry;
 
-/** The registry writes its access log asynchronously: wait until no new line arrived for 200 ms. */
-async function settledRequests(registry: DistributionRegistry) {
-  let count = registry.requests().length;
-  for (let quiet = 0; quiet < 4; ) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const now = registry.requests().length;
-    quiet = now === count ? quiet + 1 : 0;
-    count = now;
-  }
-  return registry.requests();
-}
+const settledRequests = (registry: DistributionRegistry) => registry.settled();
 
 beforeAll(async () => {
   await requireTool('skopeo');

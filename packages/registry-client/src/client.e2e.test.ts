@@ -128,7 +128,7 @@ describe('registry client against the real distribution registry', () => {
     for await (const chunk of await registryClient.fetchBlob(resolved.reference, layer, { offset }))
       chunks.push(chunk as Buffer);
     expect(Buffer.concat(chunks).equals(whole.subarray(offset))).toBe(true);
-    expect(registry.requests().some((request) => request.status === 206)).toBe(true);
+    expect((await registry.settled()).some((request) => request.status === 206)).toBe(true);
 
     const missing = await rejection(registryClient.fetchManifest(`${registry.host}/team/app:nope`));
     expect([missing.code, missing.status]).toEqual([ErrorCode.ManifestUnknown, 404]);
@@ -201,20 +201,15 @@ describe('registry client against the real distribution registry', () => {
       onEvent: (event) => events.push(event),
       retries: 1,
     };
-    const before = upstream.requests().length;
+    const before = (await upstream.settled()).length;
     expect((await pullAll(client(options), `${upstream.host}/team/app:v1`)).manifestDigest).toBe(
       image.digest,
     );
     expect(events.filter((event) => event.type === 'mirror-fallback')).toEqual([]);
-    // The registry writes its access log asynchronously: give the last lines a moment to arrive.
-    let mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
-    for (let wait = 0; mirrored.length < 4 && wait < 40; wait++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      mirrored = mirror.requests().filter((request) => request.path.startsWith('/v2/team/app/'));
-    }
+    const mirrored = (await mirror.settled()).filter((request) => request.path.startsWith('/v2/team/app/'));
     expect(mirrored.length).toBeGreaterThanOrEqual(4);
     // The mirror fetched from the upstream on our behalf.
-    expect(upstream.requests().length).toBeGreaterThan(before);
+    expect((await upstream.settled()).length).toBeGreaterThan(before);
 
     await mirror.close();
     const afterMirror = client(options);

@@ -122,10 +122,9 @@ describe('plain http', () => {
   });
 
   it('exposes its log and the requests it served', async () => {
-    const before = registry.requests().length;
+    const before = (await registry.settled()).length;
     await fetchRaw(`${registry.url}/v2/fixtures/single/manifests/nope`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const requests = registry.requests().slice(before);
+    const requests = (await registry.settled()).slice(before);
     expect(requests).toContainEqual(
       expect.objectContaining({ method: 'GET', path: '/v2/fixtures/single/manifests/nope', status: 404 }),
     );
@@ -239,10 +238,10 @@ describe('pull-through cache', () => {
       expect(afterFirst).toBeGreaterThanOrEqual(1);
       expect(await copyOut(reference, ['--src-tls-verify=false'])).toBe(single.digest);
       expect(upstreamLayerGets()).toBe(afterFirst);
-      // The access log is written asynchronously: let the last lines arrive.
-      await new Promise((resolve) => setTimeout(resolve, 300));
       expect(
-        mirror.requests().filter((request) => request.path.includes(layer) && request.method === 'GET'),
+        (await mirror.settled()).filter(
+          (request) => request.path.includes(layer) && request.method === 'GET',
+        ),
       ).toHaveLength(2);
     } finally {
       await mirror.close();

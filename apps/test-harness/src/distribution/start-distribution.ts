@@ -88,8 +88,17 @@ export interface DistributionRegistry {
   storageDir: string;
   /** Every line the registry logged (stdout and stderr), oldest first. */
   readonly logLines: readonly string[];
-  /** The access-log requests so far (one per HTTP request the registry served). */
+  /**
+   * The access-log requests logged so far (one per HTTP request the registry served). The registry
+   * writes a request's line just after answering it, so a client can see the answer first: count
+   * with `settled()` right after a request.
+   */
   requests(): DistributionRequest[];
+  /**
+   * Waits until the log has been quiet for `quietMs` (default 150, at most `timeoutMs`, default
+   * 5000), then returns `requests()`: every request answered before the call is in it.
+   */
+  settled(options?: { quietMs?: number; timeoutMs?: number }): Promise<DistributionRequest[]>;
   /**
    * Pushes `layoutDir:tag` (all platforms of an index, digests preserved) to
    * `<host>/<repository>:<tag>`, with skopeo or the harness's own push (see `PushOptions.method`),
@@ -185,6 +194,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
   let tokenServer: TokenServer | undefined;
   let child: ChildProcess | undefined;
   const logLines: string[] = [];
+  let lastLineAt = Date.now();
   try {
     let caFile: string | undefined;
     let certDir: string | undefined;
@@ -285,6 +295,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
       for (const stream of [started.stdout, started.stderr]) {
         createInterface({ input: stream! }).on('line', (line) => {
           logLines.push(line);
+          lastLineAt = Date.now();
         });
       }
       const deadline = Date.now() + (options.startTimeoutMs ?? 20_000);
@@ -338,6 +349,15 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
           });
         }
         return result;
+      },
+      async settled({ quietMs = 150, timeoutMs = 5000 } = {}) {
+        const deadline = Date.now() + timeoutMs;
+        // At least one quiet period from now: a line for a request answered just before may be in flight.
+        const since = Date.now();
+        while (Date.now() < deadline && Date.now() - Math.max(lastLineAt, since) < quietMs) {
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+        return registry.requests();
       },
       async push(layoutDir, tag, repository, pushOptions = {}) {
         const destinationTag = pushOptions.destinationTag ?? tag;
