@@ -275,7 +275,95 @@ describe('overlay semantics (applyLayer / flattenLayers)', () => {
     expect(listAll(root)).toEqual(['new']);
     expect(result.entries).toBe(2);
   });
+
+  it('applies entries in tar order around big bodies: rewrites, hardlinks, whiteouts, parents and directory metadata', async () => {
+    // Multi-MiB bodies span many parser chunks: whatever a writer does with them (stream, buffer,
+    // hand to a thread pool), the entry after one must see it complete and in place.
+    const big = { size: 3 * 1024 * 1024 + 17, seed: 7 };
+    const bigBytes = await layerTarBytes([file('x', big)]);
+    const { tree } = await flatten(
+      [
+        [file('lowerfile', 'L'), file('d/old', 'o')],
+        [
+          // The same path twice: a big body, then a small one (and the reverse).
+          file('twice', big, { mode: 0o600 }),
+          file('twice', 'small', { mode: 0o4755, uid: 1, gid: 2 }),
+          file('grows', 'small'),
+          file('grows', big),
+          // A hardlink right after its big target, then the target rewritten: the link keeps the first body.
+          file('target', big, { mode: 0o2750, uid: 3, gid: 4, mtime }),
+          hardlink('link', 'target'),
+          file('target', 'new body'),
+          // A whiteout right after the same layer's big file: the same layer's own entry wins.
+          file('mine', big),
+          whiteout('mine'),
+          // A whiteout of a lower file right after a big file in the same directory.
+          file('bigsibling', big),
+          whiteout('lowerfile'),
+          // A big file replaced by a directory with children, and a directory replaced by a big file.
+          file('becomes-dir', big),
+          dir('becomes-dir', { mode: 0o750, mtime }),
+          file('becomes-dir/child', big),
+          file('d', big),
+          // A read-only directory whose big children are written before its metadata applies.
+          dir('ro', { mode: 0o555, mtime }),
+          file('ro/a', big),
+          file('ro/b', big, { mode: 0o400 }),
+          // A symlink over a big file, then a file below a real directory of the same name.
+          file('s', big),
+          symlink('s', 'ro'),
+        ],
+      ],
+      { preserveMtimes: true },
+    );
+    const bigHash = sha256Hex(readBody(bigBytes));
+    expect(tree.get('twice')).toMatchObject({ sha256: sha256('small'), mode: 0o4755, uid: 1, gid: 2 });
+    expect(tree.get('grows')).toMatchObject({ sha256: bigHash, size: big.size });
+    expect(tree.get('link')).toMatchObject({ sha256: bigHash, mode: 0o2750, uid: 3, gid: 4, nlink: 1 });
+    expect(tree.get('link')?.mtimeMs).toBe(mtime.getTime());
+    expect(tree.get('target')).toMatchObject({ sha256: sha256('new body'), nlink: 1 });
+    expect(tree.get('mine')?.sha256).toBe(bigHash);
+    expect(tree.get('bigsibling')?.sha256).toBe(bigHash);
+    expect(tree.has('lowerfile')).toBe(false);
+    expect(tree.get('becomes-dir')).toMatchObject({ type: 'directory', mode: 0o750 });
+    expect(tree.get('becomes-dir')?.mtimeMs).toBe(mtime.getTime());
+    expect(tree.get('becomes-dir/child')?.sha256).toBe(bigHash);
+    expect(tree.get('d')).toMatchObject({ type: 'file', sha256: bigHash });
+    expect(tree.has('d/old')).toBe(false);
+    expect(tree.get('ro')).toMatchObject({ type: 'directory', mode: 0o555 });
+    expect(tree.get('ro')?.mtimeMs).toBe(mtime.getTime());
+    expect(tree.get('ro/b')).toMatchObject({ sha256: bigHash, mode: 0o400 });
+    expect(tree.get('s')).toMatchObject({ type: 'symlink', target: 'ro' });
+  });
+
+  it('applies a whiteout after a big file of the lower layer, then rewrites the name, onto an existing root', async () => {
+    const root = fresh();
+    fs.mkdirSync(root);
+    const big = { size: 2 * 1024 * 1024, seed: 3 };
+    await applyLayer(await layerStream([file('a/f', big), hardlink('a/g', 'a/f')], 'gzip'), {
+      root,
+      mediaType: OCI_GZIP,
+    });
+    await applyLayer(
+      await layerStream(
+        [file('a/h', big), whiteout('a/f'), hardlink('a/f2', 'a/g'), whiteout('a/h2')],
+        'gzip',
+      ),
+      { root, mediaType: OCI_GZIP },
+    );
+    const tree = snapshotTree(root);
+    expect(listAll(root).sort()).toEqual(['a', 'a/f2', 'a/g', 'a/h']);
+    expect(tree.get('a/f2')?.ino).toBe(tree.get('a/g')?.ino);
+    expect(tree.get('a/g')?.nlink).toBe(2);
+    expect(tree.get('a/h')?.sha256).toBe(tree.get('a/g')?.sha256);
+  });
 });
+
+/** The body of the single regular file in a plain tar (the 512-byte header, then `size` bytes). */
+function readBody(tar: Buffer): Buffer {
+  const size = Number.parseInt(tar.subarray(124, 136).toString('latin1').replace(/\0.*$/s, '').trim(), 8);
+  return tar.subarray(512, 512 + size);
+}
 
 describe('per-layer trees (extractLayer)', () => {
   it('keeps whiteouts as overlayfs 0:0 character devices and trusted.overlay.opaque as root', async () => {
