@@ -221,6 +221,43 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
   }, 120_000);
 });
 
+describe('ocipull CLI with a pull-through mirror', () => {
+  it('pulls through --mirror and falls back to the upstream when the mirror is down', async () => {
+    const mirror = await startDistribution({ mode: 'http', proxy: { remoteurl: http.url } });
+    const reference = `${http.host}/e2e/image:overlay`;
+    try {
+      const through = await cli([
+        'pull',
+        reference,
+        '--cache',
+        join(work, 'cache-mirror'),
+        '--mirror',
+        mirror.url,
+        '--progress',
+        'plain',
+      ]);
+      expect(through.code, through.stderr).toBe(0);
+      const served = (await mirror.settled()).filter((request) => request.path.startsWith('/v2/e2e/image/'));
+      expect(served.some((request) => request.path.includes('/manifests/'))).toBe(true);
+      expect(served.some((request) => request.path.includes('/blobs/'))).toBe(true);
+    } finally {
+      await mirror.close();
+    }
+    const fallback = await cli([
+      'pull',
+      reference,
+      '--cache',
+      join(work, 'cache-mirror-down'),
+      '--mirror',
+      mirror.url,
+      '--progress',
+      'plain',
+    ]);
+    expect(fallback.code, fallback.stderr).toBe(0);
+    expect(fallback.stderr).toMatch(/mirror/i);
+  }, 120_000);
+});
+
 describe('ocipull CLI killed mid-pull', () => {
   it('resumes after SIGKILL and transfers only the missing bytes', async () => {
     const layout = join(work, 'kill-layout');
