@@ -67,8 +67,8 @@ export function run(
 }
 
 /**
- * Runs a command under GNU time: wall time measured here (ms resolution, includes only the fork and
- * exec of `time` itself on top of the command), peak RSS from `time -f %M`.
+ * Runs a command under GNU time after a `sync`: wall time measured here (ms resolution, includes only
+ * the fork and exec of `time` itself on top of the command), peak RSS from `time -f %M`.
  */
 export async function measure(
   command: string,
@@ -77,6 +77,9 @@ export async function measure(
   options: RunOptions = {},
 ): Promise<Measured> {
   const output = join(workDir, `time-${process.pid}-${++sequence}.txt`);
+  // Flush what earlier steps left dirty (an extracted tree, a deleted one) so its writeback is not
+  // billed to this command.
+  await run('sync', []);
   const start = performance.now();
   const { stdout, stderr } = await run(GNU_TIME, ['-f', '%e %M', '-o', output, command, ...args], options);
   const ms = performance.now() - start;
