@@ -20,5 +20,5 @@ export type {
   VerifyReport,
 } from './maintenance.ts';
 export { TEMP_GRACE_MS } from './maintenance.ts';
-export { MAX_UNWRITTEN_BYTES } from './part-writer.ts';
+export { MAX_UNWRITTEN_BYTES, WRITEBACK_INTERVAL_BYTES } from './part-writer.ts';
 export { withCache } from './with-cache.ts';

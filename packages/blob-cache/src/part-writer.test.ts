@@ -2,7 +2,7 @@ import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_UNWRITTEN_BYTES, PartWriter } from './part-writer.ts';
+import { MAX_UNWRITTEN_BYTES, PartWriter, WRITEBACK_INTERVAL_BYTES } from './part-writer.ts';
 
 const roots: string[] = [];
 afterAll(async () => {
@@ -32,6 +32,27 @@ describe('PartWriter', () => {
     expect(reported.at(-1)).toBe(expected.length);
     expect(reported).toEqual([...reported].sort((a, b) => a - b));
     expect(MAX_UNWRITTEN_BYTES).toBeGreaterThan(0);
+  });
+
+  it('keeps every byte in order across background writebacks, and flush waits for them', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'part-writer-'));
+    roots.push(root);
+    const path = join(root, 'z.part');
+    const handle = await open(path, 'a+');
+    const writer = new PartWriter(handle, 0, () => {});
+    const chunk = 1024 * 1024 + 7;
+    const count = Math.ceil((2.5 * WRITEBACK_INTERVAL_BYTES) / chunk);
+    for (let index = 0; index < count; index++) await writer.append(Buffer.alloc(chunk, index & 0xff));
+    await writer.flush();
+    // Closing right after flush must not race a sync still running on the handle.
+    await handle.close();
+    const bytes = await readFile(path);
+    expect(bytes.length).toBe(count * chunk);
+    for (let index = 0; index < count; index++) {
+      expect(bytes[index * chunk]).toBe(index & 0xff);
+      expect(bytes[(index + 1) * chunk - 1]).toBe(index & 0xff);
+    }
+    expect(WRITEBACK_INTERVAL_BYTES).toBeGreaterThanOrEqual(MAX_UNWRITTEN_BYTES);
   });
 
   it('surfaces a write error on the next append or flush', async () => {
