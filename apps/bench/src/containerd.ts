@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from './measure.ts';
 
@@ -61,8 +61,12 @@ export async function startContainerd(dir: string, snapshotter: string): Promise
       await done;
       clearTimeout(timer);
     }
-    // Overlay snapshots are plain directories once the daemon is gone (ctr pull mounts nothing that stays).
-    await rm(dir, { recursive: true, force: true });
+    // Overlay snapshots are plain directories once the daemon is gone (ctr pull mounts nothing that
+    // stays). Moved aside, not deleted: a large delete slows the next tool's writes on journal-less
+    // ext4 (see `discard` in bench.ts); the bench's work directory goes at the end.
+    await rename(dir, `${dir}.done-${process.hrtime.bigint()}`).catch(() =>
+      rm(dir, { recursive: true, force: true }),
+    );
   };
   const deadline = Date.now() + 20_000;
   for (;;) {
