@@ -5,7 +5,7 @@
  * layer-extract vs GNU tar and umoci). Medians of `--runs` runs, all in one run of this script; prints
  * a table and writes `.bench/results.json` and `.bench/results.md` at the repository root.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { extname, join, resolve } from 'node:path';
@@ -78,9 +78,20 @@ async function worker(
   return { result: lastJson<WorkerResult>(measured.stdout), measured };
 }
 
-/** The built CLI, with the Node running this script (Node 24 under pnpm). */
+/**
+ * The built CLI, with the Node running this script (Node 24 under pnpm) and the Node flags of the
+ * bin's shebang (`#!/usr/bin/env -S node --max-semi-space-size=1`), as a user's shell would run it.
+ */
 function cli(args: string[]): [string, string[]] {
-  return [process.execPath, [cliBin, ...args]];
+  return [process.execPath, [...cliNodeFlags(), cliBin, ...args]];
+}
+
+let shebangFlags: string[] | undefined;
+function cliNodeFlags(): string[] {
+  shebangFlags ??= (readFileSync(cliBin, 'utf8').split('\n')[0] ?? '')
+    .split(/\s+/)
+    .filter((word) => word.startsWith('--'));
+  return shebangFlags;
 }
 
 function required(context: Context, name: ImageName): BenchImage {
