@@ -8,7 +8,6 @@ import {
   type Digest,
   ErrorCode,
   type ImageConfig,
-  type ImageIndex,
   type ImageManifest,
   isOciError,
   OciError,
@@ -27,6 +26,7 @@ import {
   type Reference,
   type RegistryClient,
   type RegistryEvent,
+  type ResolvedImage,
   selectManifest,
 } from '@ocipull/registry-client';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
@@ -60,17 +60,8 @@ export interface PullResult {
   durationMs: number;
 }
 
-/** The manifest chosen for a reference, and where it came from. */
-export interface ResolvedManifest {
-  reference: Reference;
-  manifestDigest: Digest;
-  manifest: ImageManifest;
-  manifestBytes: Uint8Array;
-  mediaType: string;
-  index?: { digest: Digest; manifest: ImageIndex; bytes: Uint8Array; mediaType: string };
-  platform?: Platform;
-  offline: boolean;
-}
+/** The manifest chosen for a reference (the registry client's answer), and whether the cache gave it. */
+export type ResolvedManifest = ResolvedImage & { offline: boolean };
 
 /**
  * Pulls an image: resolves the reference (through an index to the wanted platform), downloads every

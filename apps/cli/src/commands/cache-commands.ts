@@ -31,6 +31,16 @@ function oneReference(
 
 const shortDigest = (digest: string) => digest.slice(0, 19);
 
+/** `inspect` and `config`: the cached image for REF (and `--platform`), offline. */
+function inspectArgument(context: CommandContext, command: string) {
+  const { reference, values } = oneReference(context, command);
+  return inspectImage(reference, {
+    ...(context.cache ? { cache: context.cache } : {}),
+    ...(values.platform ? { platform: values.platform } : {}),
+    signal: context.signal,
+  });
+}
+
 /** `ocipull images`: the cached image records. */
 export async function imagesCommand(context: CommandContext): Promise<number> {
   parseArgs({ args: context.args, options: {} });
@@ -62,12 +72,7 @@ export async function imagesCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull inspect REF`: manifest, config and layers of a cached image. */
 export async function inspectCommand(context: CommandContext): Promise<number> {
-  const { reference, values } = oneReference(context, 'inspect');
-  const inspection = await inspectImage(reference, {
-    ...(context.cache ? { cache: context.cache } : {}),
-    ...(values.platform ? { platform: values.platform } : {}),
-    signal: context.signal,
-  });
+  const inspection = await inspectArgument(context, 'inspect');
   if (context.json) {
     printJson(context, inspection);
     return ExitCode.Ok;
@@ -106,12 +111,7 @@ export async function inspectCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull config REF`: the image config as JSON. */
 export async function configCommand(context: CommandContext): Promise<number> {
-  const { reference, values } = oneReference(context, 'config');
-  const inspection = await inspectImage(reference, {
-    ...(context.cache ? { cache: context.cache } : {}),
-    ...(values.platform ? { platform: values.platform } : {}),
-    signal: context.signal,
-  });
+  const inspection = await inspectArgument(context, 'config');
   printJson(context, inspection.config);
   return ExitCode.Ok;
 }
