@@ -29,19 +29,28 @@ const INDEX_TYPES = new Set([
   'application/vnd.docker.distribution.manifest.list.v2+json',
 ]);
 
+/** A blob streamed from disk as a request body. */
+interface FileBody {
+  file: string;
+  size: number;
+}
+
 function send(
   url: string,
   target: PushTarget,
   method: string,
   headers: Record<string, string>,
-  body?: Buffer | string,
+  body?: Buffer | string | FileBody,
 ): Promise<Reply> {
+  const file = typeof body === 'object' && !Buffer.isBuffer(body) ? body : undefined;
   return new Promise((resolve, reject) => {
     const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(
       url,
       {
         method,
-        headers,
+        headers: file
+          ? { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': String(file.size) }
+          : headers,
         agent: false,
         ...(target.ca ? { ca: target.ca } : {}),
         ...(target.signal ? { signal: target.signal } : {}),
@@ -60,42 +69,8 @@ function send(
       },
     );
     request.on('error', reject);
-    request.end(body);
-  });
-}
-
-function sendFile(
-  url: string,
-  target: PushTarget,
-  headers: Record<string, string>,
-  file: string,
-  size: number,
-) {
-  return new Promise<Reply>((resolve, reject) => {
-    const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(
-      url,
-      {
-        method: 'PUT',
-        headers: { ...headers, 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
-        agent: false,
-        ...(target.ca ? { ca: target.ca } : {}),
-        ...(target.signal ? { signal: target.signal } : {}),
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            body: Buffer.concat(chunks),
-          }),
-        );
-        response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    createReadStream(file).on('error', reject).pipe(request);
+    if (file) createReadStream(file.file).on('error', reject).pipe(request);
+    else request.end(body as Buffer | string | undefined);
   });
 }
 
@@ -185,7 +160,7 @@ export async function pushLayout(
     const file = blobFile(descriptor.digest);
     const size = (await stat(file)).size;
     const headers: Record<string, string> = authorization ? { Authorization: authorization } : {};
-    const done = await sendFile(location.toString(), target, headers, file, size);
+    const done = await send(location.toString(), target, 'PUT', headers, { file, size });
     expect(done, [201], `uploading ${descriptor.digest}`);
   };
 
