@@ -701,8 +701,7 @@ class Client implements RegistryClient {
       if (authorization && url.origin === endpoint.origin) headers.authorization = authorization;
       let response: Dispatcher.ResponseData;
       try {
-        response = await this.#transport.dispatcherFor(url).request({
-          origin: url.origin,
+        response = await this.#transport.request(url, {
           path: `${url.pathname}${url.search}`,
           method: method as Dispatcher.HttpMethod,
           headers,
@@ -861,8 +860,7 @@ class Client implements RegistryClient {
       }
       let answer: Dispatcher.ResponseData;
       try {
-        answer = await this.#transport.dispatcherFor(url).request({
-          origin: url.origin,
+        answer = await this.#transport.request(url, {
           path: `${url.pathname}${url.search}`,
           method,
           headers,
