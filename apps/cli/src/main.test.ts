@@ -58,6 +58,36 @@ describe('ocipull', () => {
     expect(unknown.stderr).toContain("unknown command 'frobnicate'");
   });
 
+  it("prints each command's usage for CMD --help, CMD -h and help CMD", async () => {
+    for (const name of [
+      'pull',
+      'images',
+      'inspect',
+      'config',
+      'rm',
+      'prune',
+      'verify',
+      'unpack',
+      'login',
+      'logout',
+      'demo',
+    ]) {
+      for (const argv of [
+        [name, '--help'],
+        [name, 'x', '-h'],
+        ['help', name],
+      ]) {
+        const result = await run(argv);
+        expect({ argv, code: result.code }).toEqual({ argv, code: 0 });
+        expect(result.stdout.startsWith(`Usage: ocipull ${name}`), result.stdout).toBe(true);
+      }
+    }
+    // After `--` a "--help" is an argument, not a flag.
+    const literal = await run(['rm', '--cache', join(work, 'cache-help'), '--', '--help']);
+    expect(literal.stdout).not.toContain('Usage:');
+    expect(literal.code).toBe(1);
+  });
+
   it('pulls, lists, inspects, prints the config, unpacks, removes and prunes', async () => {
     const cache = join(work, 'cache-a');
     const ref = `${registry.host}/cli/app:v1`;

@@ -32,6 +32,54 @@ Pull defaults: --pull always, --concurrency 4 (see \`ocipull pull --help\`).
 Exit codes: 0 ok, 1 usage, 2 not found or auth, 3 network, 4 integrity, 5 local I/O, 130 interrupted.
 `;
 
+/** The usage of each command but `pull` (whose own parser prints `PULL_USAGE`), for `CMD --help` and `help CMD`. */
+export const COMMAND_USAGE: Record<string, string> = {
+  images: `Usage: ocipull images [--json]
+
+Lists the image records in the cache: reference, manifest digest and size.
+`,
+  inspect: `Usage: ocipull inspect REF [--platform OS/ARCH[/VARIANT]] [--json]
+
+Shows a cached image's manifest, config and layers (offline; pull it first).
+`,
+  config: `Usage: ocipull config REF [--platform OS/ARCH[/VARIANT]]
+
+Prints a cached image's config as JSON (offline; pull it first).
+`,
+  rm: `Usage: ocipull rm REF...
+
+Removes image records from the cache; \`ocipull prune\` then frees their blobs.
+`,
+  prune: `Usage: ocipull prune [--dry-run] [--json]
+
+Removes blobs, layer trees and partial downloads no image record references.
+`,
+  verify: `Usage: ocipull verify [DIGEST...] [--json]
+
+Re-hashes cached blobs (all, or the given digests) and quarantines the ones that do not match.
+Exit code 4 when a blob is corrupt, 2 when a given digest is missing.
+`,
+  unpack: `Usage: ocipull unpack REF DIR [--platform OS/ARCH[/VARIANT]] [--json]
+
+Flattens an already-cached image into DIR, which must not exist yet (offline; pull it first).
+`,
+  login: `Usage: ocipull login REGISTRY -u USER (--password-stdin | -p PASSWORD)
+
+Stores credentials for REGISTRY in the docker config ($DOCKER_CONFIG/config.json or
+~/.docker/config.json), or in its credential helper when one is configured. Prefer --password-stdin:
+a password on the command line is visible in shell history and \`ps\`.
+`,
+  logout: `Usage: ocipull logout REGISTRY
+
+Removes the stored credentials for REGISTRY.
+`,
+  demo: `Usage: ocipull demo [--keep] [--progress auto|tty|plain|json|none]
+
+Starts the test-harness registry on 127.0.0.1 with a built-in sample image and pulls it with
+progress into a temporary cache and rootfs (kept with --keep).
+`,
+};
+
 /**
  * Commands load on first use: `ocipull --version` or `ocipull images` should not pay for undici,
  * tar-stream or the test harness (measured: ~0.2 s and ~90 MB RSS when everything loaded eagerly).
@@ -119,8 +167,17 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   }
   const [name, ...args] = rest;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
-    stdout.write(USAGE);
+    const topic = name === 'help' ? args[0] : undefined;
+    if (topic === 'pull') return main(['pull', '--help'], options);
+    stdout.write((topic !== undefined && COMMAND_USAGE[topic]) || USAGE);
     return name === undefined ? ExitCode.Usage : ExitCode.Ok;
+  }
+  const end = args.indexOf('--');
+  const own = end < 0 ? args : args.slice(0, end);
+  const usage = COMMAND_USAGE[name];
+  if (usage !== undefined && (own.includes('--help') || own.includes('-h'))) {
+    stdout.write(usage);
+    return ExitCode.Ok;
   }
   const context: CommandContext = {
     args,
