@@ -66,7 +66,7 @@ const MAX_SYMLINK_HOPS = 40;
 /**
  * Writes tar entries into a directory tree, synchronously. Every entry is resolved inside `root`
  * component by component with lstat (never following a symlink out of the root), files are written
- * with O_NOFOLLOW|O_EXCL after the old entry is removed, and directory metadata is deferred until
+ * with O_NOFOLLOW|O_EXCL (an existing entry is removed and the create retried), and directory metadata is deferred until
  * `finish` (deepest first) so read-only directories and mtimes survive their children being written.
  *
  * Synchronous fs calls are deliberate: a layer is thousands of small files, and one promise per
@@ -253,9 +253,11 @@ export class TreeWriter {
     mtime: number | undefined,
     sparseSize: number | undefined,
   ): BodySink {
-    const path = this.#place(name, parts, 'file');
+    let fd = -1;
+    const path = this.#place(name, parts, 'file', (target) => {
+      fd = fs.openSync(target, OPEN_NEW_FILE, 0o600);
+    });
     const full = this.#full(path);
-    const fd = fs.openSync(full, OPEN_NEW_FILE, 0o600);
     let closed = false;
     const abort = () => {
       if (closed) return;
@@ -297,7 +299,7 @@ export class TreeWriter {
     gid: number,
     mtime: number | undefined,
   ): void {
-    const path = this.#place(name, parts, 'directory');
+    const path = this.#place(name, parts, 'directory', (target) => fs.mkdirSync(target, 0o700));
     this.#deferred.set(path, { mode, uid, gid, mtime });
     this.#xattrs(this.#full(path), name, header, 'directory');
   }
@@ -311,10 +313,9 @@ export class TreeWriter {
     mtime: number | undefined,
   ): void {
     if (target === '') throw new UnsafePathError(name, 'symlink without a target');
-    const path = this.#place(name, parts, 'symlink');
-    const full = this.#full(path);
     // The target is stored verbatim (absolute targets stay absolute); it is never followed while extracting.
-    fs.symlinkSync(target, full);
+    const path = this.#place(name, parts, 'symlink', (full) => fs.symlinkSync(target, full));
+    const full = this.#full(path);
     if (this.#isRoot) {
       const [hostUid, hostGid] = this.#mapIds(name, uid, gid);
       fs.lchownSync(full, hostUid, hostGid);
@@ -581,20 +582,31 @@ export class TreeWriter {
   }
 
   /**
-   * Resolves an entry's path and clears the way for it: an existing directory stays when a directory
-   * replaces it (overlay merges them), anything else is removed without following links.
+   * Resolves an entry's path, clears the way for it and creates it with `create` when given: an
+   * existing directory stays when a directory replaces it (overlay merges them), anything else is
+   * removed without following links.
    */
-  #place(name: string, parts: string[], kind: string): string {
+  #place(name: string, parts: string[], kind: string, create?: (full: string) => void): string {
     const dir = this.#resolveDir(name, parts.slice(0, -1), true) as string;
     const path = join(dir, parts[parts.length - 1] as string);
     const full = this.#full(path);
-    const stat = fs.lstatSync(full, { throwIfNoEntry: false });
     this.#markAdded(path);
+    if (create !== undefined) {
+      // Optimistic, as GNU tar is: almost every entry is new, so create it (O_EXCL semantics: open,
+      // mkdir and symlink never follow or replace what is there) and look only when the name is taken.
+      try {
+        create(full);
+        return path;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+    }
+    const stat = fs.lstatSync(full, { throwIfNoEntry: false });
     if (stat !== undefined) {
       if (kind === 'directory' && stat.isDirectory()) return path;
       this.#remove(path, stat);
     }
-    if (kind === 'directory') fs.mkdirSync(full, 0o700);
+    create?.(full);
     return path;
   }
 
