@@ -329,9 +329,20 @@ describe('ocipull CLI against authenticated registries', () => {
       const wrongConfig = join(work, 'docker-tls-wrong');
       const reference = `${tls.host}/secure/image:overlay`;
       const ca = ['--ca-file', tls.caFile!];
+      // login checks with the registry first (as docker login does): a wrong password is refused, nothing stored.
+      const badLogin = await cli(['login', tls.host, '-u', user, '-p', 'wrong-password', ...ca], {
+        DOCKER_CONFIG: wrongConfig,
+      });
+      expect(badLogin.code, badLogin.stderr).toBe(2);
+      expect(badLogin.stderr).toContain('ERR_UNAUTHORIZED');
+      expect(badLogin.stderr).not.toContain('wrong-password');
+      expect(existsSync(join(wrongConfig, 'config.json'))).toBe(false);
       expect(
-        (await cli(['login', tls.host, '-u', user, '-p', 'wrong-password'], { DOCKER_CONFIG: wrongConfig }))
-          .code,
+        (
+          await cli(['login', tls.host, '-u', user, '-p', 'wrong-password', '--no-verify'], {
+            DOCKER_CONFIG: wrongConfig,
+          })
+        ).code,
       ).toBe(0);
       const refused = await cli(['pull', reference, '--cache', join(work, 'cache-tls-wrong'), ...ca], {
         DOCKER_CONFIG: wrongConfig,
@@ -349,7 +360,8 @@ describe('ocipull CLI against authenticated registries', () => {
       expect(untrusted.code, untrusted.stderr).toBe(3);
       expect(untrusted.stderr).toMatch(/certificate|TLS/i);
       expect(
-        (await cli(['login', tls.host, '-u', user, '-p', password], { DOCKER_CONFIG: dockerConfig })).code,
+        (await cli(['login', tls.host, '-u', user, '-p', password, ...ca], { DOCKER_CONFIG: dockerConfig }))
+          .code,
       ).toBe(0);
       const pulled = await cli(
         ['pull', reference, '--cache', join(work, 'cache-tls'), '--rootfs', join(work, 'rootfs-tls'), ...ca],
@@ -387,6 +399,11 @@ describe('ocipull CLI against authenticated registries', () => {
           expect(
             (await cli(['login', token.host, '-u', user, '-p', password], { DOCKER_CONFIG: config })).code,
           ).toBe(0);
+          const refused = await cli(['login', token.host, '-u', user, '-p', 'not-it'], {
+            DOCKER_CONFIG: join(work, 'docker-token-wrong'),
+          });
+          expect(refused.code, refused.stderr).toBe(2);
+          expect(refused.stderr).not.toContain('not-it');
           expect(
             (
               await cli(

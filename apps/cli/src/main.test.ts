@@ -174,19 +174,35 @@ describe('ocipull', () => {
   it('logs in and out in the docker config format without printing the password', async () => {
     const home = join(work, 'docker-config');
     const env = { DOCKER_CONFIG: home };
-    const login = await run(['login', 'registry.example:5000', '-u', 'alice', '--password-stdin'], {
-      stdin: 's3cret\n',
-      env,
-    });
+    const login = await run(
+      ['login', 'registry.example:5000', '-u', 'alice', '--password-stdin', '--no-verify'],
+      {
+        stdin: 's3cret\n',
+        env,
+      },
+    );
     expect(login.code, login.stderr).toBe(0);
     expect(login.stdout + login.stderr).not.toContain('s3cret');
     const config = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));
     expect(config.auths['registry.example:5000'].auth).toBe(Buffer.from('alice:s3cret').toString('base64'));
     expect((await stat(join(home, 'config.json'))).mode & 0o777).toBe(0o600);
-    const hub = await run(['login', 'docker.io', '-u', 'bob', '--password-stdin'], { stdin: 'pw', env });
+    const hub = await run(['login', 'docker.io', '-u', 'bob', '--password-stdin', '--no-verify'], {
+      stdin: 'pw',
+      env,
+    });
     expect(hub.code).toBe(0);
     expect(Object.keys(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).auths)).toContain(
       'https://index.docker.io/v1/',
+    );
+    // Verified against a registry that asks for no credentials: stored, with a note.
+    const open = await run(['login', registry.host, '-u', 'carol', '--password-stdin'], {
+      stdin: 'pw3',
+      env,
+    });
+    expect(open.code, open.stderr).toBe(0);
+    expect(open.stderr).toContain('did not ask for credentials');
+    expect(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).auths[registry.host].auth).toBe(
+      Buffer.from('carol:pw3').toString('base64'),
     );
     expect((await run(['logout', 'registry.example:5000'], { env })).code).toBe(0);
     const after = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));

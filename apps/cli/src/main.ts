@@ -16,7 +16,7 @@ Commands:
   prune               remove unreferenced blobs, layer trees and partial downloads
   verify [DIGEST...]  re-hash cached blobs, quarantine bad ones
   unpack REF DIR      flatten an already-cached image into DIR
-  login REGISTRY      store credentials in the docker config (-u USER, --password-stdin)
+  login REGISTRY      check and store credentials in the docker config (-u USER, --password-stdin)
   logout REGISTRY     remove stored credentials
   demo                pull a built-in sample image from an in-process registry
 
@@ -63,11 +63,18 @@ Exit code 4 when a blob is corrupt, 2 when a given digest is missing.
 
 Flattens an already-cached image into DIR, which must not exist yet (offline; pull it first).
 `,
-  login: `Usage: ocipull login REGISTRY -u USER (--password-stdin | -p PASSWORD)
+  login: `Usage: ocipull login REGISTRY -u USER (--password-stdin | -p PASSWORD) [options]
 
-Stores credentials for REGISTRY in the docker config ($DOCKER_CONFIG/config.json or
-~/.docker/config.json), or in its credential helper when one is configured. Prefer --password-stdin:
-a password on the command line is visible in shell history and \`ps\`.
+Checks the credentials with REGISTRY (as docker login does) and stores them in the docker config
+($DOCKER_CONFIG/config.json or ~/.docker/config.json), or in its credential helper when one is
+configured. Prefer --password-stdin: a password on the command line is visible in shell history and \`ps\`.
+
+Options:
+  --no-verify         store without asking the registry
+  --insecure          plain HTTP (loopback registries default to it)
+  --tls               HTTPS even for a loopback registry (implied by --ca-file, --tls-skip-verify)
+  --ca-file FILE      extra CA certificate (PEM) for REGISTRY
+  --tls-skip-verify   do not verify REGISTRY's TLS certificate (dangerous)
 `,
   logout: `Usage: ocipull logout REGISTRY
 

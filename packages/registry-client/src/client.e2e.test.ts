@@ -191,6 +191,57 @@ describe('registry client against the real distribution registry', () => {
     expect(closed.tokenRequests?.length).toBeGreaterThan(0);
   });
 
+  it('checkCredentials: what docker login checks, over plain HTTP, TLS+basic and token auth', async () => {
+    const plain = await start();
+    expect(await client().checkCredentials(plain.host)).toEqual({
+      registry: plain.host,
+      authenticated: false,
+    });
+
+    const tls = await start({ mode: 'tls-basic' });
+    const ca = await readFile(tls.caFile!, 'utf8');
+    const [tlsUser, tlsPassword] = Object.entries(tls.users)[0]!;
+    const tlsClient = (password: string) =>
+      client({
+        registries: { [tls.host]: { ca, insecure: false } },
+        credentials: { [tls.host]: { username: tlsUser, password } },
+      });
+    expect(await tlsClient(tlsPassword).checkCredentials(tls.host)).toEqual({
+      registry: tls.host,
+      authenticated: true,
+    });
+    const refused = await rejection(tlsClient('definitely-wrong').checkCredentials(tls.host));
+    expect([refused.code, refused.status]).toEqual([ErrorCode.Unauthorized, 401]);
+    expect(refused.message).not.toContain('definitely-wrong');
+    const missing = await rejection(
+      client({ registries: { [tls.host]: { ca, insecure: false } } }).checkCredentials(tls.host),
+    );
+    expect(missing.code).toBe(ErrorCode.Unauthorized);
+    expect(missing.message).toContain('none were found');
+
+    const token = await start({ mode: 'token', anonymousPull: false });
+    const [user, password] = Object.entries(token.users)[0]!;
+    const before = token.tokenRequests?.length ?? 0;
+    expect(
+      await client({ credentials: { [token.host]: { username: user, password } } }).checkCredentials(
+        `http://${token.host}/v2/`,
+      ),
+    ).toEqual({ registry: token.host, authenticated: true });
+    const wrongToken = await rejection(
+      client({ credentials: { [token.host]: { username: user, password: 'nope-nope' } } }).checkCredentials(
+        token.host,
+      ),
+    );
+    expect(wrongToken.code).toBe(ErrorCode.Unauthorized);
+    expect(wrongToken.message).not.toContain('nope-nope');
+    // The login check asks for a token without any repository scope.
+    const asked = token.tokenRequests!.slice(before);
+    expect(asked.map((request) => [request.user, request.scopes, request.status])).toEqual([
+      [user, [], 200],
+      [undefined, [], 401],
+    ]);
+  });
+
   it('pull-through mirror: served through the mirror, falls back to the upstream when it is down', async () => {
     const upstream = await start({ mode: 'http' });
     await upstream.push(image.dir, 'v1', 'team/app');

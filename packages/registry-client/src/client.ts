@@ -167,8 +167,24 @@ export interface RegistryClient {
   fetchBlob(reference: Reference | string, descriptor: Descriptor, options?: FetchOptions): Promise<Readable>;
   /** The blobs of one repository as a `BlobSource`. */
   blobSource(reference: Reference | string): BlobSource;
+  /**
+   * Checks a registry's credentials the way `docker login` does, before anyone stores them: pings
+   * `/v2/`, and behind a Basic challenge sends them to `/v2/`, behind a Bearer challenge asks the
+   * token server for a token without a repository scope. Resolves with `authenticated: false` when
+   * the registry needs no credentials at all; rejects with `ERR_UNAUTHORIZED` when they are refused.
+   * Mirrors are never asked: credentials belong to the registry itself.
+   */
+  checkCredentials(registry: string, options?: { signal?: AbortSignal }): Promise<CredentialCheck>;
   /** Closes every connection; the client is unusable afterwards. */
   close(): Promise<void>;
+}
+
+/** The answer of `checkCredentials`. */
+export interface CredentialCheck {
+  /** The registry host the credentials were checked against (`docker.io` for Docker Hub). */
+  registry: string;
+  /** False when the registry answered `/v2/` without asking for credentials. */
+  authenticated: boolean;
 }
 
 /** One place requests go: the upstream registry or one of its mirrors. */
@@ -491,6 +507,66 @@ class Client implements RegistryClient {
   blobSource(input: Reference | string): BlobSource {
     const reference = toReference(input);
     return { fetch: (descriptor, options) => this.fetchBlob(reference, descriptor, options) };
+  }
+
+  async checkCredentials(registry: string, options: { signal?: AbortSignal } = {}): Promise<CredentialCheck> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    // A placeholder repository gives the registry Docker's normalisation (auth-file keys such as
+    // https://index.docker.io/v1/, docker.io, ports, IPv6); a bad registry fails as ERR_INVALID_REFERENCE.
+    const reference = toReference(`${normalizeAuthKey(registry)}/ocipull/check`);
+    const endpoint = this.#endpoints(reference).at(-1) as Endpoint;
+    const spec: RequestSpec = { method: 'GET', path: '/v2/', kind: 'ping', what: 'the API root', signal };
+    const name = endpoint.registry;
+    return this.#retrying(name, signal, this.#policy.retries, async () => {
+      const ping = await this.#send(endpoint, spec, undefined);
+      if (ping.statusCode >= 200 && ping.statusCode < 300) {
+        await discard(ping.body);
+        return { registry: name, authenticated: false };
+      }
+      if (ping.statusCode !== 401) throw await this.#errorFrom(ping, endpoint, spec);
+      const challenge = pickChallenge(parseChallenges(ping.headers['www-authenticate']));
+      await discard(ping.body);
+      if (!challenge) {
+        throw new RegistryError(
+          ErrorCode.Unauthorized,
+          `${name} answered 401 without a challenge we can answer`,
+          {
+            status: 401,
+            registry: name,
+          },
+        );
+      }
+      const credentials = await this.#credentialsFor(name, '', signal);
+      if (!credentials) {
+        throw new RegistryError(
+          ErrorCode.Unauthorized,
+          `${name} asks for credentials and none were found (options.credentials, auth files, credential helpers)`,
+          { status: 401, registry: name },
+        );
+      }
+      if (challenge.scheme === 'bearer' && !credentials.registryToken) {
+        await this.#fetchToken(endpoint, challenge, '', credentials, signal);
+        return { registry: name, authenticated: true };
+      }
+      let authorization: string | undefined;
+      if (credentials.registryToken) authorization = `Bearer ${credentials.registryToken}`;
+      else if (credentials.username !== undefined && credentials.password !== undefined)
+        authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+      const answer =
+        authorization === undefined ? undefined : await this.#send(endpoint, spec, authorization);
+      if (answer !== undefined && answer.statusCode >= 200 && answer.statusCode < 300) {
+        await discard(answer.body);
+        return { registry: name, authenticated: true };
+      }
+      if (answer !== undefined && answer.statusCode !== 401 && answer.statusCode !== 403)
+        throw await this.#errorFrom(answer, endpoint, spec);
+      if (answer !== undefined) await discard(answer.body);
+      throw new RegistryError(ErrorCode.Unauthorized, `${name} refused the credentials`, {
+        ...(answer === undefined ? {} : { status: answer.statusCode }),
+        registry: name,
+      });
+    });
   }
 
   async close(): Promise<void> {
@@ -832,7 +908,7 @@ class Client implements RegistryClient {
     if (settings && !this.#registries.has(realm.host.toLowerCase()))
       this.#transport.configureHost(realm.host, settings);
     const tokenEndpoint: Endpoint = { registry: realm.host, origin: realm.origin, mirror: false };
-    const what = `a token for ${wantedScope}`;
+    const what = wantedScope === '' ? 'a token' : `a token for ${wantedScope}`;
     const response = await this.#retrying(endpoint.registry, signal, this.#policy.retries, async () => {
       const headers: Record<string, string> = { 'user-agent': this.#userAgent, accept: 'application/json' };
       let method: 'GET' | 'POST' = 'GET';
@@ -846,13 +922,14 @@ class Client implements RegistryClient {
           grant_type: 'refresh_token',
           refresh_token: credentials.identityToken,
           client_id: 'ocipull',
-          scope: wantedScope,
         });
+        if (wantedScope !== '') form.set('scope', wantedScope);
         if (service) form.set('service', service);
         body = form.toString();
       } else {
         if (service) url.searchParams.set('service', service);
-        url.searchParams.set('scope', wantedScope);
+        // No scope at all is a login check (what `docker login` asks for).
+        if (wantedScope !== '') url.searchParams.set('scope', wantedScope);
         if (credentials?.username !== undefined && credentials.password !== undefined) {
           url.searchParams.set('account', credentials.username);
           headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
@@ -879,7 +956,7 @@ class Client implements RegistryClient {
               : error.code === ErrorCode.Denied
                 ? ErrorCode.Denied
                 : ErrorCode.Unauthorized,
-            `${endpoint.registry}: the token server refused ${credentials ? 'the configured credentials' : 'anonymous access'} for ${wantedScope} (${error.status})`,
+            `${endpoint.registry}: the token server refused ${credentials ? 'the configured credentials' : 'anonymous access'} ${wantedScope === '' ? '' : ` for ${wantedScope}`} (${error.status})`,
             { status: error.status, errors: error.errors, registry: endpoint.registry },
           );
         }

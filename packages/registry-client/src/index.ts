@@ -1,6 +1,7 @@
 export { BLOB_HIGH_WATER_MARK, type BlobBodyOptions, BlobBodyStream } from './blob-stream.ts';
 export { type Challenge, formatChallenges, parseChallenges, pickChallenge } from './challenge.ts';
 export type {
+  CredentialCheck,
   FetchedManifest,
   FetchManifestOptions,
   ManifestHead,

@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import type { CredentialCheck, RegistryTransportOptions } from '@ocipull/registry-client';
 import type { CommandContext } from '../context.ts';
 import { usageError } from '../context.ts';
 import { removeCredentials, saveCredentials } from '../docker-config.ts';
@@ -23,6 +25,11 @@ export async function loginCommand(context: CommandContext): Promise<number> {
       username: { type: 'string', short: 'u' },
       password: { type: 'string', short: 'p' },
       'password-stdin': { type: 'boolean' },
+      'no-verify': { type: 'boolean' },
+      insecure: { type: 'boolean' },
+      tls: { type: 'boolean' },
+      'ca-file': { type: 'string' },
+      'tls-skip-verify': { type: 'boolean' },
     },
   });
   if (positionals.length !== 1)
@@ -39,10 +46,46 @@ export async function loginCommand(context: CommandContext): Promise<number> {
       'warning: a password given with -p is visible to other users; prefer --password-stdin\n',
     );
   }
+  if (!values['no-verify']) {
+    const answer = await checkLogin(positionals[0]!, username, password, values, context);
+    if (!answer.authenticated && !context.quiet)
+      context.stderr.write(`note: ${answer.registry} did not ask for credentials; storing them anyway\n`);
+  }
   const path = await saveCredentials(positionals[0]!, { username, password }, context.env);
   if (!context.quiet)
     context.stdout.write(`login succeeded: credentials for ${positionals[0]} stored in ${path}\n`);
   return ExitCode.Ok;
+}
+
+/**
+ * Asks the registry whether it takes these credentials before they are stored, as `docker login`
+ * does: a refusal is `ERR_UNAUTHORIZED` (exit code 2) and nothing is written.
+ */
+async function checkLogin(
+  registry: string,
+  username: string,
+  password: string,
+  values: { insecure?: boolean; tls?: boolean; 'ca-file'?: string; 'tls-skip-verify'?: boolean },
+  context: CommandContext,
+): Promise<CredentialCheck> {
+  const { createRegistryClient, normalizeAuthKey } = await import('@ocipull/registry-client');
+  const host = normalizeAuthKey(registry);
+  const transport: RegistryTransportOptions = {};
+  if (values.insecure) transport.insecure = true;
+  if (values['ca-file']) transport.ca = await readFile(values['ca-file'], 'utf8');
+  if (values['tls-skip-verify']) transport.skipVerify = true;
+  if (values.tls || values['ca-file'] || values['tls-skip-verify']) transport.insecure = false;
+  const client = createRegistryClient({
+    dockerConfig: false,
+    credentials: { [host]: { username, password } },
+    registries: { [host]: transport },
+    env: context.env,
+  });
+  try {
+    return await client.checkCredentials(host, { signal: context.signal });
+  } finally {
+    await client.close();
+  }
 }
 
 /** `ocipull logout REGISTRY`. */
