@@ -32,6 +32,11 @@ export interface WriteFileAtomicOptions {
   mode?: number;
   /** Where to put the temp file; must be on the same filesystem. Default the target's directory. */
   tempDirectory?: string;
+  /**
+   * fsync the file and its directory (default true). Without it a crash may leave the old file, no
+   * file or (on some filesystems) an empty one, but never a torn mix: only for files whose loss is harmless.
+   */
+  durable?: boolean;
 }
 
 /**
@@ -51,13 +56,13 @@ export async function writeFileAtomic(
     const handle = await open(temp, 'wx', options.mode ?? 0o644);
     try {
       await handle.writeFile(bytes);
-      await handle.sync();
+      if (options.durable !== false) await handle.sync();
     } finally {
       await handle.close();
     }
     await rename(temp, path);
     renamed = true;
-    await syncDirectory(dirname(path));
+    if (options.durable !== false) await syncDirectory(dirname(path));
   } catch (error) {
     if (!renamed) await unlink(temp).catch(() => {});
     throw fsError(error, `writing ${path}`);
