@@ -1,5 +1,7 @@
+import { readFile } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { ErrorCode, OciError } from '@ocipull/core';
+import type { RegistryTransportOptions } from '@ocipull/registry-client';
 
 /** What every command gets: its arguments, the global flags and where to write. */
 export interface CommandContext {
@@ -41,4 +43,27 @@ export function formatTable(header: string[], rows: string[][]): string {
       .join('  ')
       .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** The TLS flags `pull` and `login` share. */
+export interface TlsFlags {
+  tls?: boolean | undefined;
+  'ca-file'?: string | undefined;
+  'tls-skip-verify'?: boolean | undefined;
+}
+
+/**
+ * Applies `--ca-file`, `--tls-skip-verify` and `--tls` to a registry's transport options. Loopback
+ * registries default to plain HTTP (like Docker's built-in insecure range); asking for a CA or for
+ * TLS options means the user runs TLS there.
+ */
+export async function withTlsFlags(
+  options: RegistryTransportOptions,
+  flags: TlsFlags,
+): Promise<RegistryTransportOptions> {
+  const result = { ...options };
+  if (flags['ca-file']) result.ca = await readFile(flags['ca-file'], 'utf8');
+  if (flags['tls-skip-verify']) result.skipVerify = true;
+  if (flags.tls || flags['ca-file'] || flags['tls-skip-verify']) result.insecure = false;
+  return result;
 }

@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import type { CredentialCheck, RegistryTransportOptions } from '@ocipull/registry-client';
-import type { CommandContext } from '../context.ts';
-import { usageError } from '../context.ts';
+import type { CredentialCheck } from '@ocipull/registry-client';
+import { type CommandContext, type TlsFlags, usageError, withTlsFlags } from '../context.ts';
 import { removeCredentials, saveCredentials } from '../docker-config.ts';
 import { ExitCode } from '../exit-codes.ts';
 
@@ -65,16 +63,12 @@ async function checkLogin(
   registry: string,
   username: string,
   password: string,
-  values: { insecure?: boolean; tls?: boolean; 'ca-file'?: string; 'tls-skip-verify'?: boolean },
+  values: TlsFlags & { insecure?: boolean | undefined },
   context: CommandContext,
 ): Promise<CredentialCheck> {
   const { createRegistryClient, normalizeAuthKey } = await import('@ocipull/registry-client');
   const host = normalizeAuthKey(registry);
-  const transport: RegistryTransportOptions = {};
-  if (values.insecure) transport.insecure = true;
-  if (values['ca-file']) transport.ca = await readFile(values['ca-file'], 'utf8');
-  if (values['tls-skip-verify']) transport.skipVerify = true;
-  if (values.tls || values['ca-file'] || values['tls-skip-verify']) transport.insecure = false;
+  const transport = await withTlsFlags(values.insecure ? { insecure: true } : {}, values);
   const client = createRegistryClient({
     dockerConfig: false,
     credentials: { [host]: { username, password } },

@@ -7,7 +7,7 @@ import {
 } from '@ocipull/progress';
 import { DEFAULT_CONCURRENCY, PULL_POLICIES, type PullPolicy, pull } from '@ocipull/pull';
 import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
-import { type CommandContext, printJson, usageError } from '../context.ts';
+import { type CommandContext, printJson, usageError, withTlsFlags } from '../context.ts';
 
 /** Usage of `ocipull pull`. */
 export const PULL_USAGE = `Usage: ocipull pull REF [options]
@@ -109,16 +109,8 @@ export async function pullCommand(context: CommandContext): Promise<number> {
   const registries: Record<string, RegistryTransportOptions> = {};
   for (const host of values['insecure-registry'] ?? [])
     registries[host] = { ...registries[host], insecure: true };
-  const own: RegistryTransportOptions = { ...registries[reference.registry] };
+  const own = await withTlsFlags({ ...registries[reference.registry] }, values);
   if (values.mirror?.length) own.mirrors = values.mirror;
-  if (values['ca-file']) {
-    const { readFile } = await import('node:fs/promises');
-    own.ca = await readFile(values['ca-file'], 'utf8');
-  }
-  if (values['tls-skip-verify']) own.skipVerify = true;
-  // Loopback registries default to plain HTTP (like Docker's built-in insecure range); asking for a CA
-  // or for TLS options means the user runs TLS there.
-  if (values.tls || values['ca-file'] || values['tls-skip-verify']) own.insecure = false;
   registries[reference.registry] = own;
 
   const progress = progressSink(context, values.progress);
