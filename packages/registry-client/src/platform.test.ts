@@ -105,11 +105,18 @@ describe('selectManifest', () => {
     expect(() => selectManifest(onlyV5, 'linux/arm/v7')).toThrow(PlatformNotFoundError);
   });
 
-  it('prefers an exact os.version, else the first match', () => {
+  it('prefers an exact os.version, then the same build, else the first match', () => {
     expect(
       selectManifest(multi, { os: 'windows', architecture: 'amd64', 'os.version': '10.0.20348.2' }).digest,
     ).toBe(digestOf(7));
     expect(selectManifest(multi, 'windows/amd64').digest).toBe(digestOf(6));
+    // Another revision of the same build beats an earlier-listed other build, as in containerd.
+    expect(
+      selectManifest(multi, { os: 'windows', architecture: 'amd64', 'os.version': '10.0.20348.900' }).digest,
+    ).toBe(digestOf(7));
+    expect(
+      selectManifest(multi, { os: 'windows', architecture: 'amd64', 'os.version': '10.0.26100.1' }).digest,
+    ).toBe(digestOf(6));
   });
 
   it('requires os.features of the entry to be wanted', () => {

@@ -116,8 +116,9 @@ export function isAttestation(descriptor: Descriptor): boolean {
 /**
  * Picks the manifest for `wanted` from an index or manifest list: os and architecture must match
  * after normalisation, the variant must match (or fall back when asked), `os.version` prefers an exact
- * match then any, and `os.features` of the entry must all be wanted. Skips attestation entries and
- * nested indexes. Throws `PlatformNotFoundError` listing what the index offers.
+ * match, then the same build (`10.0.17763.*`), then any, and `os.features` of the entry must all be
+ * wanted. Skips attestation entries and nested indexes. Throws `PlatformNotFoundError` listing what the
+ * index offers.
  */
 export function selectManifest(
   index: ImageIndex,
@@ -149,6 +150,14 @@ export function selectManifest(
     if (version) {
       const exact = matches.find((entry) => entry.platform?.['os.version'] === version);
       if (exact) return exact;
+      // Windows versions are major.minor.build.revision; like containerd, a host takes any revision
+      // of its own build before another build.
+      const build = osBuild(version);
+      const sameBuild = matches.find((entry) => {
+        const offered = entry.platform?.['os.version'];
+        return offered !== undefined && osBuild(offered) === build;
+      });
+      if (sameBuild) return sameBuild;
     }
     return matches[0]!;
   }
@@ -160,6 +169,11 @@ export function selectManifest(
     ),
   ];
   throw new PlatformNotFoundError(formatPlatform(target), available);
+}
+
+/** `10.0.17763` of `10.0.17763.1234`: the version without its revision. */
+function osBuild(version: string): string {
+  return version.split('.').slice(0, 3).join('.');
 }
 
 /** Index entries that are image manifests; entries without a media type are assumed to be. */
