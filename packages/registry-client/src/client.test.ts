@@ -224,6 +224,80 @@ describe('registry client against the harness registry', () => {
   });
 
   describe('blobs and faults', () => {
+    it('descriptor urls (foreign layers): tried first without credentials, resumed with Range, then the registry', async () => {
+      const foreign = Buffer.from(Array.from({ length: 300_000 }, (_, index) => (index * 31 + 7) % 251));
+      const foreignDigest =
+        `sha256:${createHash('sha256').update(foreign).digest('hex')}` as Descriptor['digest'];
+      const seen: { url: string; authorization?: string; range?: string }[] = [];
+      const server: Server = createServer((request, response) => {
+        seen.push({
+          url: request.url ?? '',
+          ...(request.headers.authorization ? { authorization: request.headers.authorization } : {}),
+          ...(request.headers.range ? { range: request.headers.range } : {}),
+        });
+        if (request.url !== '/layer.tar.gz?sig=s3cret-signature') {
+          response.writeHead(404).end();
+          return;
+        }
+        const start = Number(/^bytes=(\d+)-$/.exec(request.headers.range ?? '')?.[1] ?? 0);
+        response.writeHead(start > 0 ? 206 : 200, {
+          'content-length': String(foreign.length - start),
+          ...(start > 0 ? { 'content-range': `bytes ${start}-${foreign.length - 1}/${foreign.length}` } : {}),
+        });
+        response.end(foreign.subarray(start));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const closedPort = await new Promise<number>((resolve) => {
+        const probe = createServer().listen(0, '127.0.0.1', () => {
+          const { port } = probe.address() as { port: number };
+          probe.close(() => resolve(port));
+        });
+      });
+      try {
+        const { port } = server.address() as { port: number };
+        const good = `http://127.0.0.1:${port}/layer.tar.gz?sig=s3cret-signature`;
+        const descriptor: Descriptor = {
+          mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+          digest: foreignDigest,
+          size: foreign.length,
+          urls: [`http://127.0.0.1:${closedPort}/gone`, 'ftp://127.0.0.1/layer', good],
+        };
+        const registryClient = client({
+          retries: 0,
+          credentials: { [registry.host]: { username: 'u', password: 'registry-password' } },
+        });
+        const whole = await drain(await registryClient.fetchBlob(ref('library/app'), descriptor));
+        expect(whole.error).toBeUndefined();
+        expect(whole.bytes.equals(foreign)).toBe(true);
+        const fallbacks = events.filter((event) => event.type === 'blob-url-fallback');
+        expect(fallbacks.map((event) => [event.host, event.code])).toEqual([
+          [`127.0.0.1:${closedPort}`, ErrorCode.Network],
+          ['127.0.0.1', undefined],
+        ]);
+        expect(JSON.stringify(events)).not.toContain('s3cret-signature');
+        const rest = await drain(
+          await registryClient.fetchBlob(ref('library/app'), descriptor, { offset: 1000 }),
+        );
+        expect(rest.bytes.equals(foreign.subarray(1000))).toBe(true);
+        expect(seen.at(-1)?.range).toBe('bytes=1000-');
+        expect(seen.every((request) => request.authorization === undefined)).toBe(true);
+        // Neither URL has it: the registry serves the layer.
+        const registryOnly = { ...layer, urls: [`http://127.0.0.1:${port}/missing`] };
+        const fromRegistry = await drain(await registryClient.fetchBlob(ref('library/app'), registryOnly));
+        expect(fromRegistry.bytes.equals(layerBytes)).toBe(true);
+        expect(events.at(-1)).toMatchObject({ type: 'blob-url-fallback', status: 404 });
+        // blobUrls: false never asks the URL.
+        const before = seen.length;
+        const refused = await rejection(
+          client({ blobUrls: false }).fetchBlob(ref('library/app'), descriptor),
+        );
+        expect(refused.status).toBe(404);
+        expect(seen.length).toBe(before);
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+    });
+
     it('streams a blob whole', async () => {
       const { bytes, error } = await drain(await client().fetchBlob(ref('library/app'), layer));
       expect(error).toBeUndefined();

@@ -79,7 +79,16 @@ export type RegistryEvent =
       code?: ErrorCode;
       status?: number;
     }
-  | { type: 'blob-range-ignored'; registry: string; digest: string; offset: number };
+  | { type: 'blob-range-ignored'; registry: string; digest: string; offset: number }
+  | {
+      /** A descriptor `urls` entry failed; the next one, then the registry, is tried. */
+      type: 'blob-url-fallback';
+      /** The URL's host (`host:port`); never its path or query, which may carry a signature. */
+      host: string;
+      digest: string;
+      code?: ErrorCode;
+      status?: number;
+    };
 
 /** Options of `createRegistryClient`; every field is optional. */
 export interface RegistryClientOptions {
@@ -106,6 +115,12 @@ export interface RegistryClientOptions {
   onEvent?: (event: RegistryEvent) => void;
   /** Environment for proxies and auth files. Default `process.env`. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Try a blob descriptor's `urls` (http/https, e.g. non-distributable "foreign" layers) before the
+   * registry, as containerd and Docker do; never with the registry's credentials, and the bytes are
+   * verified against the digest like any other. Default true.
+   */
+  blobUrls?: boolean;
 }
 
 /** Options of `resolve`. */
@@ -456,6 +471,12 @@ class Client implements RegistryClient {
     throwIfAborted(signal);
     // Nothing left to read: a Range of `bytes=<size>-` would only earn a 416.
     if (offset === descriptor.size) return Readable.from([], { objectMode: false });
+    if (this.#options.blobUrls !== false) {
+      for (const url of descriptor.urls ?? []) {
+        const stream = await this.#fetchBlobUrl(url, descriptor, offset, signal);
+        if (stream) return stream;
+      }
+    }
     return this.#withEndpoints(reference, 'blob', async (endpoint) => {
       const response = await this.#request(
         endpoint,
@@ -470,37 +491,99 @@ class Client implements RegistryClient {
         },
         async (answer) => answer,
       );
-      let skip = 0;
-      if (offset > 0) {
-        if (response.statusCode === 206) {
-          const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(response.headers, 'content-range') ?? '');
-          if (!range || Number(range[1]) !== offset) {
-            response.body.destroy();
-            throw new RegistryError(
-              ErrorCode.Registry,
-              `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
-              { status: 206, registry: endpoint.registry, retryable: false },
-            );
-          }
-        } else {
-          // A 200 to a ranged request carries the whole blob: drop the prefix while streaming.
-          skip = offset;
-          this.#emit({
-            type: 'blob-range-ignored',
-            registry: endpoint.registry,
-            digest: descriptor.digest,
-            offset,
-          });
-        }
-      }
-      return new BlobBodyStream(response.body, {
-        digest: descriptor.digest,
-        registry: endpoint.registry,
-        start: offset,
-        skip,
-        expected: descriptor.size - offset,
-        ...(signal ? { signal } : {}),
+      return this.#blobBody(endpoint, response, descriptor, offset, signal);
+    });
+  }
+
+  /**
+   * One `urls` entry of a descriptor: a plain GET (Range when resuming) without any Authorization,
+   * redirects followed, retried like registry requests. Undefined when it failed (reported as a
+   * `blob-url-fallback` event), so the caller goes on to the next URL or the registry.
+   */
+  async #fetchBlobUrl(
+    text: string,
+    descriptor: Descriptor,
+    offset: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Readable | undefined> {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      this.#emit({ type: 'blob-url-fallback', host: '', digest: descriptor.digest });
+      return undefined;
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      this.#emit({ type: 'blob-url-fallback', host: url.host, digest: descriptor.digest });
+      return undefined;
+    }
+    const endpoint: Endpoint = { registry: url.host, origin: url.origin, mirror: false };
+    const spec: RequestSpec = {
+      method: 'GET',
+      path: `${url.pathname}${url.search}`,
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      kind: 'blob',
+      what: `blob ${descriptor.digest}`,
+      signal,
+    };
+    try {
+      const response = await this.#retrying(url.host, signal, this.#policy.retries, async () => {
+        const answer = await this.#send(endpoint, spec, undefined);
+        if (answer.statusCode >= 200 && answer.statusCode < 300) return answer;
+        throw await this.#errorFrom(answer, endpoint, spec);
       });
+      return this.#blobBody(endpoint, response, descriptor, offset, signal);
+    } catch (error) {
+      if (OciError.isInstance(error) && error.code === ErrorCode.Aborted) throw error;
+      this.#emit({
+        type: 'blob-url-fallback',
+        host: url.host,
+        digest: descriptor.digest,
+        ...(OciError.isInstance(error) ? { code: error.code } : {}),
+        ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+      });
+      return undefined;
+    }
+  }
+
+  /** The verified body of a blob answer, checking a 206's Content-Range or skipping a 200's prefix. */
+  #blobBody(
+    endpoint: Endpoint,
+    response: Dispatcher.ResponseData,
+    descriptor: Descriptor,
+    offset: number,
+    signal: AbortSignal | undefined,
+  ): Readable {
+    let skip = 0;
+    if (offset > 0) {
+      if (response.statusCode === 206) {
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(response.headers, 'content-range') ?? '');
+        if (!range || Number(range[1]) !== offset) {
+          response.body.destroy();
+          throw new RegistryError(
+            ErrorCode.Registry,
+            `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
+            { status: 206, registry: endpoint.registry, retryable: false },
+          );
+        }
+      } else {
+        // A 200 to a ranged request carries the whole blob: drop the prefix while streaming.
+        skip = offset;
+        this.#emit({
+          type: 'blob-range-ignored',
+          registry: endpoint.registry,
+          digest: descriptor.digest,
+          offset,
+        });
+      }
+    }
+    return new BlobBodyStream(response.body, {
+      digest: descriptor.digest,
+      registry: endpoint.registry,
+      start: offset,
+      skip,
+      expected: descriptor.size - offset,
+      ...(signal ? { signal } : {}),
     });
   }
 

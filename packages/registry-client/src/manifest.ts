@@ -103,6 +103,12 @@ function checkDescriptor(value: unknown, where: string): asserts value is Descri
   if (descriptor.mediaType !== undefined && typeof descriptor.mediaType !== 'string') {
     throw new InvalidManifestError(`${where} has an invalid mediaType`);
   }
+  if (
+    descriptor.urls !== undefined &&
+    (!Array.isArray(descriptor.urls) || !descriptor.urls.every((url) => typeof url === 'string'))
+  ) {
+    throw new InvalidManifestError(`${where} has invalid urls (an array of strings is required)`);
+  }
 }
 
 function schema1(): InvalidManifestError {

@@ -186,6 +186,12 @@ describe('parseManifest', () => {
       undefined,
       /config has an invalid size/,
     ],
+    [
+      'layer urls that are not an array of strings',
+      encode({ ...manifest, layers: [{ ...descriptor, urls: 'http://127.0.0.1/x' }] }),
+      undefined,
+      /layers\[0\] has invalid urls/,
+    ],
     ['no layers', encode({ ...manifest, layers: undefined }), undefined, /no layers/],
     ['an unknown shape', encode({ schemaVersion: 2 }), 'text/plain', /unsupported manifest media type/],
     ['more than 4 MiB', new Uint8Array(MAX_MANIFEST_BYTES + 1), undefined, /exceeds/],
