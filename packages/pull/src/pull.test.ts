@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCache } from '@ocipull/blob-cache';
-import { ErrorCode, isOciError } from '@ocipull/core';
+import { ErrorCode, isOciError, MediaType } from '@ocipull/core';
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   buildImage,
@@ -149,6 +151,49 @@ describe('pull', () => {
     expect((await stat(join(rootfs, 'lib/libc.so.6'))).ino).toBe(
       (await stat(join(rootfs, 'lib/libc.so'))).ino,
     );
+  });
+
+  it('pulls a non-distributable layer from its descriptor urls, never with credentials', async () => {
+    const layout = join(work, 'foreign');
+    await buildImage({ layers: [base, top] }, { dir: layout, tag: 'v1' });
+    const blobPath = (digest: string) => join(layout, 'blobs', ...digest.split(':'));
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    const manifest = JSON.parse(await readFile(blobPath(index.manifests[0].digest), 'utf8'));
+    const layer = manifest.layers[0];
+    // The registry does not have the layer: only the URL serves it (a signed-URL-like query included).
+    const layerBytes = await readFile(blobPath(layer.digest));
+    await rm(blobPath(layer.digest));
+    const seen: (string | undefined)[] = [];
+    const server = createServer((request, response) => {
+      seen.push(request.headers.authorization);
+      if (request.url === '/layers/base.tar.gz?sig=abc') response.writeHead(200).end(layerBytes);
+      else response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      manifest.layers[0] = {
+        ...layer,
+        mediaType: MediaType.OciLayerNondistributableGzip,
+        urls: [`http://127.0.0.1:${port}/layers/base.tar.gz?sig=abc`],
+      };
+      const bytes = Buffer.from(JSON.stringify(manifest));
+      const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+      await writeFile(blobPath(digest), bytes);
+      index.manifests[0] = { ...index.manifests[0], digest, size: bytes.length };
+      await writeFile(join(layout, 'index.json'), JSON.stringify(index));
+      registry.addRepository('test/foreign', layout);
+      const rootfs = join(cacheRoot, 'foreign-rootfs');
+      const result = await pull(ref('test/foreign'), { cache: cacheRoot, rootfs });
+      expect(result.manifestDigest).toBe(digest);
+      expect(await readFile(join(rootfs, 'etc/os-release'), 'utf8')).toBe('ID=fixture\n');
+      expect(existsSync(join(rootfs, 'etc/motd'))).toBe(false);
+      expect(await readFile(result.layers[0]!.blobPath)).toEqual(layerBytes);
+      expect(seen).toEqual([undefined]);
+      expect(registry.requests.some((request) => request.path.includes(layer.digest))).toBe(false);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('pulls a Docker v2 schema 2 image the same way', async () => {
