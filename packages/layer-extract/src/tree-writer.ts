@@ -66,8 +66,9 @@ const MAX_SYMLINK_HOPS = 40;
 /**
  * Writes tar entries into a directory tree, synchronously. Every entry is resolved inside `root`
  * component by component with lstat (never following a symlink out of the root), files are written
- * with O_NOFOLLOW|O_EXCL (an existing entry is removed and the create retried), and directory metadata is deferred until
- * `finish` (deepest first) so read-only directories and mtimes survive their children being written.
+ * with O_NOFOLLOW|O_EXCL (an existing entry is removed and the create retried), and directory metadata
+ * is deferred until `finish` (deepest first) so read-only directories and mtimes survive their children
+ * being written.
  *
  * Synchronous fs calls are deliberate: a layer is thousands of small files, and one promise per
  * syscall costs more than the syscall (measured: see README). Big files still stream chunk by chunk.

@@ -506,15 +506,9 @@ class Client implements RegistryClient {
     offset: number,
     signal: AbortSignal | undefined,
   ): Promise<Readable | undefined> {
-    let url: URL;
-    try {
-      url = new URL(text);
-    } catch {
-      this.#emit({ type: 'blob-url-fallback', host: '', digest: descriptor.digest });
-      return undefined;
-    }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-      this.#emit({ type: 'blob-url-fallback', host: url.host, digest: descriptor.digest });
+    const url = URL.canParse(text) ? new URL(text) : undefined;
+    if (url === undefined || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
+      this.#emit({ type: 'blob-url-fallback', host: url?.host ?? '', digest: descriptor.digest });
       return undefined;
     }
     const endpoint: Endpoint = { registry: url.host, origin: url.origin, mirror: false };
@@ -539,8 +533,7 @@ class Client implements RegistryClient {
         type: 'blob-url-fallback',
         host: url.host,
         digest: descriptor.digest,
-        ...(OciError.isInstance(error) ? { code: error.code } : {}),
-        ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+        ...failureOf(error),
       });
       return undefined;
     }
@@ -632,23 +625,24 @@ class Client implements RegistryClient {
         await this.#fetchToken(endpoint, challenge, '', credentials, signal);
         return { registry: name, authenticated: true };
       }
-      let authorization: string | undefined;
-      if (credentials.registryToken) authorization = `Bearer ${credentials.registryToken}`;
-      else if (credentials.username !== undefined && credentials.password !== undefined)
-        authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
-      const answer =
-        authorization === undefined ? undefined : await this.#send(endpoint, spec, authorization);
-      if (answer !== undefined && answer.statusCode >= 200 && answer.statusCode < 300) {
+      const authorization = credentials.registryToken
+        ? `Bearer ${credentials.registryToken}`
+        : basicAuthorization(credentials);
+      const refused = (status?: number) =>
+        new RegistryError(ErrorCode.Unauthorized, `${name} refused the credentials`, {
+          ...(status === undefined ? {} : { status }),
+          registry: name,
+        });
+      if (authorization === undefined) throw refused();
+      const answer = await this.#send(endpoint, spec, authorization);
+      if (answer.statusCode >= 200 && answer.statusCode < 300) {
         await discard(answer.body);
         return { registry: name, authenticated: true };
       }
-      if (answer !== undefined && answer.statusCode !== 401 && answer.statusCode !== 403)
+      if (answer.statusCode !== 401 && answer.statusCode !== 403)
         throw await this.#errorFrom(answer, endpoint, spec);
-      if (answer !== undefined) await discard(answer.body);
-      throw new RegistryError(ErrorCode.Unauthorized, `${name} refused the credentials`, {
-        ...(answer === undefined ? {} : { status: answer.statusCode }),
-        registry: name,
-      });
+      await discard(answer.body);
+      throw refused(answer.statusCode);
     });
   }
 
@@ -726,8 +720,7 @@ class Client implements RegistryClient {
           registry: reference.registry,
           mirror: endpoint.registry,
           operation,
-          ...(OciError.isInstance(error) ? { code: error.code } : {}),
-          ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+          ...failureOf(error),
         });
       }
     }
@@ -925,10 +918,7 @@ class Client implements RegistryClient {
     const challenge = this.#challenges.get(endpoint.origin);
     if (!challenge) return undefined;
     const credentials = await this.#credentialsFor(endpoint.registry, repository, signal);
-    if (challenge.scheme === 'basic') {
-      if (credentials?.username === undefined || credentials.password === undefined) return undefined;
-      return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
-    }
+    if (challenge.scheme === 'basic') return basicAuthorization(credentials);
     if (credentials?.registryToken) return `Bearer ${credentials.registryToken}`;
     const key = `${endpoint.origin} ${scope}`;
     const cached = this.#tokens.get(key);
@@ -1013,9 +1003,10 @@ class Client implements RegistryClient {
         if (service) url.searchParams.set('service', service);
         // No scope at all is a login check (what `docker login` asks for).
         if (wantedScope !== '') url.searchParams.set('scope', wantedScope);
-        if (credentials?.username !== undefined && credentials.password !== undefined) {
-          url.searchParams.set('account', credentials.username);
-          headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+        const basic = basicAuthorization(credentials);
+        if (basic !== undefined) {
+          url.searchParams.set('account', credentials?.username as string);
+          headers.authorization = basic;
         }
       }
       let answer: Dispatcher.ResponseData;
@@ -1039,7 +1030,7 @@ class Client implements RegistryClient {
               : error.code === ErrorCode.Denied
                 ? ErrorCode.Denied
                 : ErrorCode.Unauthorized,
-            `${endpoint.registry}: the token server refused ${credentials ? 'the configured credentials' : 'anonymous access'} ${wantedScope === '' ? '' : ` for ${wantedScope}`} (${error.status})`,
+            `${endpoint.registry}: the token server refused ${credentials ? 'the configured credentials' : 'anonymous access'}${wantedScope === '' ? '' : ` for ${wantedScope}`} (${error.status})`,
             { status: error.status, errors: error.errors, registry: endpoint.registry },
           );
         }
@@ -1124,6 +1115,20 @@ class Client implements RegistryClient {
       // A listener's failure must not break a pull.
     }
   }
+}
+
+/** `Basic <base64(user:password)>` for credentials with both, else undefined. */
+function basicAuthorization(credentials: Credentials | undefined): string | undefined {
+  if (credentials?.username === undefined || credentials.password === undefined) return undefined;
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+}
+
+/** The error code and HTTP status of a failure, for fallback events. */
+function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
+  return {
+    ...(OciError.isInstance(error) ? { code: error.code } : {}),
+    ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
+  };
 }
 
 /** Waits for `promise`, rejecting with `AbortedError` as soon as `signal` fires (the work goes on). */

@@ -1,6 +1,5 @@
 import { createRequire } from 'node:module';
-import type * as Undici from 'undici';
-import type { Agent, Dispatcher, Pool } from 'undici';
+import type { Agent, Dispatcher, EnvHttpProxyAgent, Pool } from 'undici';
 import { isLoopbackRegistry } from './reference.ts';
 
 /**
@@ -11,8 +10,8 @@ import { isLoopbackRegistry } from './reference.ts';
  * configured the full package is loaded.
  */
 const requireUndici = createRequire(import.meta.url);
-const AgentClass = requireUndici('undici/lib/dispatcher/agent.js') as typeof Undici.Agent;
-const PoolClass = requireUndici('undici/lib/dispatcher/pool.js') as typeof Undici.Pool;
+const AgentClass = requireUndici('undici/lib/dispatcher/agent.js') as typeof Agent;
+const PoolClass = requireUndici('undici/lib/dispatcher/pool.js') as typeof Pool;
 const requestOn = requireUndici('undici/lib/api/api-request.js') as (
   this: Dispatcher,
   options: Dispatcher.RequestOptions,
@@ -135,8 +134,9 @@ export class Transport {
     if (!proxied) {
       const tls = tlsOptions(options);
       // The whole package here: the proxy agent calls `connect` from the API that its index installs.
-      const { EnvHttpProxyAgent } = requireUndici('undici') as typeof Undici;
-      proxied = new EnvHttpProxyAgent({
+      const ProxyAgentClass = (requireUndici('undici') as { EnvHttpProxyAgent: typeof EnvHttpProxyAgent })
+        .EnvHttpProxyAgent;
+      proxied = new ProxyAgentClass({
         ...this.#common,
         ...this.#proxyEnv,
         connect: { ...(this.#common.connect as object), ...tls },
