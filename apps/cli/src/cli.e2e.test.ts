@@ -26,9 +26,16 @@ const run = promisify(execFile);
 const bin = join(import.meta.dirname, 'bin.ts');
 let work: string;
 
-/** Runs the real CLI as a child process (Node 24 strips the types; sources via the export condition). */
-function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  return run(process.execPath, ['--conditions=@ocipull/source', bin, ...args], {
+/** What users run: the bin, which loads the bundled build (`pnpm run build` makes it). */
+const shippedBin = join(import.meta.dirname, '..', 'bin', 'ocipull.js');
+
+/**
+ * Runs the real CLI as a child process: from the sources (Node 24 strips the types; workspace
+ * packages via the export condition), or `shipped` as users run it.
+ */
+function cli(args: string[], env: NodeJS.ProcessEnv = {}, shipped = false) {
+  const argv = shipped ? [shippedBin, ...args] : ['--conditions=@ocipull/source', bin, ...args];
+  return run(process.execPath, argv, {
     env: { ...process.env, ...env },
     maxBuffer: 16 * 1024 * 1024,
   }).then(
@@ -135,6 +142,21 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
     expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
     expect(existsSync(join(rootfs, 'etc/motd'))).toBe(false);
     expect(existsSync(join(rootfs, 'opt/old'))).toBe(false);
+  });
+
+  it('the shipped bin (the bundled build) pulls the same tree as umoci and knows its version', async () => {
+    expect(existsSync(shippedBin), 'build the CLI first: pnpm run build').toBe(true);
+    const version = await cli(['--version'], {}, true);
+    expect(version.code, version.stderr).toBe(0);
+    expect(version.stdout).toMatch(/^ocipull \d+\.\d+\.\d+/);
+    const cache = join(work, 'cache-shipped');
+    const rootfs = join(work, 'rootfs-shipped');
+    const reference = `${http.host}/e2e/image:zstd`;
+    const result = await cli(['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'], {}, true);
+    expect(result.code, result.stderr).toBe(0);
+    const theirs = await umociRootfs(`${http.host}/e2e/image:overlay`, 'shipped');
+    const options = { owners: true, modes: true };
+    expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
   });
 
   it('pulls zstd layers and a Docker v2 schema 2 image to the same tree as the gzip OCI twin, and picks a platform from an index', async () => {

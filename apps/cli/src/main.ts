@@ -244,7 +244,10 @@ async function registryOf(name: string, args: string[]): Promise<string | undefi
 
 async function version(): Promise<string> {
   const { readFile } = await import('node:fs/promises');
-  const manifest = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
+  // Resolved through the package's own exports, so it works from dist/ and from the bundle in dist/bundle/.
+  const manifest = JSON.parse(
+    await readFile(new URL(import.meta.resolve('@ocipull/cli/package.json')), 'utf8'),
+  ) as {
     version: string;
   };
   return manifest.version;

@@ -1,4 +1,4 @@
-import { link, mkdir, unlink, writeFile } from 'node:fs/promises';
+import { access, link, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '@ocipull/core';
 import { MediaType } from '@ocipull/core';
@@ -76,16 +76,21 @@ export class CacheLayout {
 /**
  * Creates `path` with `content` unless it exists, without ever exposing a partial file and without a
  * window where two processes overwrite each other: write a temp file, then `link()` it into place
- * (fails with EEXIST when another process won), then drop the temp name.
+ * (fails with EEXIST when another process won), then drop the temp name. A file that already exists
+ * is left alone without any temp file, so a process killed while opening an initialised cache leaves
+ * nothing behind. Returns whether this call created the file.
  */
-async function createFileOnce(path: string, content: string, tempDirectory: string): Promise<void> {
+async function createFileOnce(path: string, content: string, tempDirectory: string): Promise<boolean> {
+  if (await exists(path)) return false;
   const temp = join(tempDirectory, `.init.${uniqueSuffix()}.tmp`);
   try {
     await writeFile(temp, content, { flag: 'wx', flush: true });
     try {
       await link(temp, path);
+      return true;
     } catch (error) {
       if (!isErrno(error, 'EEXIST')) throw error;
+      return false;
     }
   } finally {
     await unlink(temp).catch(() => {});
@@ -107,14 +112,24 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
     ]) {
       await mkdir(directory, { recursive: true });
     }
-    await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
-    await createFileOnce(
+    const createdLayout = await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
+    const createdIndex = await createFileOnce(
       layout.indexJson,
       `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] }, null, 2)}\n`,
       layout.ingest,
     );
-    await syncDirectory(layout.root);
+    if (createdLayout || createdIndex) await syncDirectory(layout.root);
   } catch (error) {
     throw fsError(error, `creating the cache layout in ${layout.root}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return false;
+    throw error;
   }
 }
