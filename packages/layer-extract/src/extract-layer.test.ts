@@ -518,6 +518,19 @@ describe('safety', () => {
       'ERR_UNSAFE_PATH',
     ],
     [
+      'a write below a directory the same layer then replaced with a symlink',
+      [
+        [
+          dir('a'),
+          dir('a/b'),
+          file('a/b/ok', 'ok'),
+          symlink('a/b', '/'),
+          raw({ name: 'a/b/tmp/x', type: 'file' }, 'x'),
+        ],
+      ],
+      'ERR_UNSAFE_PATH',
+    ],
+    [
       'a write through an absolute symlinked parent',
       [[symlink('evil', '/'), raw({ name: 'evil/tmp/x', type: 'file' }, 'x')]],
       'ERR_UNSAFE_PATH',

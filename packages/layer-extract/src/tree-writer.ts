@@ -231,8 +231,9 @@ export class TreeWriter {
       const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
       for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
     }
-    const dirs = [...this.#deferred.keys()].sort((a, b) => depth(b) - depth(a));
-    for (const path of dirs) {
+    const dirs = [...this.#deferred.keys()].map((path) => ({ path, depth: depth(path) }));
+    dirs.sort((a, b) => b.depth - a.depth);
+    for (const { path } of dirs) {
       const meta = this.#deferred.get(path) as DirMeta;
       const full = this.#full(path);
       const stat = fs.lstatSync(full, { throwIfNoEntry: false });
@@ -301,6 +302,8 @@ export class TreeWriter {
     mtime: number | undefined,
   ): void {
     const path = this.#place(name, parts, 'directory', (target) => fs.mkdirSync(target, 0o700));
+    // It is a real directory now: its children resolve their parent without looking again.
+    this.#dirs.set(parts.join('/'), path);
     this.#deferred.set(path, { mode, uid, gid, mtime });
     this.#xattrs(this.#full(path), name, header, 'directory');
   }
@@ -539,8 +542,18 @@ export class TreeWriter {
     const key = parts.join('/');
     const cached = this.#dirs.get(key);
     if (cached !== undefined) return cached;
+    // Continue from the deepest ancestor already resolved: only the components below it need a look.
     let real: string[] = [];
-    const pending = [...parts].reverse();
+    let resolvedParts = 0;
+    for (let slash = key.lastIndexOf('/'); slash > 0; slash = key.lastIndexOf('/', slash - 1)) {
+      const ancestor = this.#dirs.get(key.slice(0, slash));
+      if (ancestor !== undefined) {
+        real = ancestor === '' ? [] : ancestor.split('/');
+        resolvedParts = depth(key.slice(0, slash));
+        break;
+      }
+    }
+    const pending = parts.slice(resolvedParts).reverse();
     let hops = 0;
     while (pending.length > 0) {
       const part = pending.pop() as string;
@@ -922,3 +935,4 @@ function isOpaque(dir: string, format: WhiteoutFormat): boolean {
     return false;
   }
 }
+
