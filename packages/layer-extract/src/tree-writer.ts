@@ -935,4 +935,3 @@ function isOpaque(dir: string, format: WhiteoutFormat): boolean {
     return false;
   }
 }
-
