@@ -715,6 +715,39 @@ describe('streams, digests and media types', () => {
     }
   });
 
+  it('stops at the end-of-archive marker like GNU tar and Go, hashing the rest for the diff_id', async () => {
+    const first = await layerTarBytes([dir('a'), file('a/kept', 'kept')]);
+    const second = await layerTarBytes([file('hidden', 'smuggled'), file('a/kept', 'replaced')]);
+    const padded = Buffer.concat([first, Buffer.alloc(8192)]);
+    // Two tars in one stream (one gzip member each, as `cat a.tar.gz b.tar.gz` makes): the second
+    // one sits after the first's end-of-archive marker, where GNU tar, containerd and umoci stop.
+    const cases = [
+      [Buffer.concat([first, second]), Buffer.concat([gzipSync(first), gzipSync(second)]), true],
+      [padded, gzipSync(padded), false],
+    ] as const;
+    for (const [tar, gzip, trailing] of cases) {
+      for (const chunkSize of [tar.length, 700]) {
+        const chunks: Buffer[] = [];
+        for (let offset = 0; offset < gzip.length; offset += chunkSize)
+          chunks.push(gzip.subarray(offset, offset + chunkSize));
+        const destination = fresh();
+        const diffId = `sha256:${sha256Hex(tar)}`;
+        const result = await extractLayer(Readable.from(chunks), {
+          destination,
+          mediaType: OCI_GZIP,
+          diffId,
+        });
+        expect(result.bytes).toBe(tar.length);
+        expect(listAll(destination)).toEqual(['a', 'a/kept']);
+        expect(fs.readFileSync(join(destination, 'a/kept'), 'utf8')).toBe('kept');
+        expect(
+          result.warnings.some((warning) => warning.includes('end-of-archive')),
+          `${chunkSize}`,
+        ).toBe(trailing);
+      }
+    }
+  });
+
   it('fails with ERR_DIFF_ID_MISMATCH and discards the output', async () => {
     const parent = fresh();
     fs.mkdirSync(parent);

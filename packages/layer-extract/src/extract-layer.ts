@@ -248,7 +248,13 @@ async function processLayer(
   }
 
   const hasher = createHasher();
-  const extract = createTarExtract();
+  /** Set at the end-of-archive marker: later bytes are only hashed (the diff_id covers them). */
+  let archiveEnded = false;
+  let trailingData = false;
+  const extract = createTarExtract((rest) => {
+    archiveEnded = true;
+    trailingData = !isZeros(rest);
+  });
   let failure: unknown;
   let rootEntry = false;
   /** The file whose body is being written, closed in `finally` if the stream fails mid-body. */
@@ -310,6 +316,7 @@ async function processLayer(
     extract.on('error', (error: Error) => reject(failure ?? error));
     extract.on('close', () => {
       if (failure !== undefined) reject(failure);
+      else if (archiveEnded) resolve();
     });
   });
   parsed.catch(() => {});
@@ -326,9 +333,16 @@ async function processLayer(
           );
         }
         if (failure !== undefined) break;
+        if (archiveEnded) {
+          trailingData ||= !isZeros(chunk);
+          continue;
+        }
         if (!extract.write(chunk)) await drained(extract);
       }
-      if (failure === undefined) extract.end(undefined);
+      if (failure === undefined) {
+        if (archiveEnded) extract.destroy();
+        else extract.end(undefined);
+      }
     } catch (error) {
       fail(failure ?? wrapStreamError(error));
     }
@@ -338,6 +352,11 @@ async function processLayer(
       throw wrapParseError(failure ?? error);
     }
     if (failure !== undefined) throw failure;
+    if (trailingData) {
+      writer.warnings.push(
+        'data after the end-of-archive marker was not extracted (GNU tar and Go archive/tar stop there too)',
+      );
+    }
     writer.finish();
     const diffId = hasher.digest();
     if (options.diffId !== undefined && options.diffId !== diffId)
@@ -358,6 +377,17 @@ async function processLayer(
     signal?.removeEventListener('abort', onAbort);
     stream.destroy();
   }
+}
+
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `chunk` is zero (tar pads archives with zero blocks). */
+function isZeros(chunk: Buffer): boolean {
+  for (let offset = 0; offset < chunk.length; offset += ZERO_BLOCK.length) {
+    const end = Math.min(chunk.length, offset + ZERO_BLOCK.length);
+    if (!chunk.subarray(offset, end).equals(ZERO_BLOCK.subarray(0, end - offset))) return false;
+  }
+  return true;
 }
 
 function drained(extract: Extract): Promise<void> {

@@ -12,18 +12,42 @@ export type TarHeader = Omit<Header, 'type' | 'pax'> & {
 interface ExtractInternals {
   _header: { type: string | null } | null;
   _pax: (Record<string, string> & { [RAW_PAX]?: Buffer }) | null;
+  _missing: number;
+  _buffer: { buffered: number; shift(size: number): Buffer | null };
   _decodeLongHeader?: (buffer: Buffer) => void;
+  _consumeHeader?: () => boolean;
 }
 
 /**
  * A tar-stream extractor that also keeps each PAX header's raw bytes. tar-stream decodes PAX values
  * as UTF-8 text, which mangles binary `SCHILY.xattr.*` values such as file capabilities; the raw
- * record lets `paxXattrs` return them byte for byte. Relies on tar-stream 3.2's `_decodeLongHeader`
- * (the version is pinned; a test with a binary capability xattr guards it).
+ * record lets `paxXattrs` return them byte for byte. With `onArchiveEnd`, parsing stops at the
+ * end-of-archive marker (see below). Relies on tar-stream 3.2's `_decodeLongHeader` and
+ * `_consumeHeader` (the version is pinned; tests with a binary capability xattr and with entries after
+ * the end marker guard them).
  */
-export function createTarExtract(): Extract {
+export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract {
   const extract = createExtract();
   const internals = extract as unknown as ExtractInternals;
+  const consumeHeader = internals._consumeHeader;
+  if (onArchiveEnd !== undefined && typeof consumeHeader === 'function') {
+    // tar-stream skips zero blocks and reads on, so entries hidden after the end-of-archive marker
+    // would be extracted although GNU tar and Go's archive/tar (containerd, umoci, image scanners)
+    // stop there. The first zero block ends the archive, as in GNU tar; what follows is ignored.
+    let ended = false;
+    internals._consumeHeader = function consumeHeaderUntilEnd(this: ExtractInternals) {
+      const consumed = consumeHeader.call(this);
+      if (consumed && this._header === null && !ended) {
+        ended = true;
+        // Hand over what is buffered after the marker; tar-stream's write loop discards `_missing`
+        // bytes, so make that everything written after it.
+        const rest = this._buffer.shift(this._buffer.buffered) ?? Buffer.alloc(0);
+        this._missing = Number.POSITIVE_INFINITY;
+        onArchiveEnd(rest);
+      }
+      return consumed;
+    };
+  }
   const original = internals._decodeLongHeader;
   if (typeof original === 'function') {
     internals._decodeLongHeader = function decodeLongHeader(this: ExtractInternals, buffer: Buffer) {
