@@ -715,6 +715,14 @@ describe('streams, digests and media types', () => {
     }
   });
 
+  it('reads a regular-file entry with a trailing slash as a directory, as old tars write them', async () => {
+    const { tree } = await flatten([
+      [raw({ name: 'old/', type: 'file', mode: 0o750 }, ''), raw({ name: 'old/x', type: 'file' }, 'x')],
+    ]);
+    expect(tree.get('old')).toMatchObject({ type: 'directory', mode: 0o750 });
+    expect(tree.get('old/x')).toMatchObject({ type: 'file' });
+  });
+
   it('stops at the end-of-archive marker like GNU tar and Go, hashing the rest for the diff_id', async () => {
     const first = await layerTarBytes([dir('a'), file('a/kept', 'kept')]);
     const second = await layerTarBytes([file('hidden', 'smuggled'), file('a/kept', 'replaced')]);

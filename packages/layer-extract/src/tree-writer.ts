@@ -152,6 +152,9 @@ export class TreeWriter {
       case 'file':
       case 'contiguous-file':
         kind = base === OPAQUE_MARKER ? 'opaque' : base.startsWith(WHITEOUT_PREFIX) ? 'whiteout' : 'file';
+        // Old (pre-POSIX) tars mark directories with a trailing slash on a regular-file entry; Go's
+        // archive/tar and GNU tar read them as directories (tar-stream means to but keeps 'file').
+        if (kind === 'file' && name.endsWith('/')) kind = 'directory';
         break;
       case 'directory':
         kind = 'directory';
