@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { ErrorCode, OciError } from '@ocipull/core';
 import type { RegistryTransportOptions } from '@ocipull/registry-client';
@@ -66,4 +67,21 @@ export async function withTlsFlags(
   if (flags['tls-skip-verify']) result.skipVerify = true;
   if (flags.tls || flags['ca-file'] || flags['tls-skip-verify']) result.insecure = false;
   return result;
+}
+
+/**
+ * Creates the parent directories of an output directory (`--rootfs`, `unpack DIR`), as `umoci unpack`
+ * does for its bundle; the directory itself must not exist (the extractor renames it into place).
+ */
+export async function prepareOutputParent(path: string): Promise<void> {
+  const parent = dirname(resolve(path));
+  try {
+    await mkdir(parent, { recursive: true });
+  } catch (error) {
+    throw new OciError(
+      ErrorCode.Io,
+      `cannot create ${parent}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+  }
 }

@@ -91,7 +91,8 @@ describe('ocipull', () => {
   it('pulls, lists, inspects, prints the config, unpacks, removes and prunes', async () => {
     const cache = join(work, 'cache-a');
     const ref = `${registry.host}/cli/app:v1`;
-    const rootfs = join(work, 'rootfs-a');
+    // Parent directories of --rootfs and of unpack's DIR are made, as umoci does for its bundle.
+    const rootfs = join(work, 'out-a', 'nested', 'rootfs');
     const pulled = await run([
       'pull',
       ref,
@@ -123,8 +124,12 @@ describe('ocipull', () => {
     const config = await run(['config', ref, '--cache', cache]);
     expect(JSON.parse(config.stdout).config.Env).toEqual(['A=1']);
 
-    const target = join(work, 'unpacked-a');
+    const target = join(work, 'unpacked-a', 'deeper', 'rootfs');
     expect((await run(['unpack', ref, target, '--cache', cache])).code).toBe(0);
+    // The directory itself must still be new.
+    const again = await run(['unpack', ref, target, '--cache', cache]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('already exists');
     expect(await readFile(join(target, 'app'), 'utf8')).toBe('x');
 
     expect((await run(['verify', '--cache', cache])).code).toBe(0);

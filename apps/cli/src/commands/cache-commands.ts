@@ -3,7 +3,7 @@ import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import { formatBytes } from '@ocipull/progress';
 import { inspectImage, unpackImage } from '@ocipull/pull';
 import { formatPlatform, parseReference } from '@ocipull/registry-client';
-import { type CommandContext, formatTable, printJson, usageError } from '../context.ts';
+import { type CommandContext, formatTable, prepareOutputParent, printJson, usageError } from '../context.ts';
 import { ExitCode } from '../exit-codes.ts';
 
 async function withCache<T>(context: CommandContext, work: (cache: BlobCache) => Promise<T>): Promise<T> {
@@ -179,6 +179,7 @@ export async function verifyCommand(context: CommandContext): Promise<number> {
 export async function unpackCommand(context: CommandContext): Promise<number> {
   const { reference, values, positionals } = oneReference(context, 'unpack');
   if (positionals.length !== 2) throw usageError('unpack takes an image reference and a directory');
+  await prepareOutputParent(positionals[1]!);
   const result = await unpackImage(reference, positionals[1]!, {
     ...(context.cache ? { cache: context.cache } : {}),
     ...(values.platform ? { platform: values.platform } : {}),

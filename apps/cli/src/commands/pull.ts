@@ -7,7 +7,7 @@ import {
 } from '@ocipull/progress';
 import { DEFAULT_CONCURRENCY, PULL_POLICIES, type PullPolicy, pull } from '@ocipull/pull';
 import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
-import { type CommandContext, printJson, usageError, withTlsFlags } from '../context.ts';
+import { type CommandContext, prepareOutputParent, printJson, usageError, withTlsFlags } from '../context.ts';
 
 /** Usage of `ocipull pull`. */
 export const PULL_USAGE = `Usage: ocipull pull REF [options]
@@ -16,7 +16,7 @@ Download an image into the cache and extract it.
 
 Options:
   --platform os/arch[/variant]   platform to pick from an index (default: this host's)
-  --rootfs DIR                   also flatten the image into DIR (must not exist)
+  --rootfs DIR                   also flatten the image into DIR (must not exist; parents are made)
   --layers / --no-layers         extract per-layer trees into the cache (default: on, off with --rootfs)
   --pull always|missing|never    when to ask the registry (default: always)
   --concurrency N                layers at once (default: ${DEFAULT_CONCURRENCY})
@@ -113,6 +113,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
   if (values.mirror?.length) own.mirrors = values.mirror;
   registries[reference.registry] = own;
 
+  if (values.rootfs) await prepareOutputParent(values.rootfs);
   const progress = progressSink(context, values.progress);
   try {
     const result = await pull(reference.toString(), {
