@@ -493,6 +493,45 @@ describe('rootless', () => {
   });
 });
 
+describe('root without mknod', () => {
+  /** Runs `body` with a fake `mknod` first on PATH that fails like the real one does with `stderr`. */
+  async function withFailingMknod(stderr: string, body: () => Promise<void>) {
+    const bin = fresh();
+    fs.mkdirSync(bin);
+    fs.writeFileSync(join(bin, 'mknod'), `#!/bin/sh\necho ${JSON.stringify(stderr)} >&2\nexit 1\n`, {
+      mode: 0o755,
+    });
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path ?? ''}`;
+    try {
+      await body();
+    } finally {
+      process.env.PATH = path;
+    }
+  }
+
+  it('records device nodes it may not create (no CAP_MKNOD, user namespaces) and extracts the rest', async () => {
+    await withFailingMknod("mknod: 'x': Operation not permitted", async () => {
+      const { tree, result } = await flatten([
+        [dir('dev'), charDevice('dev/null', 1, 3, { mode: 0o666 }), fifo('pipe'), file('etc/x', 'x')],
+      ]);
+      expect(tree.has('dev/null')).toBe(false);
+      expect(tree.get('pipe')?.type).toBe('fifo');
+      expect(tree.get('etc/x')?.type).toBe('file');
+      expect(result.layers[0]?.devices).toEqual([
+        { path: 'dev/null', type: 'char-device', major: 1, minor: 3, mode: 0o666, uid: 0, gid: 0 },
+      ]);
+      expect(result.layers[0]?.warnings.some((warning) => warning.includes('not permitted'))).toBe(true);
+    });
+  });
+
+  it('fails with ERR_IO when mknod fails for another reason', async () => {
+    await withFailingMknod('mknod: No space left on device', async () => {
+      await expectCode(flatten([[charDevice('dev/null', 1, 3)]]), 'ERR_IO');
+    });
+  });
+});
+
 describe('safety', () => {
   const hostile: Array<[string, TreeEntry[][], string]> = [
     ['a ".." escape', [[raw({ name: '../outside', type: 'file' }, 'x')]], 'ERR_UNSAFE_PATH'],

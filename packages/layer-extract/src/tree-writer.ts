@@ -428,7 +428,7 @@ export class TreeWriter {
     gid: number,
     mtime: number | undefined,
   ): void {
-    if (kind !== 'fifo' && !this.#isRoot) {
+    const record = (why: string) => {
       const device: RecordedDevice = {
         path: parts.join('/'),
         type: kind,
@@ -439,14 +439,17 @@ export class TreeWriter {
         gid,
       };
       this.devices.push(device);
-      this.warnings.push(`${name}: ${kind} ${device.major}:${device.minor} recorded, not created (rootless)`);
+      this.warnings.push(`${name}: ${kind} ${device.major}:${device.minor} recorded, not created (${why})`);
+    };
+    if (kind !== 'fifo' && !this.#isRoot) {
+      record('rootless');
       return;
     }
     const path = this.#place(name, parts, kind);
     const full = this.#full(path);
     if (kind === 'fifo') run('mkfifo', ['-m', '600', '--', full]);
-    else
-      run('mknod', [
+    else {
+      const failure = tryRun('mknod', [
         '-m',
         '600',
         '--',
@@ -455,6 +458,15 @@ export class TreeWriter {
         String(header.devmajor ?? 0),
         String(header.devminor ?? 0),
       ]);
+      if (failure !== undefined) {
+        // Root without CAP_MKNOD (many container runtimes drop it) or in a user namespace: the
+        // device is recorded as in rootless mode instead of failing the whole layer, as containerd
+        // and Docker skip device nodes there.
+        if (!/not permitted/i.test(failure)) throw new OciError(ErrorCode.Io, `mknod failed: ${failure}`);
+        record('mknod is not permitted here');
+        return;
+      }
+    }
     this.#applyMeta(full, path, kind, mode, uid, gid, mtime);
     this.#xattrs(full, name, header, kind);
   }
@@ -806,11 +818,15 @@ function writeAll(fd: number, chunk: Buffer, position: number): void {
 }
 
 function run(command: string, args: string[]): void {
+  const failure = tryRun(command, args);
+  if (failure !== undefined) throw new OciError(ErrorCode.Io, `${command} failed: ${failure}`);
+}
+
+/** Runs a command; undefined when it succeeded, else what went wrong (its stderr or the spawn error). */
+function tryRun(command: string, args: string[]): string | undefined {
   const result = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  if (result.error !== undefined || result.status !== 0) {
-    const detail = result.error?.message ?? result.stderr.toString().trim();
-    throw new OciError(ErrorCode.Io, `${command} failed: ${detail}`, { cause: result.error });
-  }
+  if (result.error === undefined && result.status === 0) return undefined;
+  return result.error?.message ?? (result.stderr.toString().trim() || `exit status ${result.status}`);
 }
 
 /**
