@@ -428,10 +428,10 @@ export class TreeWriter {
     gid: number,
     mtime: number | undefined,
   ): void {
-    const record = (why: string) => {
+    const record = (type: RecordedDevice['type'], why: string) => {
       const device: RecordedDevice = {
         path: parts.join('/'),
-        type: kind,
+        type,
         major: header.devmajor ?? 0,
         minor: header.devminor ?? 0,
         mode,
@@ -439,10 +439,10 @@ export class TreeWriter {
         gid,
       };
       this.devices.push(device);
-      this.warnings.push(`${name}: ${kind} ${device.major}:${device.minor} recorded, not created (${why})`);
+      this.warnings.push(`${name}: ${type} ${device.major}:${device.minor} recorded, not created (${why})`);
     };
     if (kind !== 'fifo' && !this.#isRoot) {
-      record('rootless');
+      record(kind, 'rootless');
       return;
     }
     const path = this.#place(name, parts, kind);
@@ -463,7 +463,7 @@ export class TreeWriter {
         // device is recorded as in rootless mode instead of failing the whole layer, as containerd
         // and Docker skip device nodes there.
         if (!/not permitted/i.test(failure)) throw new OciError(ErrorCode.Io, `mknod failed: ${failure}`);
-        record('mknod is not permitted here');
+        record(kind, 'mknod is not permitted here');
         return;
       }
     }
