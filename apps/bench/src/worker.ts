@@ -11,6 +11,7 @@ import type { Descriptor } from '@ocipull/core';
 export type WorkerJob =
   | { mode: 'stream'; reference: string; descriptor: Descriptor }
   | { mode: 'http'; url: string; size: number; sha256: boolean }
+  | { mode: 'socket'; url: string; size: number }
   | { mode: 'write'; source: string; destination: string; size: number }
   | { mode: 'ingest'; reference: string; descriptor: Descriptor; cacheRoot: string }
   | { mode: 'prime'; reference: string; descriptors: Descriptor[]; cacheRoot: string }
@@ -72,6 +73,49 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
         hash?.update(chunk as Buffer);
       }
       hash?.digest('hex');
+      const ms = performance.now() - start;
+      if (bytes !== job.size) throw new Error(`read ${bytes} bytes, expected ${job.size}`);
+      return { ms, bytes };
+    }
+    case 'socket': {
+      // The floor under any Node client: one plain socket reading into one reused 1 MiB buffer
+      // (`onread`), no HTTP parser, no stream, no allocation per read. Only the framing is checked.
+      const { connect } = await import('node:net');
+      const url = new URL(job.url);
+      const buffer = Buffer.allocUnsafe(1024 * 1024);
+      const start = performance.now();
+      const bytes = await new Promise<number>((resolve, reject) => {
+        let head = '';
+        let body = -1;
+        const socket = connect({
+          host: url.hostname,
+          port: Number(url.port),
+          onread: {
+            buffer,
+            callback: (length: number, chunk: Uint8Array) => {
+              let offset = 0;
+              if (body < 0) {
+                head += Buffer.from(chunk.buffer, chunk.byteOffset, length).toString('latin1');
+                const end = head.indexOf('\r\n\r\n');
+                if (end < 0) return true;
+                if (!head.startsWith('HTTP/1.1 200')) reject(new Error(head.split('\r\n')[0]));
+                offset = length - (head.length - end - 4);
+                body = 0;
+              }
+              body += length - offset;
+              if (body >= job.size) {
+                socket.destroy();
+                resolve(body);
+              }
+              return true;
+            },
+          },
+        });
+        socket.on('error', reject);
+        socket.on('connect', () => {
+          socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
+        });
+      });
       const ms = performance.now() - start;
       if (bytes !== job.size) throw new Error(`read ${bytes} bytes, expected ${job.size}`);
       return { ms, bytes };
