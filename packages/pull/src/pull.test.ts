@@ -153,6 +153,48 @@ describe('pull', () => {
     );
   });
 
+  it('pulls an image that lists the same layer blob twice (old Docker builds repeat empty layers)', async () => {
+    const layout = join(work, 'repeated');
+    const again = { entries: [file('a', 'one\n')] };
+    await buildImage(
+      {
+        layers: [
+          again,
+          { entries: [whiteout('a'), file('b', 'two\n')] },
+          { entries: [] },
+          again,
+          { entries: [] },
+        ],
+      },
+      { dir: layout, tag: 'v1' },
+    );
+    registry.addRepository('test/repeated', layout);
+    for (const layers of [true, false]) {
+      registry.clearRequests();
+      const cache = join(cacheRoot, `repeated-${layers}`);
+      const rootfs = join(cacheRoot, `repeated-rootfs-${layers}`);
+      const result = await pull(ref('test/repeated'), { cache, platform: 'linux/amd64', rootfs, layers });
+      const digests = result.manifest.layers.map((layer) => layer.digest);
+      expect(new Set(digests).size).toBe(3);
+      expect((await readdir(rootfs)).sort()).toEqual(['a', 'b']);
+      expect(await readFile(join(rootfs, 'a'), 'utf8')).toBe('one\n');
+      if (layers) expect(result.layers[0]!.path).toBe(result.layers[3]!.path);
+      // Each distinct blob crossed the network once.
+      for (const digest of new Set(digests)) {
+        const gets = registry.requests.filter(
+          (r) => r.kind === 'blob' && r.digest === digest && r.method === 'GET',
+        );
+        expect(gets.length, digest).toBe(1);
+      }
+      const cached = await openCache({ root: cache });
+      try {
+        expect((await cached.verify()).corrupt).toEqual([]);
+      } finally {
+        await cached.close();
+      }
+    }
+  });
+
   it('pulls a non-distributable layer from its descriptor urls, never with credentials', async () => {
     const layout = join(work, 'foreign');
     await buildImage({ layers: [base, top] }, { dir: layout, tag: 'v1' });
