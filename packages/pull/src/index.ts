@@ -3,6 +3,6 @@ export { summarizeConfig } from './image-summary.ts';
 export type { CacheReadOptions, ImageInspection } from './inspect.ts';
 export { inspectImage, unpackImage } from './inspect.ts';
 export type { PulledLayer, PullOptions, PullPolicy } from './options.ts';
-export { DEFAULT_CONCURRENCY, DEFAULT_PULL_POLICY, PULL_POLICIES } from './options.ts';
+export { DEFAULT_CONCURRENCY, DEFAULT_PULL_POLICY, PULL_POLICIES, SMALL_LAYER_BYTES } from './options.ts';
 export type { PullResult, ResolvedManifest } from './pull.ts';
 export { pull, readConfig, resolveManifest } from './pull.ts';

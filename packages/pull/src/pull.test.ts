@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -18,7 +18,7 @@ import {
   whiteout,
 } from '@ocipull/test-harness';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { inspectImage, pull, unpackImage } from './index.ts';
+import { inspectImage, pull, SMALL_LAYER_BYTES, unpackImage } from './index.ts';
 
 let work: string;
 let registry: HarnessRegistry;
@@ -193,6 +193,47 @@ describe('pull', () => {
         await cached.close();
       }
     }
+  });
+
+  it('runs up to four small layers per concurrency slot, and big ones one per slot', async () => {
+    const layout = join(work, 'many');
+    const small = (index: number) => ({
+      entries: [file(`s${index}`, randomBytes(200_000))],
+      compression: 'none' as const,
+    });
+    await buildImage(
+      { layers: Array.from({ length: 8 }, (_, index) => small(index)) },
+      { dir: layout, tag: 'small' },
+    );
+    const big = (index: number) => ({
+      entries: [file(`b${index}`, randomBytes(SMALL_LAYER_BYTES + 1024))],
+      compression: 'none' as const,
+    });
+    await buildImage(
+      { layers: Array.from({ length: 4 }, (_, index) => big(index)) },
+      { dir: layout, tag: 'big' },
+    );
+    registry.addRepository('test/many', layout);
+    // Slow blobs keep every started download open long enough to see how many run at once.
+    registry.faults.add({ match: { kind: 'blob' }, action: { type: 'throttle', bytesPerSecond: 2_000_000 } });
+    const peak = async (tag: string) => {
+      let open = 0;
+      let most = 0;
+      await pull(`${registry.host}/test/many:${tag}`, {
+        cache: join(cacheRoot, `many-${tag}`),
+        platform: 'linux/amd64',
+        layers: true,
+        concurrency: 2,
+        onProgress: (event: ProgressEvent) => {
+          if (event.type === 'layer-download-start') most = Math.max(most, ++open);
+          if (event.type === 'layer-download-end') open--;
+        },
+      });
+      return most;
+    };
+    // concurrency 2 is room for eight small layers (the client's six connections per host serve them).
+    expect(await peak('small')).toBeGreaterThan(4);
+    expect(await peak('big')).toBe(2);
   });
 
   it('pulls a non-distributable layer from its descriptor urls, never with credentials', async () => {

@@ -36,6 +36,7 @@ import {
   PULL_POLICIES,
   type PulledLayer,
   type PullOptions,
+  SMALL_LAYER_BYTES,
 } from './options.ts';
 
 /** What `pull` hands back. */
@@ -166,7 +167,8 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       failure ??= { error };
       controller.abort(error);
     };
-    const layerWork = runBounded(tasks, concurrency, signal, fail);
+    const weights = layers.map((layer) => (layer.size < SMALL_LAYER_BYTES ? 0.25 : 1));
+    const layerWork = runBounded(tasks, weights, concurrency, signal, fail);
     // The flattener takes each layer through the cache when its turn comes: a blob already committed
     // is read from disk; one a layer task is downloading is waited for (the per-digest lock); one
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
@@ -630,27 +632,46 @@ function deferred<T>(): Deferred<T> {
 }
 
 /**
- * Runs tasks at most `limit` at a time, in order. A failure goes to `fail` (which aborts the rest)
- * and no new task starts after it; resolves once every started task has settled.
+ * Runs `tasks` in order with at most `limit` total weight in flight (a task whose weight alone
+ * exceeds the room left waits until it runs alone or fits). Failures go to `fail`; after an abort
+ * no further task starts. Resolves when every started task has settled.
  */
-async function runBounded<T>(
+function runBounded<T>(
   tasks: Array<() => Promise<T>>,
+  weights: number[],
   limit: number,
   signal: AbortSignal,
   fail: (error: unknown) => void,
 ): Promise<Array<T | undefined>> {
   const results: Array<T | undefined> = new Array(tasks.length);
   let next = 0;
-  const worker = async () => {
-    while (next < tasks.length && !signal.aborted) {
-      const index = next++;
-      try {
-        results[index] = await tasks[index]!();
-      } catch (error) {
-        fail(error);
+  let load = 0;
+  let running = 0;
+  return new Promise((resolve) => {
+    const pump = () => {
+      while (
+        next < tasks.length &&
+        !signal.aborted &&
+        (running === 0 || load + (weights[next] ?? 1) <= limit)
+      ) {
+        const index = next++;
+        const weight = weights[index] ?? 1;
+        load += weight;
+        running++;
+        void (async () => {
+          try {
+            results[index] = await tasks[index]!();
+          } catch (error) {
+            fail(error);
+          } finally {
+            load -= weight;
+            running--;
+            pump();
+          }
+        })();
       }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
-  return results;
+      if (running === 0 && (next >= tasks.length || signal.aborted)) resolve(results);
+    };
+    pump();
+  });
 }
