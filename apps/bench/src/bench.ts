@@ -442,55 +442,42 @@ async function streamBench(context: Context): Promise<Row[]> {
   const curlMBs = size / seconds(median(curl));
   const flags = cliNodeFlags().join(' ') || 'none';
   const section = 'registry-client';
+  /** A throughput row: the blob's size over the median time, every run's figure as a sample. */
+  const throughput = (metric: string, times: number[], note: string): Row => ({
+    section,
+    metric,
+    value: size / seconds(median(times)),
+    unit: 'MB/s',
+    samples: times.map((ms) => size / seconds(ms)),
+    note,
+  });
   return [
-    {
-      section,
-      metric: `fetchBlob ${size.toFixed(0)} MB → nowhere`,
-      value: binClientMBs,
-      unit: 'MB/s',
-      samples: binClient.map((ms) => size / seconds(ms)),
-      note: `${seconds(median(binClient)).toFixed(2)} s in-process, Node flags of the ocipull bin (${flags})`,
-    },
-    {
-      section,
-      metric: 'fetchBlob, default Node flags',
-      value: clientMBs,
-      unit: 'MB/s',
-      samples: client.map((ms) => size / seconds(ms)),
-      note: `${seconds(median(client)).toFixed(2)} s; peak RSS ${Math.max(...clientRss).toFixed(0)} MB (a 16 MiB young generation collects the 64 KiB read buffers later)`,
-    },
-    {
-      section,
-      metric: 'socket drain into one buffer (floor)',
-      value: size / seconds(median(socket)),
-      unit: 'MB/s',
-      samples: socket.map((ms) => size / seconds(ms)),
-      note: 'net.Socket onread into a reused 1 MiB buffer: no HTTP parser, no stream, no allocation per read',
-    },
-    {
-      section,
-      metric: 'curl -o /dev/null (same blob)',
-      value: curlMBs,
-      unit: 'MB/s',
-      samples: curl.map((ms) => size / seconds(ms)),
-      note: `${seconds(median(curl)).toFixed(2)} s (curl time_total)`,
-    },
-    {
-      section,
-      metric: 'node:http drain',
-      value: size / seconds(median(http)),
-      unit: 'MB/s',
-      samples: http.map((ms) => size / seconds(ms)),
-      note: `Node's built-in HTTP client, no verification; peak RSS ${Math.max(...httpRss).toFixed(0)} MB`,
-    },
-    {
-      section,
-      metric: 'node:http + sha256',
-      value: size / seconds(median(httpHash)),
-      unit: 'MB/s',
-      samples: httpHash.map((ms) => size / seconds(ms)),
-      note: 'the same, hashing every chunk (node:crypto)',
-    },
+    throughput(
+      `fetchBlob ${size.toFixed(0)} MB → nowhere`,
+      binClient,
+      `${seconds(median(binClient)).toFixed(2)} s in-process, Node flags of the ocipull bin (${flags})`,
+    ),
+    throughput(
+      'fetchBlob, default Node flags',
+      client,
+      `${seconds(median(client)).toFixed(2)} s; peak RSS ${Math.max(...clientRss).toFixed(0)} MB (a 16 MiB young generation collects the 64 KiB read buffers later)`,
+    ),
+    throughput(
+      'socket drain into one buffer (floor)',
+      socket,
+      'net.Socket onread into a reused 1 MiB buffer: no HTTP parser, no stream, no allocation per read',
+    ),
+    throughput(
+      'curl -o /dev/null (same blob)',
+      curl,
+      `${seconds(median(curl)).toFixed(2)} s (curl time_total)`,
+    ),
+    throughput(
+      'node:http drain',
+      http,
+      `Node's built-in HTTP client, no verification; peak RSS ${Math.max(...httpRss).toFixed(0)} MB`,
+    ),
+    throughput('node:http + sha256', httpHash, 'the same, hashing every chunk (node:crypto)'),
     targeted({
       section,
       metric: 'client / curl throughput',
