@@ -824,7 +824,11 @@ function run(command: string, args: string[]): void {
 
 /** Runs a command; undefined when it succeeded, else what went wrong (its stderr or the spawn error). */
 function tryRun(command: string, args: string[]): string | undefined {
-  const result = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The C locale keeps the messages English: the caller matches "Operation not permitted".
+  const result = spawnSync(command, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   if (result.error === undefined && result.status === 0) return undefined;
   return result.error?.message ?? (result.stderr.toString().trim() || `exit status ${result.status}`);
 }
