@@ -462,7 +462,7 @@ export class TreeWriter {
         // Root without CAP_MKNOD (many container runtimes drop it) or in a user namespace: the
         // device is recorded as in rootless mode instead of failing the whole layer, as containerd
         // and Docker skip device nodes there.
-        if (!/not permitted/i.test(failure)) throw new OciError(ErrorCode.Io, `mknod failed: ${failure}`);
+        if (!/not permitted/i.test(failure.message)) throw commandError('mknod', failure);
         record(kind, 'mknod is not permitted here');
         return;
       }
@@ -817,20 +817,33 @@ function writeAll(fd: number, chunk: Buffer, position: number): void {
   }
 }
 
-function run(command: string, args: string[]): void {
-  const failure = tryRun(command, args);
-  if (failure !== undefined) throw new OciError(ErrorCode.Io, `${command} failed: ${failure}`);
+/** Why a command failed: its stderr (or the spawn error's message), and the spawn error if any. */
+interface CommandFailure {
+  message: string;
+  cause: Error | undefined;
 }
 
-/** Runs a command; undefined when it succeeded, else what went wrong (its stderr or the spawn error). */
-function tryRun(command: string, args: string[]): string | undefined {
+function run(command: string, args: string[]): void {
+  const failure = tryRun(command, args);
+  if (failure !== undefined) throw commandError(command, failure);
+}
+
+function commandError(command: string, failure: CommandFailure): OciError {
+  return new OciError(ErrorCode.Io, `${command} failed: ${failure.message}`, { cause: failure.cause });
+}
+
+/** Runs a command; undefined when it succeeded, else what went wrong. */
+function tryRun(command: string, args: string[]): CommandFailure | undefined {
   // The C locale keeps the messages English: the caller matches "Operation not permitted".
   const result = spawnSync(command, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, LC_ALL: 'C' },
   });
   if (result.error === undefined && result.status === 0) return undefined;
-  return result.error?.message ?? (result.stderr.toString().trim() || `exit status ${result.status}`);
+  return {
+    message: result.error?.message ?? (result.stderr.toString().trim() || `exit status ${result.status}`),
+    cause: result.error,
+  };
 }
 
 /**
