@@ -81,7 +81,7 @@ async function worker(
 
 /**
  * The built CLI, with the Node running this script (Node 24 under pnpm) and the Node flags of the
- * bin's shebang (`#!/usr/bin/env -S node --max-semi-space-size=1`), as a user's shell would run it.
+ * bin's shebang (`#!/usr/bin/env -S node --max-semi-space-size=1 …`), as a user's shell would run it.
  */
 function cli(args: string[]): [string, string[]] {
   return [process.execPath, [...cliNodeFlags(), cliBin, ...args]];
@@ -506,7 +506,12 @@ async function ingestBench(context: Context): Promise<Row[]> {
   const ingestRss: number[] = [];
   const write: number[] = [];
   for (let index = 0; index < context.args.runs; index++) {
-    const streamed = await worker(context, { mode: 'stream', reference: ref, descriptor: layer.descriptor });
+    // Both sides in a Node started as the ocipull bin starts it (its shebang's heap flags).
+    const streamed = await worker(
+      context,
+      { mode: 'stream', reference: ref, descriptor: layer.descriptor },
+      cliNodeFlags(),
+    );
     stream.push(streamed.result.ms);
     const cacheRoot = join(context.work, `ingest-cache-${index}`);
     try {
@@ -519,12 +524,11 @@ async function ingestBench(context: Context): Promise<Row[]> {
       });
       write.push(written.result.ms);
       await discard(cacheRoot);
-      const ingested = await worker(context, {
-        mode: 'ingest',
-        reference: ref,
-        descriptor: layer.descriptor,
-        cacheRoot,
-      });
+      const ingested = await worker(
+        context,
+        { mode: 'ingest', reference: ref, descriptor: layer.descriptor, cacheRoot },
+        cliNodeFlags(),
+      );
       ingest.push(ingested.result.ms);
       ingestRss.push(ingested.measured.rssMb);
       log(
@@ -543,7 +547,7 @@ async function ingestBench(context: Context): Promise<Row[]> {
       value: seconds(median(ingest)),
       unit: 's',
       samples: ingest.map(seconds),
-      note: `${(size / seconds(median(ingest))).toFixed(0)} MB/s; plain stream ${seconds(median(stream)).toFixed(2)} s; peak RSS ${Math.max(...ingestRss).toFixed(0)} MB`,
+      note: `${(size / seconds(median(ingest))).toFixed(0)} MB/s; plain stream ${seconds(median(stream)).toFixed(2)} s; peak RSS ${Math.max(...ingestRss).toFixed(0)} MB; both with the bin's Node flags`,
     },
     {
       section,
@@ -599,6 +603,8 @@ async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<
   const flatten: number[] = [];
   const flattenWall: number[] = [];
   const flattenRss: number[] = [];
+  const flattenDefault: number[] = [];
+  const flattenDefaultRss: number[] = [];
   const tar: number[] = [];
   const umoci: number[] = [];
   let entries = 0;
@@ -606,18 +612,24 @@ async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<
     const dir = join(context.work, `extract-${name}-${index}`);
     await mkdir(dir, { recursive: true });
     try {
-      const flattened = await worker(context, {
+      const job: WorkerJob = {
         mode: 'flatten',
         blob: layer.path,
         mediaType: layer.descriptor.mediaType,
         diffId: layer.diffId,
         destination: join(dir, 'rootfs'),
-      });
+      };
+      // Node started as the ocipull bin starts it (its shebang's heap flags), then with defaults.
+      const flattened = await worker(context, job, cliNodeFlags());
       flatten.push(flattened.result.ms);
       flattenWall.push(flattened.measured.ms);
       flattenRss.push(flattened.measured.rssMb);
       entries = flattened.result.entries ?? 0;
       await discard(join(dir, 'rootfs'));
+      const plain = await worker(context, { ...job, destination: join(dir, 'rootfs-default') });
+      flattenDefault.push(plain.result.ms);
+      flattenDefaultRss.push(plain.measured.rssMb);
+      await discard(join(dir, 'rootfs-default'));
       await mkdir(join(dir, 'tar'));
       const untarred = await measure('tar', ['-xzf', layer.path, '-C', join(dir, 'tar')], context.work);
       tar.push(untarred.ms);
@@ -631,7 +643,7 @@ async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<
         umoci.push(unpacked.ms);
       }
       log(
-        `extract ${name} ${index + 1}/${runs}: flatten ${fmt(flattened.result.ms)} (${flattened.measured.rssMb.toFixed(0)} MB), tar ${fmt(untarred.ms)}${umoci[index] === undefined ? '' : `, umoci ${fmt(umoci[index] ?? 0)}`}`,
+        `extract ${name} ${index + 1}/${runs}: flatten ${fmt(flattened.result.ms)} (${flattened.measured.rssMb.toFixed(0)} MB; default flags ${fmt(plain.result.ms)}), tar ${fmt(untarred.ms)}${umoci[index] === undefined ? '' : `, umoci ${fmt(umoci[index] ?? 0)}`}`,
       );
     } finally {
       await discard(dir);
@@ -646,7 +658,7 @@ async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<
       value: seconds(mFlatten),
       unit: 's',
       samples: flatten.map(seconds),
-      note: `${entries} entries, ${(layer.uncompressedSize / MB).toFixed(0)} MB tar; process wall ${seconds(median(flattenWall)).toFixed(2)} s${runs === 1 ? '; 1 run' : ''}`,
+      note: `${entries} entries, ${(layer.uncompressedSize / MB).toFixed(0)} MB tar; process wall ${seconds(median(flattenWall)).toFixed(2)} s${runs === 1 ? '; 1 run' : ''}; Node flags of the ocipull bin (${cliNodeFlags().join(' ')}); default flags ${seconds(median(flattenDefault)).toFixed(2)} s, ${Math.max(...flattenDefaultRss).toFixed(0)} MB`,
     },
     {
       section,
