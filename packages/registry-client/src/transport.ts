@@ -2,20 +2,31 @@ import { createRequire } from 'node:module';
 import type { Agent, Dispatcher, EnvHttpProxyAgent, Pool } from 'undici';
 import { isLoopbackRegistry } from './reference.ts';
 
+const requireUndici = createRequire(import.meta.url);
+
+interface UndiciParts {
+  Agent: typeof Agent;
+  Pool: typeof Pool;
+  request: (this: Dispatcher, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+}
+let undiciParts: UndiciParts | undefined;
+
 /**
  * undici's dispatchers and `request`, loaded file by file: the package index also evaluates fetch,
  * WebSocket, EventSource, the cache stores and the mock agents, which cost ~50 ms of every CLI start
  * (measured: 77 ms for `require('undici')`, 24 ms for these files). undici 7 has no `exports` map, so
  * these paths resolve (the version is pinned; every client test goes through them). With a proxy
- * configured the full package is loaded.
+ * configured the full package is loaded. Loaded when the first `Transport` is made, not with this
+ * module: a pull served from the cache, `unpack` and `inspect` never pay for them (~25 ms).
  */
-const requireUndici = createRequire(import.meta.url);
-const AgentClass = requireUndici('undici/lib/dispatcher/agent.js') as typeof Agent;
-const PoolClass = requireUndici('undici/lib/dispatcher/pool.js') as typeof Pool;
-const requestOn = requireUndici('undici/lib/api/api-request.js') as (
-  this: Dispatcher,
-  options: Dispatcher.RequestOptions,
-) => Promise<Dispatcher.ResponseData>;
+function undici(): UndiciParts {
+  undiciParts ??= {
+    Agent: requireUndici('undici/lib/dispatcher/agent.js') as typeof Agent,
+    Pool: requireUndici('undici/lib/dispatcher/pool.js') as typeof Pool,
+    request: requireUndici('undici/lib/api/api-request.js') as UndiciParts['request'],
+  };
+  return undiciParts;
+}
 
 /** Per-registry transport settings. */
 export interface RegistryTransportOptions {
@@ -106,6 +117,7 @@ export class Transport {
       bodyTimeout: options.timeouts.bodyIdle,
       connect: { timeout: options.timeouts.connect },
     };
+    const { Agent: AgentClass, Pool: PoolClass } = undici();
     this.#direct = new AgentClass({
       ...this.#common,
       factory: (origin, poolOptions) => {
@@ -149,7 +161,7 @@ export class Transport {
 
   /** Sends one request through the dispatcher for `url` (undici's `Dispatcher#request`). */
   request(url: URL, options: Omit<Dispatcher.RequestOptions, 'origin'>): Promise<Dispatcher.ResponseData> {
-    return requestOn.call(this.dispatcherFor(url), { ...options, origin: url.origin });
+    return undici().request.call(this.dispatcherFor(url), { ...options, origin: url.origin });
   }
 
   /** Closes every connection. */
