@@ -27,5 +27,6 @@ export {
   DEFAULT_MAX_ENTRIES,
   DEFAULT_MAX_PATH_LENGTH,
 } from './options.ts';
+export { decodeRawName, displayName, encodeRawName } from './raw-name.ts';
 export type { RecordedDevice } from './tree-writer.ts';
 export { OVERLAY_OPAQUE_XATTR, OVERRIDE_STAT_XATTR } from './tree-writer.ts';

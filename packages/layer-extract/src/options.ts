@@ -33,7 +33,11 @@ export interface IdMapping {
 
 /** What `filter` sees of a tar entry before anything is written. */
 export interface EntryInfo {
-  /** Normalised relative path (`usr/bin/env`). */
+  /**
+   * Normalised relative path (`usr/bin/env`). A name whose bytes are not UTF-8 carries each invalid
+   * byte as the lone surrogate U+DC80–U+DCFF (Python's surrogateescape); `encodeRawName` gives the
+   * bytes back, `displayName` a printable form. Also for `SkippedEntry` and `RecordedDevice` paths.
+   */
   path: string;
   type:
     | 'file'

@@ -27,7 +27,11 @@ interface ExtractInternals {
  * the end marker guard them).
  */
 export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract {
-  const extract = createExtract();
+  // Names and link targets are bytes: latin1 keeps them one char per byte (UTF-8 decoding would turn
+  // invalid bytes into U+FFFD); the tree writer turns them into names (`nameFromLatin1`).
+  // (A tar-stream option its typings do not list.)
+  const options = { filenameEncoding: 'latin1' } as unknown as Parameters<typeof createExtract>[0];
+  const extract = createExtract(options);
   const internals = extract as unknown as ExtractInternals;
   const consumeHeader = internals._consumeHeader;
   if (onArchiveEnd !== undefined && typeof consumeHeader === 'function') {
@@ -53,11 +57,35 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
     internals._decodeLongHeader = function decodeLongHeader(this: ExtractInternals, buffer: Buffer) {
       original.call(this, buffer);
       if (this._header?.type === 'pax-header' && this._pax !== null) {
-        Object.defineProperty(this._pax, RAW_PAX, { value: Buffer.from(buffer), enumerable: false });
+        const raw = Buffer.from(buffer);
+        Object.defineProperty(this._pax, RAW_PAX, { value: raw, enumerable: false });
+        // The name records in latin1 like the ustar fields (tar-stream decoded them as UTF-8).
+        for (const [key, value] of paxRecords(raw)) {
+          if (NAME_RECORDS.has(key)) this._pax[key] = value.toString('latin1');
+        }
       }
     };
   }
   return extract;
+}
+
+/** PAX records that hold names: kept as bytes (latin1), like the ustar name fields. */
+const NAME_RECORDS = new Set(['path', 'linkpath', 'GNU.sparse.name']);
+
+/** A PAX header's records in order, values as bytes. */
+function* paxRecords(raw: Buffer): Generator<[string, Buffer]> {
+  // Records are "<length> <key>=<value>\n" with length counting the whole record (POSIX pax format).
+  let offset = 0;
+  while (offset < raw.length) {
+    const space = raw.indexOf(0x20, offset);
+    if (space < 0) break;
+    const length = Number.parseInt(raw.toString('latin1', offset, space), 10);
+    if (!(length > 0) || offset + length > raw.length) break;
+    const record = raw.subarray(space + 1, offset + length - 1);
+    const equals = record.indexOf(0x3d);
+    if (equals > 0) yield [record.toString('utf8', 0, equals), record.subarray(equals + 1)];
+    offset += length;
+  }
 }
 
 /** The `SCHILY.xattr.*` records of an entry (POSIX pax, GNU tar and Go's archive/tar write them), values as bytes. */
@@ -67,21 +95,8 @@ export function paxXattrs(header: TarHeader): Map<string, Buffer> {
   if (pax === undefined || pax === null) return xattrs;
   const raw = pax[RAW_PAX];
   if (raw !== undefined) {
-    // Records are "<length> <key>=<value>\n" with length counting the whole record (POSIX pax format).
-    let offset = 0;
-    while (offset < raw.length) {
-      const space = raw.indexOf(0x20, offset);
-      if (space < 0) break;
-      const length = Number.parseInt(raw.toString('latin1', offset, space), 10);
-      if (!(length > 0) || offset + length > raw.length) break;
-      const record = raw.subarray(space + 1, offset + length - 1);
-      const equals = record.indexOf(0x3d);
-      if (equals > 0) {
-        const key = record.toString('utf8', 0, equals);
-        if (key.startsWith('SCHILY.xattr.'))
-          xattrs.set(key.slice(13), Buffer.from(record.subarray(equals + 1)));
-      }
-      offset += length;
+    for (const [key, value] of paxRecords(raw)) {
+      if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), Buffer.from(value));
     }
     return xattrs;
   }

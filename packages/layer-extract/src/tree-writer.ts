@@ -5,7 +5,11 @@ import { ErrorCode, OciError } from '@ocipull/core';
 import { resolveLinkInside, splitEntryPath } from './entry-path.ts';
 import { LimitExceededError, UnsafePathError } from './errors.ts';
 import type { EntryInfo, ExtractLimits, IdMapping, SkippedEntry, WhiteoutFormat } from './options.ts';
+import { decodeRawName, encodeRawName, hasRawBytes, nameFromLatin1 } from './raw-name.ts';
 import { paxXattrs, type TarHeader } from './tar-parse.ts';
+
+/** A path for `node:fs`: a Buffer when a name in it is not UTF-8 (see raw-name.ts). */
+type FsPath = string | Buffer;
 
 /** `layer`: one layer's own tree, whiteouts kept; `apply`: overlay semantics onto an existing rootfs. */
 export type TreeMode = 'layer' | 'apply';
@@ -92,6 +96,10 @@ export class TreeWriter {
   #opaques = new Set<string>();
   #deferred = new Map<string, DirMeta>();
   #isRoot: boolean;
+  /** Set once a name that is not UTF-8 was seen: only then do paths need the Buffer check. */
+  #rawNames = false;
+  /** Counter for the temporary names of FIFOs and devices made for a non-UTF-8 path. */
+  #specials = 0;
 
   constructor(root: string, mode: TreeMode, settings: TreeSettings) {
     this.root = root;
@@ -109,13 +117,13 @@ export class TreeWriter {
     if (this.entries > this.settings.limits.maxEntries) {
       throw new LimitExceededError('maxEntries', this.settings.limits.maxEntries, `entry ${this.entries}`);
     }
-    let name = header.name;
+    let name = this.#name(header.name);
     const pax = header.pax ?? undefined;
     let size = header.size ?? 0;
     let sparse: boolean = false;
     // GNU sparse 1.0 in PAX (GNU tar --sparse --format=posix): the real name and size live in the records.
     if (pax?.['GNU.sparse.major'] === '1' && pax['GNU.sparse.name'] !== undefined) {
-      name = pax['GNU.sparse.name'];
+      name = this.#name(pax['GNU.sparse.name']);
       size = Number(pax['GNU.sparse.realsize'] ?? size);
       sparse = true;
       // The apparent size costs no bytes in the stream: bound it like real content.
@@ -185,8 +193,9 @@ export class TreeWriter {
       // A whiteout name on a link or device: Docker and containerd treat any `.wh.` entry as a whiteout.
       kind = base === OPAQUE_MARKER ? 'opaque' : 'whiteout';
     }
-    const linkname = header.linkname ?? undefined;
-    if (linkname !== undefined && linkname !== null) this.#checkLength(linkname, 'link target');
+    const linkname =
+      header.linkname === undefined || header.linkname === null ? undefined : this.#name(header.linkname);
+    if (linkname !== undefined) this.#checkLength(linkname, 'link target');
 
     if (this.settings.filter !== undefined) {
       const info: EntryInfo = { path: parts.join('/'), type: kind, size, mode: rawMode, uid, gid };
@@ -321,7 +330,8 @@ export class TreeWriter {
   ): void {
     if (target === '') throw new UnsafePathError(name, 'symlink without a target');
     // The target is stored verbatim (absolute targets stay absolute); it is never followed while extracting.
-    const path = this.#place(name, parts, 'symlink', (full) => fs.symlinkSync(target, full));
+    const rawTarget = this.#rawNames && hasRawBytes(target) ? encodeRawName(target) : target;
+    const path = this.#place(name, parts, 'symlink', (full) => fs.symlinkSync(rawTarget, full));
     const full = this.#full(path);
     if (this.#isRoot) {
       const [hostUid, hostGid] = this.#mapIds(name, uid, gid);
@@ -387,14 +397,15 @@ export class TreeWriter {
           if (!here.isDirectory()) return false;
           continue;
         }
-        const lowerDir = fs.lstatSync(`${lower}/${relative}`);
+        const lowerPath = joinPath(lower, relative);
+        const lowerDir = fs.lstatSync(lowerPath);
         fs.mkdirSync(full, lowerDir.mode & 0o7777);
-        this.#copyMeta(`${lower}/${relative}`, full, lowerDir, name);
+        this.#copyMeta(lowerPath, full, lowerDir, name);
         this.#markAdded(relative);
       }
       const path = targetParts.join('/');
       const full = this.#full(path);
-      if (found.stat.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(found.path), full);
+      if (found.stat.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(found.path, 'buffer'), full);
       else fs.copyFileSync(found.path, full, fs.constants.COPYFILE_FICLONE);
       this.#copyMeta(found.path, full, found.stat, name);
       this.#markAdded(path);
@@ -405,13 +416,15 @@ export class TreeWriter {
   }
 
   /** Copies owner, mode, mtime and xattrs of a lower entry onto its copy-up. */
-  #copyMeta(from: string, to: string, stat: fs.Stats, name: string): void {
+  #copyMeta(from: FsPath, to: FsPath, stat: fs.Stats, name: string): void {
     const link = stat.isSymbolicLink();
     if (this.#isRoot) fs.lchownSync(to, stat.uid, stat.gid);
     if (!link) {
       fs.chmodSync(to, stat.mode & 0o7777);
-      for (const key of listAttributesSync(from)) {
-        const value = getAttributeSync(from, key);
+      const xattrs = this.#withXattrPath(from, (path) =>
+        listAttributesSync(path).map((key) => [key, getAttributeSync(path, key)] as const),
+      );
+      for (const [key, value] of xattrs) {
         if (value !== null) this.#setXattr(to, name, key, value, false);
       }
     }
@@ -447,17 +460,19 @@ export class TreeWriter {
     }
     const path = this.#place(name, parts, kind);
     const full = this.#full(path);
-    if (kind === 'fifo') run('mkfifo', ['-m', '600', '--', full]);
+    if (kind === 'fifo') this.#makeSpecial(full, (target) => run('mkfifo', ['-m', '600', '--', target]));
     else {
-      const failure = tryRun('mknod', [
-        '-m',
-        '600',
-        '--',
-        full,
-        kind === 'char-device' ? 'c' : 'b',
-        String(header.devmajor ?? 0),
-        String(header.devminor ?? 0),
-      ]);
+      const failure = this.#makeSpecial(full, (target) =>
+        tryRun('mknod', [
+          '-m',
+          '600',
+          '--',
+          target,
+          kind === 'char-device' ? 'c' : 'b',
+          String(header.devmajor ?? 0),
+          String(header.devminor ?? 0),
+        ]),
+      );
       if (failure !== undefined) {
         // Root without CAP_MKNOD (many container runtimes drop it) or in a user namespace: the
         // device is recorded as in rootless mode instead of failing the whole layer, as containerd
@@ -519,7 +534,9 @@ export class TreeWriter {
       if (this.#added.has(path)) return undefined;
       this.#place(name, [...parts.slice(0, -1), hidden], 'whiteout');
       // overlayfs whiteout: a 0:0 character device (Documentation/filesystems/overlayfs.rst, "whiteouts").
-      run('mknod', ['-m', '000', '--', this.#full(path), 'c', '0', '0']);
+      this.#makeSpecial(this.#full(path), (target) =>
+        run('mknod', ['-m', '000', '--', target, 'c', '0', '0']),
+      );
       return undefined;
     }
 
@@ -595,7 +612,7 @@ export class TreeWriter {
         }
         if (++hops > MAX_SYMLINK_HOPS)
           throw new UnsafePathError(name, `too many symlinks resolving ${candidate}`);
-        const resolved = resolveLinkInside(real, fs.readlinkSync(full));
+        const resolved = resolveLinkInside(real, this.#decoded(fs.readlinkSync(full, 'buffer')));
         if (resolved === undefined) {
           throw new UnsafePathError(name, `parent ${candidate} is a symlink that leaves the root`);
         }
@@ -615,7 +632,7 @@ export class TreeWriter {
    * existing directory stays when a directory replaces it (overlay merges them), anything else is
    * removed without following links.
    */
-  #place(name: string, parts: string[], kind: string, create?: (full: string) => void): string {
+  #place(name: string, parts: string[], kind: string, create?: (full: FsPath) => void): string {
     const dir = this.#resolveDir(name, parts.slice(0, -1), true) as string;
     const path = join(dir, parts[parts.length - 1] as string);
     const full = this.#full(path);
@@ -667,8 +684,8 @@ export class TreeWriter {
     const full = this.#full(dir);
     const stat = fs.lstatSync(full, { throwIfNoEntry: false });
     if (stat === undefined || !stat.isDirectory()) return;
-    for (const entry of fs.readdirSync(full, { withFileTypes: true })) {
-      const path = join(dir, entry.name);
+    for (const entry of fs.readdirSync(full, { withFileTypes: true, encoding: 'buffer' })) {
+      const path = join(dir, this.#decoded(entry.name));
       if (!keep(path)) {
         this.#remove(path, fs.lstatSync(this.#full(path)));
       } else if (entry.isDirectory()) {
@@ -680,7 +697,7 @@ export class TreeWriter {
   // ---- metadata ----------------------------------------------------------------------------------
 
   #applyMeta(
-    full: string,
+    full: FsPath,
     path: string,
     kind: string,
     mode: number,
@@ -704,7 +721,7 @@ export class TreeWriter {
    * format containers-storage writes and fuse-overlayfs reads. The kernel allows user.* xattrs on
    * regular files and directories only, so links and FIFOs keep just their real mode.
    */
-  #overrideStat(full: string, name: string, uid: number, gid: number, mode: number): void {
+  #overrideStat(full: FsPath, name: string, uid: number, gid: number, mode: number): void {
     const [mappedUid, mappedGid] = this.#mapIds(name, uid, gid);
     this.#setXattr(
       full,
@@ -715,7 +732,7 @@ export class TreeWriter {
     );
   }
 
-  #xattrs(full: string, name: string, header: TarHeader, kind: string): void {
+  #xattrs(full: FsPath, name: string, header: TarHeader, kind: string): void {
     if (header.pax === undefined || header.pax === null) return;
     const xattrs = paxXattrs(header);
     for (const [key, value] of xattrs) {
@@ -731,9 +748,9 @@ export class TreeWriter {
     }
   }
 
-  #setXattr(full: string, name: string, key: string, value: Buffer, essential: boolean): void {
+  #setXattr(full: FsPath, name: string, key: string, value: Buffer, essential: boolean): void {
     try {
-      setAttributeSync(full, key, value);
+      this.#withXattrPath(full, (path) => setAttributeSync(path, key, value));
     } catch (error) {
       const message = `${name}: cannot set xattr ${key}: ${error instanceof Error ? error.message : String(error)}`;
       if (essential || this.settings.xattrErrors === 'fail')
@@ -757,7 +774,8 @@ export class TreeWriter {
   }
 
   #checkLength(value: string, what: string): void {
-    const length = Buffer.byteLength(value);
+    const length =
+      this.#rawNames && hasRawBytes(value) ? encodeRawName(value).length : Buffer.byteLength(value);
     if (length > this.settings.limits.maxPathLength) {
       throw new LimitExceededError(
         'maxPathLength',
@@ -775,8 +793,78 @@ export class TreeWriter {
     throw new UnsafePathError(name, reason);
   }
 
-  #full(path: string): string {
-    return path === '' ? this.root : `${this.root}/${path}`;
+  #full(path: string): FsPath {
+    if (path === '') return this.root;
+    if (this.#rawNames && hasRawBytes(path))
+      return Buffer.concat([Buffer.from(`${this.root}/`), encodeRawName(path)]);
+    return `${this.root}/${path}`;
+  }
+
+  /** A name from a tar header (latin1, one char per byte) in the form of raw-name.ts. */
+  #name(latin1: string): string {
+    const name = nameFromLatin1(latin1);
+    if (!this.#rawNames && name !== latin1 && hasRawBytes(name)) this.#rawNames = true;
+    return name;
+  }
+
+  /** A name read back from the filesystem (readdir, readlink) as bytes. */
+  #decoded(bytes: Buffer): string {
+    const name = decodeRawName(bytes);
+    if (!this.#rawNames && hasRawBytes(name)) this.#rawNames = true;
+    return name;
+  }
+
+  /**
+   * Runs an xattr call (string paths only, last component never followed) on an entry whose path may
+   * not be UTF-8: a directory through `/proc/self/fd/N/.`, anything else through a temporary ASCII
+   * hardlink in this tree's root (same inode, same xattrs), removed right after.
+   */
+  #withXattrPath<T>(path: FsPath, call: (path: string) => T): T {
+    if (typeof path === 'string') return call(path);
+    if (fs.lstatSync(path).isDirectory()) return withDirXattrPath(path, call);
+    const alias = `${this.root}/.ocipull-xattr-${process.pid}-${++this.#specials}`;
+    fs.linkSync(path, alias);
+    try {
+      return call(alias);
+    } finally {
+      fs.unlinkSync(alias);
+    }
+  }
+
+  /**
+   * mkfifo(1) and mknod(1) take their path as an argument, and arguments are strings: a path that is
+   * not UTF-8 is made under a temporary ASCII name in the root and renamed into place.
+   */
+  #makeSpecial<T>(full: FsPath, make: (path: string) => T): T {
+    if (typeof full === 'string') return make(full);
+    const temporary = `${this.root}/.ocipull-special-${process.pid}-${++this.#specials}`;
+    const result = make(temporary);
+    if (fs.existsSync(temporary)) fs.renameSync(temporary, full);
+    return result;
+  }
+}
+
+/** `base/name` as a path for `node:fs`. */
+function joinPath(base: FsPath, name: string): FsPath {
+  if (typeof base === 'string' && !hasRawBytes(name)) return `${base}/${name}`;
+  return Buffer.concat([
+    typeof base === 'string' ? Buffer.from(base) : base,
+    Buffer.from('/'),
+    encodeRawName(name),
+  ]);
+}
+
+/**
+ * Runs an xattr call on a directory. @napi-rs/xattr takes string paths and never follows the last
+ * component (l*xattr), so a Buffer path is opened and reached as `/proc/self/fd/N/.`.
+ */
+function withDirXattrPath<T>(path: FsPath, call: (path: string) => T): T {
+  if (typeof path === 'string') return call(path);
+  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  try {
+    return call(`/proc/self/fd/${fd}/.`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
@@ -944,14 +1032,14 @@ function findInLower(
   lower: string,
   parts: string[],
   format: WhiteoutFormat,
-): { path: string; stat: fs.Stats } | 'hidden' | undefined {
-  let current = lower;
+): { path: FsPath; stat: fs.Stats } | 'hidden' | undefined {
+  let current: FsPath = lower;
   for (let index = 0; index < parts.length; index++) {
     const part = parts[index] as string;
     if (format === 'aufs') {
-      if (fs.existsSync(`${current}/${WHITEOUT_PREFIX}${part}`)) return 'hidden';
+      if (fs.existsSync(joinPath(current, `${WHITEOUT_PREFIX}${part}`))) return 'hidden';
     }
-    const path = `${current}/${part}`;
+    const path = joinPath(current, part);
     const stat = fs.lstatSync(path, { throwIfNoEntry: false });
     const last = index === parts.length - 1;
     if (stat === undefined) return isOpaque(current, format) ? 'hidden' : undefined;
@@ -963,10 +1051,10 @@ function findInLower(
   return undefined;
 }
 
-function isOpaque(dir: string, format: WhiteoutFormat): boolean {
-  if (format === 'aufs') return fs.existsSync(`${dir}/${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}.opq`);
+function isOpaque(dir: FsPath, format: WhiteoutFormat): boolean {
+  if (format === 'aufs') return fs.existsSync(joinPath(dir, `${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}.opq`));
   try {
-    return getAttributeSync(dir, OVERLAY_OPAQUE_XATTR)?.toString() === 'y';
+    return withDirXattrPath(dir, (path) => getAttributeSync(path, OVERLAY_OPAQUE_XATTR))?.toString() === 'y';
   } catch {
     return false;
   }
