@@ -105,6 +105,25 @@ describe('faithful files', () => {
     expect(tree.get('ro/inside')?.sha256).toBe(sha256('x'));
   });
 
+  it('keeps mtimes before 1970 and skips (with a warning) mtimes no filesystem can hold', async () => {
+    const { destination, result } = await flatten([
+      [
+        // ustar cannot hold a negative time: GNU tar and Go write PAX records for them.
+        raw({ name: 'old', type: 'file', pax: { mtime: '-14182940' } }, 'x'),
+        raw({ name: 'paxold', type: 'file', pax: { mtime: '-1.5' } }, 'y'),
+        raw({ name: 'olddir/', type: 'directory', pax: { mtime: '-315619200' } }),
+        raw({ name: 'oldlink', type: 'symlink', linkname: 'old', pax: { mtime: '-631152000' } }),
+        raw({ name: 'far', type: 'file', pax: { mtime: '1e30' } }, 'z'),
+      ],
+    ]);
+    expect(fs.statSync(join(destination, 'old')).mtimeMs).toBe(Date.parse('1969-07-20T20:17:40Z'));
+    expect(fs.statSync(join(destination, 'paxold')).mtimeMs).toBe(-1500);
+    expect(fs.statSync(join(destination, 'olddir')).mtimeMs).toBe(Date.parse('1960-01-01T00:00:00Z'));
+    expect(fs.lstatSync(join(destination, 'oldlink')).mtimeMs).toBe(Date.parse('1950-01-01T00:00:00Z'));
+    expect(fs.readFileSync(join(destination, 'far'), 'utf8')).toBe('z');
+    expect(result.layers[0]?.warnings).toEqual([expect.stringMatching(/^far: mtime 1e30 is out of range/)]);
+  });
+
   it('reads PAX and GNU long names, long link targets, sub-second mtimes and sparse files written by GNU tar', async () => {
     const source = fresh();
     const longDir = `${'d'.repeat(120)}/${'e'.repeat(120)}`;

@@ -66,6 +66,8 @@ const OPEN_NEW_FILE =
   fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 /** Linux follows at most 40 symlinks in one lookup (path_resolution(7)); securejoin uses the same bound. */
 const MAX_SYMLINK_HOPS = 40;
+/** mtimes beyond ±10^15 s (31.7 million years) are not applied (near 2^63 s, time_t overflows and utimes fails). */
+const MAX_MTIME_SECONDS = 1e15;
 
 /**
  * Writes tar entries into a directory tree, synchronously. Every entry is resolved inside `root`
@@ -145,7 +147,7 @@ export class TreeWriter {
     const rawMode = (header.mode ?? 0) & 0o7777;
     const uid = pax?.uid !== undefined ? Number(pax.uid) : (header.uid ?? 0);
     const gid = pax?.gid !== undefined ? Number(pax.gid) : (header.gid ?? 0);
-    const mtime = this.#mtime(header);
+    const mtime = this.#mtime(name, header);
 
     if (parts.length === 0) {
       // The root itself ("./"): only its metadata can change.
@@ -289,7 +291,7 @@ export class TreeWriter {
         } else {
           fs.fchmodSync(fd, (mode & 0o777) | 0o600);
         }
-        if (mtime !== undefined) fs.futimesSync(fd, mtime, mtime);
+        if (mtime !== undefined) fs.futimesSync(fd, timeArg(mtime), timeArg(mtime));
       } finally {
         fs.closeSync(fd);
       }
@@ -337,7 +339,7 @@ export class TreeWriter {
       const [hostUid, hostGid] = this.#mapIds(name, uid, gid);
       fs.lchownSync(full, hostUid, hostGid);
     }
-    if (mtime !== undefined) fs.lutimesSync(full, mtime, mtime);
+    if (mtime !== undefined) fs.lutimesSync(full, timeArg(mtime), timeArg(mtime));
   }
 
   #hardlink(name: string, parts: string[], target: string): void {
@@ -520,7 +522,7 @@ export class TreeWriter {
           (header.mode ?? 0o644) & 0o7777,
           uid,
           gid,
-          this.#mtime(header),
+          this.#mtime(name, header),
           undefined,
         );
       }
@@ -713,7 +715,7 @@ export class TreeWriter {
       fs.chmodSync(full, (mode & 0o777) | (kind === 'directory' ? 0o700 : 0o600));
       if (kind === 'directory') this.#overrideStat(full, path, uid, gid, mode);
     }
-    if (mtime !== undefined) fs.utimesSync(full, mtime, mtime);
+    if (mtime !== undefined) fs.utimesSync(full, timeArg(mtime), timeArg(mtime));
   }
 
   /**
@@ -763,14 +765,22 @@ export class TreeWriter {
     return [mapId(name, 'uid', uid, this.settings.uidMap), mapId(name, 'gid', gid, this.settings.gidMap)];
   }
 
-  #mtime(header: TarHeader): number | undefined {
+  #mtime(name: string, header: TarHeader): number | undefined {
     if (!this.settings.preserveMtimes) return undefined;
+    let seconds: number | undefined;
     const paxTime = header.pax?.mtime;
     if (paxTime !== undefined) {
-      const seconds = Number(paxTime);
-      if (Number.isFinite(seconds)) return seconds;
+      const pax = Number(paxTime);
+      if (Number.isFinite(pax)) seconds = pax;
     }
-    return header.mtime === undefined ? undefined : header.mtime.getTime() / 1000;
+    if (seconds === undefined && header.mtime !== undefined) seconds = header.mtime.getTime() / 1000;
+    if (seconds === undefined || Number.isNaN(seconds)) return undefined;
+    if (Math.abs(seconds) > MAX_MTIME_SECONDS) {
+      // GNU tar also extracts the file and only warns ("time stamp out of range").
+      this.warnings.push(`${name}: mtime ${paxTime ?? seconds} is out of range, not applied`);
+      return undefined;
+    }
+    return seconds;
   }
 
   #checkLength(value: string, what: string): void {
@@ -866,6 +876,14 @@ function withDirXattrPath<T>(path: FsPath, call: (path: string) => T): T {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * A time for `fs.*utimes`: Node replaces a negative number by the current time, but takes a numeric
+ * string as it is — so files from before 1970 keep their mtime, as GNU tar and umoci keep it.
+ */
+function timeArg(seconds: number): number | string {
+  return seconds < 0 ? String(seconds) : seconds;
 }
 
 function join(dir: string | undefined, name: string): string {
