@@ -94,6 +94,9 @@ export async function decompressLayer(
 /** Reads at least `count` bytes (fewer at end of stream) without losing them: the caller unshifts them. */
 async function readHead(input: Readable, count: number): Promise<{ head: Buffer; ended: boolean }> {
   const chunks: Buffer[] = [];
+  // `read()` hands over everything buffered (a whole 1 MiB read, or a small layer entirely): one
+  // chunk is given back as it is, not copied.
+  const joined = () => (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
   let length = 0;
   while (length < count) {
     const chunk = input.read() as Buffer | null;
@@ -103,7 +106,7 @@ async function readHead(input: Readable, count: number): Promise<{ head: Buffer;
       length += buffer.length;
       continue;
     }
-    if (input.readableEnded || input.destroyed) return { head: Buffer.concat(chunks), ended: true };
+    if (input.readableEnded || input.destroyed) return { head: joined(), ended: true };
     const ended = await new Promise<boolean>((resolve, reject) => {
       const cleanup = () => {
         input.off('readable', onReadable);
@@ -128,7 +131,7 @@ async function readHead(input: Readable, count: number): Promise<{ head: Buffer;
       input.once('error', onError);
       input.once('close', onEnd);
     });
-    if (ended && input.readableLength === 0) return { head: Buffer.concat(chunks), ended: true };
+    if (ended && input.readableLength === 0) return { head: joined(), ended: true };
   }
-  return { head: Buffer.concat(chunks), ended: false };
+  return { head: joined(), ended: false };
 }
