@@ -12,13 +12,13 @@ import {
   readFileSync,
   rmSync,
   statSync,
-  writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { createHasher } from '@ocipull/digest';
 import { flattenLayers } from '../src/index.ts';
+import { writeOneLayerLayout } from '../src/testing/oci-layout.ts';
 
 // pnpm passes a literal `--` through; an empty layer argument means "build the default layer".
 const args = process.argv.slice(2).filter((arg) => arg !== '--');
@@ -45,52 +45,9 @@ function defaultLayer(): string {
 
 /** A one-layer OCI layout around the gzip blob, as umoci reads it. */
 async function writeLayout(dir: string): Promise<void> {
-  const blobs = join(dir, 'blobs', 'sha256');
-  mkdirSync(blobs, { recursive: true });
-  const put = (bytes: Buffer) => {
-    const digest = createHasher().update(bytes).digest();
-    writeFileSync(join(blobs, digest.slice(7)), bytes);
-    return { digest, size: bytes.length };
-  };
-  const blob = readFileSync(layer);
   const hasher = createHasher();
   for await (const chunk of createReadStream(layer).pipe(createGunzip())) hasher.update(chunk as Buffer);
-  const diffId = hasher.digest();
-  const layerDescriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(blob) };
-  const config = put(
-    Buffer.from(
-      JSON.stringify({
-        architecture: 'amd64',
-        os: 'linux',
-        rootfs: { type: 'layers', diff_ids: [diffId] },
-        config: {},
-      }),
-    ),
-  );
-  const manifest = put(
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: [layerDescriptor],
-      }),
-    ),
-  );
-  writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  writeFileSync(
-    join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'bench' },
-        },
-      ],
-    }),
-  );
+  writeOneLayerLayout(dir, readFileSync(layer), hasher.digest(), 'bench');
 }
 
 async function time(fn: () => Promise<void> | void): Promise<number> {

@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractLayer, flattenLayers, OVERRIDE_STAT_XATTR } from './index.ts';
 import { decodeRawName, displayName, encodeRawName, hasRawBytes, nameFromLatin1 } from './raw-name.ts';
+import { writeOneLayerLayout } from './testing/oci-layout.ts';
 import { bufferStream, sha256Hex } from './testing/tree-snapshot.ts';
 
 const bytes = (...parts: Array<string | number[]>) =>
@@ -179,7 +179,8 @@ describe('names that are not UTF-8', () => {
 
   it('flattens them as umoci unpack does (the oracle)', async () => {
     const tar = gnuTar(makeSource(), 'posix');
-    const layout = ociLayout(gzipSync(tar), tar);
+    const layout = fresh();
+    writeOneLayerLayout(layout, gzipSync(tar), `sha256:${sha256Hex(tar)}`, 'raw');
     const bundle = fresh();
     execFileSync('umoci', ['unpack', '--image', `${layout}:raw`, bundle], { stdio: 'pipe' });
     const destination = fresh();
@@ -301,50 +302,4 @@ function withBytesReplaced(tar: Buffer, search: Buffer, replacement: Buffer): Bu
     header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
   }
   return out;
-}
-
-/** A one-layer OCI image layout tagged `raw` (for umoci). */
-function ociLayout(layer: Buffer, tar: Buffer): string {
-  const dir = fresh();
-  fs.mkdirSync(join(dir, 'blobs/sha256'), { recursive: true });
-  const put = (bytes: Buffer) => {
-    const hex = createHash('sha256').update(bytes).digest('hex');
-    fs.writeFileSync(join(dir, 'blobs/sha256', hex), bytes);
-    return { digest: `sha256:${hex}`, size: bytes.length };
-  };
-  const config = put(
-    Buffer.from(
-      JSON.stringify({
-        architecture: 'amd64',
-        os: 'linux',
-        config: {},
-        rootfs: { type: 'layers', diff_ids: [`sha256:${createHash('sha256').update(tar).digest('hex')}`] },
-      }),
-    ),
-  );
-  const manifest = put(
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(layer) }],
-      }),
-    ),
-  );
-  fs.writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  fs.writeFileSync(
-    join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'raw' },
-        },
-      ],
-    }),
-  );
-  return dir;
 }
