@@ -1,6 +1,7 @@
 import { PassThrough, pipeline, Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { ErrorCode, OciError } from '@ocipull/core';
+import { ZstdFrames } from './zstd-frames.ts';
 
 /** The compression of a layer stream. */
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
@@ -17,10 +18,19 @@ export function compressionOfMediaType(mediaType: string): LayerCompression | un
   return undefined;
 }
 
-/** The compression the first bytes of a stream show (RFC 1952 gzip magic, RFC 8878 zstd frame magic). */
+/** The compression the first bytes of a stream show (RFC 1952 gzip magic, RFC 8878 zstd frame magics). */
 export function detectCompression(head: Uint8Array): LayerCompression {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
   if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd)
+    return 'zstd';
+  // A zstd skippable frame (0x184D2A50–5F, little-endian): metadata ahead of the data frames.
+  if (
+    head.length >= 4 &&
+    (head[0] as number) >> 4 === 0x5 &&
+    head[1] === 0x2a &&
+    head[2] === 0x4d &&
+    head[3] === 0x18
+  )
     return 'zstd';
   return 'none';
 }
@@ -60,7 +70,7 @@ export async function decompressLayer(
   if (ended) input = Readable.from(head.length > 0 ? [head] : []);
   else if (head.length > 0) input.unshift(head);
 
-  let decompressor: zlib.Gunzip | zlib.ZstdDecompress | undefined;
+  let decompressor: zlib.Gunzip | ZstdFrames | undefined;
   if (compression === 'gzip') decompressor = zlib.createGunzip({ chunkSize: DECOMPRESS_CHUNK });
   else if (compression === 'zstd') {
     if (typeof zlib.createZstdDecompress !== 'function') {
@@ -70,7 +80,8 @@ export async function decompressLayer(
         'zstd layers need Node.js 22.15 or newer (zlib.createZstdDecompress)',
       );
     }
-    decompressor = zlib.createZstdDecompress({ chunkSize: DECOMPRESS_CHUNK });
+    // Every frame, not just the first (zstd:chunked layers are many frames): see ZstdFrames.
+    decompressor = new ZstdFrames({ chunkSize: DECOMPRESS_CHUNK });
   }
   if (decompressor === undefined) {
     const result: DecompressedLayer = { stream: input, compression };

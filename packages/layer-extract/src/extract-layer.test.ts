@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { constants, gzipSync, zstdCompressSync } from 'node:zlib';
 import { getAttributeSync } from '@napi-rs/xattr';
 import { isOciError } from '@ocipull/core';
 import {
@@ -34,6 +34,16 @@ let counter = 0;
 const fresh = () => join(work, `t${++counter}`);
 const OCI_TAR = 'application/vnd.oci.image.layer.v1.tar';
 const OCI_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const OCI_ZSTD = 'application/vnd.oci.image.layer.v1.tar+zstd';
+
+/** A Readable that hands `bytes` over `size` bytes at a time. */
+function trickle(bytes: Buffer, size: number): Readable {
+  return Readable.from(
+    (function* () {
+      for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
+    })(),
+  );
+}
 
 beforeAll(() => {
   if (process.getuid?.() !== 0)
@@ -771,6 +781,78 @@ describe('streams, digests and media types', () => {
       expect(result.warnings.length > 0, mediaType).toBe(lies);
       expect(fs.readFileSync(join(destination, 'a'), 'utf8')).toBe('x');
     }
+  });
+
+  it('reads every zstd frame and skips skippable ones (zstd:chunked layers are many frames)', async () => {
+    const tar = await layerTarBytes([
+      file('random', { size: 300_000, seed: 3 }),
+      file('runs', 'z'.repeat(200_000)),
+      file('small', 'x'),
+    ]);
+    const diffId = `sha256:${sha256(tar)}`;
+    const skippable = (magicNibble: number, payload: string) => {
+      const frame = Buffer.alloc(8 + payload.length);
+      frame.writeUInt32LE(0x184d2a50 + magicNibble, 0);
+      frame.writeUInt32LE(payload.length, 4);
+      frame.write(payload, 8);
+      return frame;
+    };
+    const cuts = [0, 1000, 250_000, 420_000, tar.length];
+    const frames = cuts.slice(1).map((end, index) =>
+      zstdCompressSync(tar.subarray(cuts[index], end), {
+        // Alternate frames with and without the content checksum.
+        params: { [constants.ZSTD_c_checksumFlag]: index % 2 },
+      }),
+    );
+    const blob = Buffer.concat([
+      frames[0] as Buffer,
+      skippable(0, 'toc'),
+      frames[1] as Buffer,
+      frames[2] as Buffer,
+      skippable(15, ''),
+      frames[3] as Buffer,
+      skippable(7, 'manifest'),
+    ]);
+    // Fed whole, and 61 bytes at a time so headers straddle chunks here and there.
+    for (const input of [bufferStream(blob), trickle(blob, 61)]) {
+      const destination = fresh();
+      const result = await extractLayer(input, { destination, mediaType: OCI_ZSTD, diffId });
+      expect(result.diffId).toBe(diffId);
+      expect(fs.readFileSync(join(destination, 'runs'), 'utf8')).toBe('z'.repeat(200_000));
+      expect(fs.readFileSync(join(destination, 'small'), 'utf8')).toBe('x');
+    }
+    // A skippable frame first still reads as zstd, whatever the media type says.
+    const leading = Buffer.concat([skippable(3, 'header'), blob]);
+    const relabelled = await extractLayer(bufferStream(leading), {
+      destination: fresh(),
+      mediaType: OCI_TAR,
+      diffId,
+    });
+    expect(relabelled.diffId).toBe(diffId);
+    expect(relabelled.warnings).toEqual([expect.stringMatching(/declares none but the bytes are zstd/)]);
+    // Bytes after the last frame that start no frame are ignored, as gunzip ignores them.
+    const trailing = Buffer.concat([blob, Buffer.alloc(100)]);
+    const result = await extractLayer(bufferStream(trailing), {
+      destination: fresh(),
+      mediaType: OCI_ZSTD,
+      diffId,
+    });
+    expect(result.diffId).toBe(diffId);
+    // A stream cut inside a frame, or one that starts with no frame at all, is a broken layer.
+    await expectCode(
+      extractLayer(bufferStream(blob.subarray(0, (frames[0] as Buffer).length + 20)), {
+        destination: fresh(),
+        mediaType: OCI_ZSTD,
+      }),
+      'ERR_INVALID_LAYER',
+    );
+    await expectCode(
+      extractLayer(bufferStream(Buffer.concat([skippable(0, 'only metadata')])), {
+        destination: fresh(),
+        mediaType: OCI_ZSTD,
+      }),
+      'ERR_INVALID_LAYER',
+    );
   });
 
   it('reads a regular-file entry with a trailing slash as a directory, as old tars write them', async () => {
