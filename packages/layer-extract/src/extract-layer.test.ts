@@ -830,14 +830,30 @@ describe('streams, digests and media types', () => {
     });
     expect(relabelled.diffId).toBe(diffId);
     expect(relabelled.warnings).toEqual([expect.stringMatching(/declares none but the bytes are zstd/)]);
-    // Bytes after the last frame that start no frame are ignored, as gunzip ignores them.
-    const trailing = Buffer.concat([blob, Buffer.alloc(100)]);
-    const result = await extractLayer(bufferStream(trailing), {
-      destination: fresh(),
-      mediaType: OCI_ZSTD,
-      diffId,
-    });
-    expect(result.diffId).toBe(diffId);
+    // Zero padding after the last frame is ignored and other bytes are refused, as gunzip does.
+    for (const padding of [1, 3, 100]) {
+      const padded = Buffer.concat([blob, Buffer.alloc(padding)]);
+      const read = await extractLayer(bufferStream(padded), {
+        destination: fresh(),
+        mediaType: OCI_ZSTD,
+        diffId,
+      });
+      expect(read.diffId).toBe(diffId);
+    }
+    await expectCode(
+      extractLayer(bufferStream(Buffer.concat([blob, Buffer.from('garbage!')])), {
+        destination: fresh(),
+        mediaType: OCI_ZSTD,
+      }),
+      'ERR_INVALID_LAYER',
+    );
+    await expectCode(
+      extractLayer(bufferStream(Buffer.concat([blob, Buffer.alloc(8), Buffer.from('x')])), {
+        destination: fresh(),
+        mediaType: OCI_ZSTD,
+      }),
+      'ERR_INVALID_LAYER',
+    );
     // A stream cut inside a frame, or one that starts with no frame at all, is a broken layer.
     await expectCode(
       extractLayer(bufferStream(blob.subarray(0, (frames[0] as Buffer).length + 20)), {

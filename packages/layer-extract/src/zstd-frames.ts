@@ -24,9 +24,9 @@ type State =
  * contents in skippable frames at the end; `zstd` and Go's decoders (containerd, umoci) read them
  * all. Node's ZstdDecompress stops at the end of the first frame and drops the rest silently, so this
  * Transform walks the frame structure — magic numbers, frame and block headers, no decompression —
- * hands each data frame to a fresh decompressor in turn and skips skippable frames. Bytes after the
- * last frame that do not start a frame are ignored, as gunzip ignores what follows its last member
- * (the diff_id still covers every decompressed byte).
+ * hands each data frame to a fresh decompressor in turn and skips skippable frames. Zeros after the
+ * last frame are ignored and anything else there is an error, as Node's gunzip does after its last
+ * member.
  */
 export class ZstdFrames extends Transform {
   readonly #chunkSize: number;
@@ -49,7 +49,9 @@ export class ZstdFrames extends Transform {
   override _flush(callback: TransformCallback): void {
     const state = this.#state;
     const between = state.kind === 'magic' || state.kind === 'trailing';
-    if (!between || this.#partial.length > 0 || this.#frames === 0) {
+    // Fewer than 4 bytes of zero padding after the last frame end the stream as well as more do.
+    const padding = this.#frames > 0 && this.#partial.every((byte) => byte === 0);
+    if (!between || (this.#partial.length > 0 && !padding) || this.#frames === 0) {
       callback(
         new OciError(
           ErrorCode.InvalidLayer,
@@ -77,6 +79,10 @@ export class ZstdFrames extends Transform {
       const state = this.#state;
       switch (state.kind) {
         case 'trailing':
+          // Zeros after the last frame are padding (gunzip ignores them too); anything else is not.
+          for (let index = offset; index < chunk.length; index++) {
+            if (chunk[index] !== 0) throw trailingData();
+          }
           return;
         case 'magic':
         case 'skip-size': {
@@ -93,6 +99,7 @@ export class ZstdFrames extends Transform {
           } else if ((value & SKIPPABLE_MASK) === SKIPPABLE_MAGIC) {
             this.#state = { kind: 'skip-size' };
           } else if (this.#frames > 0) {
+            if (value !== 0) throw trailingData();
             this.#state = { kind: 'trailing' };
           } else {
             throw new OciError(ErrorCode.InvalidLayer, 'zstd stream does not start with a frame');
@@ -230,4 +237,8 @@ export class ZstdFrames extends Transform {
     this.#decoder?.resume();
     super._read(size);
   }
+}
+
+function trailingData(): OciError {
+  return new OciError(ErrorCode.InvalidLayer, 'data after the last zstd frame is not a frame');
 }
