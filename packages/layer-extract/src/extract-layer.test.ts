@@ -27,7 +27,14 @@ import {
   isMissingLinkTarget,
   OVERRIDE_STAT_XATTR,
 } from './index.ts';
-import { bufferStream, layerStream, listAll, sha256Hex, snapshotTree } from './testing/tree-snapshot.ts';
+import {
+  bufferStream,
+  layerStream,
+  listAll,
+  type NodeSnapshot,
+  sha256Hex,
+  snapshotTree,
+} from './testing/tree-snapshot.ts';
 
 let work: string;
 let counter = 0;
@@ -132,6 +139,26 @@ describe('faithful files', () => {
     expect(fs.lstatSync(join(destination, 'oldlink')).mtimeMs).toBe(Date.parse('1950-01-01T00:00:00Z'));
     expect(fs.readFileSync(join(destination, 'far'), 'utf8')).toBe('z');
     expect(result.layers[0]?.warnings).toEqual([expect.stringMatching(/^far: mtime 1e30 is out of range/)]);
+  });
+
+  it('reads pre-POSIX (V7) archives as GNU tar does', async () => {
+    const source = fresh();
+    fs.mkdirSync(join(source, 'dir'), { recursive: true });
+    fs.writeFileSync(join(source, 'dir/file'), 'v7 content');
+    fs.symlinkSync('dir/file', join(source, 'link'));
+    fs.linkSync(join(source, 'dir/file'), join(source, 'hard'));
+    const tar = execFileSync('tar', ['--format=v7', '--sort=name', '-C', source, '-cf', '-', '.']);
+    expect(tar.toString('latin1', 257, 262)).not.toBe('ustar');
+    const untarred = fresh();
+    fs.mkdirSync(untarred);
+    execFileSync('tar', ['-C', untarred, '-xf', '-'], { input: tar });
+    const { tree } = await flattenLike(tar);
+    const withoutInodes = (snapshot: Map<string, NodeSnapshot>) =>
+      new Map([...snapshot].map(([path, node]) => [path, { ...node, ino: undefined }]));
+    expect(withoutInodes(tree)).toEqual(withoutInodes(snapshotTree(untarred)));
+    expect(tree.get('hard')?.ino).toBe(tree.get('dir/file')?.ino);
+    expect(tree.get('dir')).toMatchObject({ type: 'directory' });
+    expect(tree.get('link')).toMatchObject({ type: 'symlink', target: 'dir/file' });
   });
 
   it('reads PAX and GNU long names, long link targets, sub-second mtimes and sparse files written by GNU tar', async () => {

@@ -29,8 +29,12 @@ interface ExtractInternals {
 export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract {
   // Names and link targets are bytes: latin1 keeps them one char per byte (UTF-8 decoding would turn
   // invalid bytes into U+FFFD); the tree writer turns them into names (`nameFromLatin1`).
-  // (A tar-stream option its typings do not list.)
-  const options = { filenameEncoding: 'latin1' } as unknown as Parameters<typeof createExtract>[0];
+  // Pre-POSIX (V7) headers carry no "ustar" magic; GNU tar and Go's archive/tar read them, so they
+  // are allowed here too (the header checksum is still checked first). Neither option is in
+  // tar-stream's typings.
+  const options = { filenameEncoding: 'latin1', allowUnknownFormat: true } as unknown as Parameters<
+    typeof createExtract
+  >[0];
   const extract = createExtract(options);
   const internals = extract as unknown as ExtractInternals;
   const consumeHeader = internals._consumeHeader;
