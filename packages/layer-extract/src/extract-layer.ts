@@ -3,8 +3,8 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { AbortedError, type Digest, ErrorCode, OciError, throwIfAborted } from '@ocipull/core';
 import { createHasher } from '@ocipull/digest';
-import type { Extract } from 'tar-stream';
 import { decompressLayer } from './decompress.ts';
+import { drained } from './drained.ts';
 import { DiffIdMismatchError, LimitExceededError, toOciError } from './errors.ts';
 import {
   type CommonExtractOptions,
@@ -388,18 +388,6 @@ function isZeros(chunk: Buffer): boolean {
     if (!chunk.subarray(offset, end).equals(ZERO_BLOCK.subarray(0, end - offset))) return false;
   }
   return true;
-}
-
-function drained(extract: Extract): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      extract.off('drain', done);
-      extract.off('close', done);
-      resolve();
-    };
-    extract.on('drain', done);
-    extract.on('close', done);
-  });
 }
 
 function wrapStreamError(error: unknown): unknown {

@@ -1,6 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { ErrorCode, OciError } from '@ocipull/core';
+import { drained } from './drained.ts';
 
 const DATA_MAGIC = 0xfd2fb528;
 /** Skippable frames: 0x184D2A50–0x184D2A5F (RFC 8878 §3.1.2). */
@@ -206,17 +207,7 @@ export class ZstdFrames extends Transform {
   async #write(bytes: Buffer): Promise<void> {
     const decoder = this.#decoder;
     if (decoder === undefined || bytes.length === 0) return;
-    if (!decoder.write(bytes)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          decoder.off('drain', done);
-          decoder.off('close', done);
-          resolve();
-        };
-        decoder.on('drain', done);
-        decoder.on('close', done);
-      });
-    }
+    if (!decoder.write(bytes)) await drained(decoder);
   }
 
   /** Ends the current frame's decompressor and waits until all its output was pushed. */
