@@ -77,16 +77,17 @@ const SYNC_TREE_CONCURRENCY = 16;
  * flush; their directory entries are covered by the directory fsync).
  */
 export async function syncTree(root: string): Promise<void> {
-  const paths: string[] = [];
-  const walk = async (directory: string): Promise<void> => {
+  // Buffer paths: a layer may hold names that are not UTF-8, which a string readdir would mangle.
+  const paths: Buffer[] = [];
+  const walk = async (directory: Buffer): Promise<void> => {
     paths.push(directory);
-    for (const entry of await readdir(directory, { withFileTypes: true })) {
-      const path = join(directory, entry.name);
+    for (const entry of await readdir(directory, { withFileTypes: true, encoding: 'buffer' })) {
+      const path = childPath(directory, entry.name);
       if (entry.isDirectory()) await walk(path);
       else if (entry.isFile()) paths.push(path);
     }
   };
-  await walk(root);
+  await walk(Buffer.from(root));
   let next = 0;
   const worker = async () => {
     while (next < paths.length) {
@@ -99,11 +100,17 @@ export async function syncTree(root: string): Promise<void> {
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';
         // Unreadable files (mode 000 as non-root) cannot be opened; nothing more can be done for them.
-        if (!['EACCES', 'EPERM', 'EINVAL', 'ENOENT'].includes(code)) throw fsError(error, `syncing ${path}`);
+        if (!['EACCES', 'EPERM', 'EINVAL', 'ENOENT'].includes(code))
+          throw fsError(error, `syncing ${path.toString()}`);
       } finally {
         await handle?.close();
       }
     }
   };
   await Promise.all(Array.from({ length: SYNC_TREE_CONCURRENCY }, worker));
+}
+
+/** `directory/name` as a Buffer path (names are bytes; see syncTree). */
+export function childPath(directory: Buffer, name: Buffer): Buffer {
+  return Buffer.concat([directory, Buffer.from('/'), name]);
 }

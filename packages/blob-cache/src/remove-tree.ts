@@ -1,5 +1,5 @@
 import { chmod, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { childPath } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 
 /**
@@ -20,10 +20,12 @@ export async function removeTree(path: string): Promise<void> {
   }
 }
 
-async function makeWritable(directory: string): Promise<void> {
-  await chmod(directory, 0o700).catch(() => {});
-  const entries = await readdir(directory, { withFileTypes: true }).catch(() => []);
+/** Makes every directory of a tree writable; Buffer paths, as a layer's names need not be UTF-8. */
+export async function makeWritable(directory: string | Buffer): Promise<void> {
+  const path = typeof directory === 'string' ? Buffer.from(directory) : directory;
+  await chmod(path, 0o700).catch(() => {});
+  const entries = await readdir(path, { withFileTypes: true, encoding: 'buffer' }).catch(() => []);
   for (const entry of entries) {
-    if (entry.isDirectory()) await makeWritable(join(directory, entry.name));
+    if (entry.isDirectory()) await makeWritable(childPath(path, entry.name));
   }
 }
