@@ -1,6 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -151,6 +152,38 @@ describe('pull', () => {
     expect((await stat(join(rootfs, 'lib/libc.so.6'))).ino).toBe(
       (await stat(join(rootfs, 'lib/libc.so'))).ino,
     );
+  });
+
+  it('pulls layers whose names are not UTF-8 into per-layer trees and a rootfs, byte for byte', async () => {
+    // GNU tar keeps such names as bytes (a latin1 "caf\xe9" directory and file); tree specs cannot.
+    const source = join(work, 'raw-source');
+    const dirName = Buffer.from('d\xff', 'latin1');
+    const fileName = Buffer.from('caf\xe9', 'latin1');
+    const at = (root: string, ...names: Buffer[]) =>
+      Buffer.concat([Buffer.from(root), ...names.flatMap((name) => [Buffer.from('/'), name])]);
+    await mkdir(at(source, dirName), { recursive: true });
+    await writeFile(at(source, dirName, fileName), 'latin1 bytes');
+    await writeFile(join(source, 'café'), 'utf-8 name');
+    const tar = execFileSync('tar', ['--format=posix', '-C', source, '-cf', '-', '.'], {
+      env: { ...process.env, LC_ALL: 'C' },
+    });
+    const layout = join(work, 'raw-names');
+    await buildImage({ layers: [{ tar }] }, { dir: layout, tag: 'v1' });
+    registry.addRepository('test/raw-names', layout);
+    const rootfs = join(cacheRoot, 'raw-names-rootfs');
+    const result = await pull(ref('test/raw-names'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      rootfs,
+      layers: true,
+    });
+    for (const root of [result.layers[0]!.path!, rootfs]) {
+      expect(await readFile(at(root, dirName, fileName), 'utf8')).toBe('latin1 bytes');
+      expect(await readFile(join(root, 'café'), 'utf8')).toBe('utf-8 name');
+      const names = await readdir(Buffer.from(root), { encoding: 'buffer' });
+      const hex = (list: Buffer[]) => list.map((name) => name.toString('hex')).sort();
+      expect(hex(names)).toEqual(hex([Buffer.from('café'), dirName]));
+    }
   });
 
   it('pulls an image that lists the same layer blob twice (old Docker builds repeat empty layers)', async () => {
