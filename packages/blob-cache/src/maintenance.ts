@@ -11,7 +11,7 @@ import {
   throwIfAborted,
 } from '@ocipull/core';
 import { digestOfFile, isDigest, parseDigest } from '@ocipull/digest';
-import { uniqueSuffix } from './atomic-file.ts';
+import { childPath, uniqueSuffix } from './atomic-file.ts';
 import type { BlobCache } from './blob-cache.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 import { LAST_USED_ANNOTATION, readIndex, recordsOf } from './image-records.ts';
@@ -144,14 +144,15 @@ async function listLayers(cache: BlobCache): Promise<Array<{ diffId: Digest; pat
   return layers;
 }
 
-/** Bytes a tree occupies (apparent sizes of its files), without following symlinks. */
-async function treeBytes(path: string): Promise<number> {
+/** Bytes a tree occupies (apparent sizes of its files), without following symlinks; names read as bytes. */
+async function treeBytes(path: string | Buffer): Promise<number> {
   let total = 0;
   const stats = await lstat(path).catch(() => undefined);
   if (stats === undefined) return 0;
   if (!stats.isDirectory()) return stats.size;
-  for (const name of await readdir(path).catch(() => [] as string[]))
-    total += await treeBytes(join(path, name));
+  const directory = typeof path === 'string' ? Buffer.from(path) : path;
+  for (const name of await readdir(directory, { encoding: 'buffer' }).catch(() => [] as Buffer[]))
+    total += await treeBytes(childPath(directory, name));
   return total;
 }
 

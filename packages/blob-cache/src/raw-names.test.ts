@@ -44,6 +44,30 @@ describe('layer trees with names that are not UTF-8', () => {
     }
   });
 
+  it('counts them in what gc frees', async () => {
+    const root = await tempDir();
+    const diffId = `sha256:${'cd'.repeat(32)}`;
+    const writer = await openCache({ root });
+    try {
+      const temp = await writer.createLayerTemp(diffId);
+      await mkdir(at(temp, RAW_DIR));
+      await writeFile(at(temp, RAW_DIR, RAW_FILE), Buffer.alloc(5000, 1));
+      await writeFile(join(temp, 'plain'), Buffer.alloc(300, 2));
+      await writer.commitLayer(diffId, temp);
+    } finally {
+      await writer.close();
+    }
+    // A fresh handle holds no lease on the tree, and no image references it: gc takes it.
+    const cache = await openCache({ root });
+    try {
+      const result = await cache.gc();
+      expect(result.removedLayers).toEqual([diffId]);
+      expect(result.freedBytes).toBeGreaterThanOrEqual(5300);
+    } finally {
+      await cache.close();
+    }
+  });
+
   it('makes read-only directories below such names writable before a retry of the delete', async () => {
     const root = await tempDir();
     await mkdir(at(root, RAW_DIR, RAW_DIR), { recursive: true, mode: 0o500 });
