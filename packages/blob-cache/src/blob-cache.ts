@@ -262,6 +262,12 @@ export class BlobCache implements BlobStore {
 
   /** Opens the committed blob (by file descriptor, so a concurrent gc cannot pull it away), if any. */
   async #openCommitted(descriptor: Descriptor, options: FetchOptions = {}): Promise<BlobStream | undefined> {
+    const handle = await this.#openCommittedHandle(descriptor, options);
+    return handle === undefined ? undefined : committedStream(handle, options);
+  }
+
+  /** The committed blob's file handle, its size and the wanted offset checked; undefined when absent. */
+  async #openCommittedHandle(descriptor: Descriptor, options: FetchOptions): Promise<FileHandle | undefined> {
     const digest = checkDescriptor(descriptor);
     throwIfAborted(options.signal);
     let handle: FileHandle;
@@ -279,13 +285,7 @@ export class BlobCache implements BlobStore {
       if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
         throw new OciError(ErrorCode.InvalidArgument, `offset ${offset} is outside blob ${digest}`);
       }
-      const stream = createReadStream('', {
-        fd: handle,
-        start: offset,
-        highWaterMark: 1024 * 1024,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-      return Object.assign(stream, { cached: true, resumedFrom: 0, committed: Promise.resolve() });
+      return handle;
     } catch (error) {
       await handle.close();
       throw error;
@@ -318,10 +318,17 @@ export class BlobCache implements BlobStore {
     const release = await this.lock(this.layout.blobLockName(digest), { signal: options.signal });
     let part: FileHandle | undefined;
     try {
-      const committed = await this.#openCommitted(descriptor, options);
+      // The stream is made only after the lock is released: one made with the caller's signal may
+      // error at once on abort, and nobody listens to it before it is returned.
+      const committed = await this.#openCommittedHandle(descriptor, options);
       if (committed) {
-        await release();
-        return committed;
+        try {
+          await release();
+        } catch (error) {
+          await committed.close();
+          throw error;
+        }
+        return committedStream(committed, options);
       }
       const prefixLength = await this.#preparePart(descriptor);
       try {
@@ -707,4 +714,19 @@ export async function openCache(options: OpenCacheOptions = {}): Promise<BlobCac
   const layout = new CacheLayout(options.root ?? defaultCacheRoot());
   await initLayout(layout);
   return new BlobCache(layout, options);
+}
+
+/**
+ * A stream over a committed blob's open handle (closed with the stream). Made synchronously, right
+ * before it is handed over: with an aborted `signal` it errors on the next tick, by when the caller
+ * listens.
+ */
+function committedStream(handle: FileHandle, options: FetchOptions): BlobStream {
+  const stream = createReadStream('', {
+    fd: handle,
+    start: options.offset ?? 0,
+    highWaterMark: 1024 * 1024,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return Object.assign(stream, { cached: true, resumedFrom: 0, committed: Promise.resolve() });
 }

@@ -1024,6 +1024,44 @@ describe('streams, digests and media types', () => {
     expect(listAll(parent)).toEqual([]);
   });
 
+  it('reports an abort that destroys a layer stream it just opened as ERR_ABORTED, with no stray error', async () => {
+    // The stream is opened with the flatten's own signal, as the cache opens blobs, and the abort
+    // lands between open() and the parser: the stream's AbortError must not go unhandled.
+    const blob = join(fresh(), 'layer.tar');
+    fs.mkdirSync(join(blob, '..'));
+    fs.writeFileSync(blob, await layerTarBytes([file('a', 'x')]));
+    const stray: unknown[] = [];
+    const onStray = (error: unknown) => stray.push(error);
+    process.on('uncaughtException', onStray);
+    try {
+      for (const abortAfterOpen of [false, true]) {
+        const controller = new AbortController();
+        const parent = fresh();
+        fs.mkdirSync(parent);
+        const pending = flattenLayers(
+          [
+            {
+              open: async () => {
+                await new Promise((resolve) => setTimeout(resolve, 5));
+                if (!abortAfterOpen) controller.abort();
+                const stream = fs.createReadStream(blob, { signal: controller.signal });
+                if (abortAfterOpen) queueMicrotask(() => controller.abort());
+                return stream;
+              },
+            },
+          ],
+          { destination: join(parent, 'rootfs'), signal: controller.signal },
+        );
+        await expectCode(pending, 'ERR_ABORTED');
+        expect(listAll(parent)).toEqual([]);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(stray).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onStray);
+    }
+  });
+
   it('reports progress with entries and uncompressed bytes', async () => {
     const seen: Array<{ entries: number; bytes: number }> = [];
     const destination = fresh();

@@ -116,7 +116,7 @@ export async function applyLayer(input: Readable, options: ApplyLayerOptions): P
   const root = path.resolve(options.root);
   const stat = fs.statSync(root, { throwIfNoEntry: false });
   if (stat === undefined || !stat.isDirectory()) {
-    input.destroy();
+    discard(input);
     throw new OciError(ErrorCode.InvalidArgument, `root ${root} is not a directory`);
   }
   try {
@@ -142,6 +142,10 @@ export async function flattenLayers(
     for (const layer of layers) {
       throwIfAborted(options.signal);
       const input = await layer.open();
+      // From here until the parser listens, an abort may already be destroying `input` with an
+      // AbortError (a stream opened with the same signal): an 'error' nobody listens to would crash
+      // the process. The parser's own listeners still see every error.
+      input.on('error', ignoreError);
       const layerOptions: LayerStreamOptions = { ...options };
       if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
       if (layer.diffId !== undefined) layerOptions.diffId = layer.diffId;
@@ -178,13 +182,13 @@ function commit(temp: string, destination: string): void {
 
 function makeTempSibling(destination: string, input: Readable | undefined): string {
   if (fs.existsSync(destination)) {
-    input?.destroy();
+    if (input) discard(input);
     throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`);
   }
   try {
     return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.tmp-`));
   } catch (error) {
-    input?.destroy();
+    if (input) discard(input);
     throw toOciError(error, `creating a temporary directory next to ${destination}`);
   }
 }
@@ -236,7 +240,7 @@ async function processLayer(
   const settings = resolveSettings(options, whiteoutFormat);
   const signal = options.signal;
   if (signal?.aborted) {
-    input.destroy();
+    discard(input);
     throw new AbortedError(signal.reason);
   }
   const writer = new TreeWriter(root, mode, settings);
@@ -411,4 +415,12 @@ function wrapParseError(error: unknown): unknown {
     });
   }
   return error;
+}
+
+function ignoreError(): void {}
+
+/** Destroys a stream that will never be read, without an unhandled 'error' (an abort may be emitting one). */
+function discard(stream: Readable): void {
+  stream.on('error', ignoreError);
+  stream.destroy();
 }

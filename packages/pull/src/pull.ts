@@ -401,19 +401,20 @@ async function pullLayerTree(
     emit({ type: 'layer-extract-end', index, digest: layer.digest, diffId, cached: true, entries: 0 });
     return cache.layerPath(diffId);
   }
-  const stream = await cache.fetchThrough(layer, source, { signal, onProgress: progress.onProgress });
-  stream.committed.then(
-    () => progress.end(stream.cached, stream.resumedFrom),
-    () => {},
-  );
   // The extractor wants a destination that does not exist yet (it renames its own temp into place);
   // a child of the cache's lease-protected temp directory is on the same filesystem as layers/.
   const temp = await cache.createLayerTemp(diffId);
   const tree = join(temp, 'tree');
   try {
+    const stream = await cache.fetchThrough(layer, source, { signal, onProgress: progress.onProgress });
+    stream.committed.then(
+      () => progress.end(stream.cached, stream.resumedFrom),
+      () => {},
+    );
     emit({ type: 'layer-extract-start', index, digest: layer.digest, total: layer.size });
     const counter = new ByteCounter();
-    // pipe() does not forward errors: a verification failure in the cache stream must reach the extractor.
+    // pipe() does not forward errors: a verification failure in the cache stream must reach the
+    // extractor. Attached before any await: an abort can destroy the stream with an error at once.
     stream.once('error', (error) => counter.destroy(error));
     let last = 0;
     const result = await extractLayer(stream.pipe(counter), {
