@@ -407,7 +407,9 @@ export class BlobCache implements BlobStore {
     for (let attempt = 0; ; attempt++) {
       const stream = await this.fetchThrough(descriptor, source, options);
       if (stream.cached) {
-        // Another caller committed it while we waited: nothing to read.
+        // Another caller committed it while we waited: nothing to read. (Quietly: made with an
+        // aborted signal, the stream is about to emit an AbortError.)
+        stream.on('error', () => {});
         stream.destroy();
         return { cached: true, resumedFrom: 0 };
       }
