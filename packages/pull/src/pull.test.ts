@@ -83,6 +83,19 @@ beforeEach(async () => {
 
 const ref = (name: string) => `${registry.host}/${name}:v1`;
 
+/** Serves `layout` as `repository` and pulls it with per-layer trees and a rootfs. */
+async function pullTreesAndRootfs(repository: string, layout: string) {
+  registry.addRepository(repository, layout);
+  const rootfs = join(cacheRoot, `${repository.replace('/', '-')}-rootfs`);
+  const result = await pull(ref(repository), {
+    cache: cacheRoot,
+    platform: 'linux/amd64',
+    rootfs,
+    layers: true,
+  });
+  return { result, rootfs };
+}
+
 describe('pull', () => {
   it('pulls an OCI image into the cache, extracts each layer and flattens a rootfs', async () => {
     const events: ProgressEvent[] = [];
@@ -138,14 +151,7 @@ describe('pull', () => {
       },
       { dir: layout, tag: 'v1' },
     );
-    registry.addRepository('test/xlink', layout);
-    const rootfs = join(cacheRoot, 'xlink-rootfs');
-    const result = await pull(ref('test/xlink'), {
-      cache: cacheRoot,
-      platform: 'linux/amd64',
-      rootfs,
-      layers: true,
-    });
+    const { result, rootfs } = await pullTreesAndRootfs('test/xlink', layout);
     const top = result.layers[2]!.path!;
     expect((await stat(join(top, 'lib/libc.so.6'))).ino).toBe((await stat(join(top, 'lib/libc.so'))).ino);
     expect(await readFile(join(top, 'lib/libc.so.6'), 'utf8')).toBe('elf');
@@ -169,14 +175,7 @@ describe('pull', () => {
     });
     const layout = join(work, 'raw-names');
     await buildImage({ layers: [{ tar }] }, { dir: layout, tag: 'v1' });
-    registry.addRepository('test/raw-names', layout);
-    const rootfs = join(cacheRoot, 'raw-names-rootfs');
-    const result = await pull(ref('test/raw-names'), {
-      cache: cacheRoot,
-      platform: 'linux/amd64',
-      rootfs,
-      layers: true,
-    });
+    const { result, rootfs } = await pullTreesAndRootfs('test/raw-names', layout);
     for (const root of [result.layers[0]!.path!, rootfs]) {
       expect(await readFile(at(root, dirName, fileName), 'utf8')).toBe('latin1 bytes');
       expect(await readFile(join(root, 'café'), 'utf8')).toBe('utf-8 name');
