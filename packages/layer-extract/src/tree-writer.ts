@@ -100,8 +100,8 @@ export class TreeWriter {
   #isRoot: boolean;
   /** Set once a name that is not UTF-8 was seen: only then do paths need the Buffer check. */
   #rawNames = false;
-  /** Counter for the temporary names of FIFOs and devices made for a non-UTF-8 path. */
-  #specials = 0;
+  /** Counter for `#temporaryPath`. */
+  #temporaries = 0;
 
   constructor(root: string, mode: TreeMode, settings: TreeSettings) {
     this.root = root;
@@ -332,7 +332,7 @@ export class TreeWriter {
   ): void {
     if (target === '') throw new UnsafePathError(name, 'symlink without a target');
     // The target is stored verbatim (absolute targets stay absolute); it is never followed while extracting.
-    const rawTarget = this.#rawNames && hasRawBytes(target) ? encodeRawName(target) : target;
+    const rawTarget = this.#rawNames ? fsName(target) : target;
     const path = this.#place(name, parts, 'symlink', (full) => fs.symlinkSync(rawTarget, full));
     const full = this.#full(path);
     if (this.#isRoot) {
@@ -784,8 +784,7 @@ export class TreeWriter {
   }
 
   #checkLength(value: string, what: string): void {
-    const length =
-      this.#rawNames && hasRawBytes(value) ? encodeRawName(value).length : Buffer.byteLength(value);
+    const length = Buffer.byteLength(this.#rawNames ? fsName(value) : value);
     if (length > this.settings.limits.maxPathLength) {
       throw new LimitExceededError(
         'maxPathLength',
@@ -805,9 +804,7 @@ export class TreeWriter {
 
   #full(path: string): FsPath {
     if (path === '') return this.root;
-    if (this.#rawNames && hasRawBytes(path))
-      return Buffer.concat([Buffer.from(`${this.root}/`), encodeRawName(path)]);
-    return `${this.root}/${path}`;
+    return this.#rawNames ? joinPath(this.root, path) : `${this.root}/${path}`;
   }
 
   /** A name from a tar header (latin1, one char per byte) in the form of raw-name.ts. */
@@ -832,7 +829,7 @@ export class TreeWriter {
   #withXattrPath<T>(path: FsPath, call: (path: string) => T): T {
     if (typeof path === 'string') return call(path);
     if (fs.lstatSync(path).isDirectory()) return withDirXattrPath(path, call);
-    const alias = `${this.root}/.ocipull-xattr-${process.pid}-${++this.#specials}`;
+    const alias = this.#temporaryPath('xattr');
     fs.linkSync(path, alias);
     try {
       return call(alias);
@@ -841,26 +838,37 @@ export class TreeWriter {
     }
   }
 
+  /** A new ASCII name in this tree's root for a short-lived stand-in (see the two callers). */
+  #temporaryPath(kind: 'xattr' | 'special'): string {
+    return `${this.root}/.ocipull-${kind}-${process.pid}-${++this.#temporaries}`;
+  }
+
   /**
    * mkfifo(1) and mknod(1) take their path as an argument, and arguments are strings: a path that is
    * not UTF-8 is made under a temporary ASCII name in the root and renamed into place.
    */
   #makeSpecial<T>(full: FsPath, make: (path: string) => T): T {
     if (typeof full === 'string') return make(full);
-    const temporary = `${this.root}/.ocipull-special-${process.pid}-${++this.#specials}`;
+    const temporary = this.#temporaryPath('special');
     const result = make(temporary);
     if (fs.existsSync(temporary)) fs.renameSync(temporary, full);
     return result;
   }
 }
 
+/** A name as `node:fs` takes it: the string itself, or its bytes when they are not UTF-8. */
+function fsName(name: string): FsPath {
+  return hasRawBytes(name) ? encodeRawName(name) : name;
+}
+
 /** `base/name` as a path for `node:fs`. */
 function joinPath(base: FsPath, name: string): FsPath {
-  if (typeof base === 'string' && !hasRawBytes(name)) return `${base}/${name}`;
+  const tail = fsName(name);
+  if (typeof base === 'string' && typeof tail === 'string') return `${base}/${tail}`;
   return Buffer.concat([
     typeof base === 'string' ? Buffer.from(base) : base,
     Buffer.from('/'),
-    encodeRawName(name),
+    typeof tail === 'string' ? Buffer.from(tail) : tail,
   ]);
 }
 
