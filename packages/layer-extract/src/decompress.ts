@@ -1,7 +1,7 @@
 import { PassThrough, pipeline, Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { ErrorCode, OciError } from '@ocipull/core';
-import { ZstdFrames } from './zstd-frames.ts';
+import { ZstdFrames, zstdFrameKind } from './zstd-frames.ts';
 
 /** The compression of a layer stream. */
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
@@ -21,15 +21,10 @@ export function compressionOfMediaType(mediaType: string): LayerCompression | un
 /** The compression the first bytes of a stream show (RFC 1952 gzip magic, RFC 8878 zstd frame magics). */
 export function detectCompression(head: Uint8Array): LayerCompression {
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (head.length >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd)
-    return 'zstd';
-  // A zstd skippable frame (0x184D2A50–5F, little-endian): metadata ahead of the data frames.
+  // A zstd data frame, or a skippable frame (metadata ahead of the data frames).
   if (
     head.length >= 4 &&
-    (head[0] as number) >> 4 === 0x5 &&
-    head[1] === 0x2a &&
-    head[2] === 0x4d &&
-    head[3] === 0x18
+    zstdFrameKind(Buffer.from(head.buffer, head.byteOffset, 4).readUInt32LE(0)) !== undefined
   )
     return 'zstd';
   return 'none';

@@ -8,6 +8,13 @@ const DATA_MAGIC = 0xfd2fb528;
 const SKIPPABLE_MASK = 0xfffffff0;
 const SKIPPABLE_MAGIC = 0x184d2a50;
 
+/** What a little-endian 32-bit frame magic number starts: a data frame, a skippable frame, or neither. */
+export function zstdFrameKind(magic: number): 'data' | 'skippable' | undefined {
+  if (magic === DATA_MAGIC) return 'data';
+  if ((magic & SKIPPABLE_MASK) >>> 0 === SKIPPABLE_MAGIC) return 'skippable';
+  return undefined;
+}
+
 type State =
   | { kind: 'magic' }
   | { kind: 'skip-size' }
@@ -91,13 +98,14 @@ export class ZstdFrames extends Transform {
           offset = field.offset;
           if (field.bytes === undefined) return;
           const value = field.bytes.readUInt32LE(0);
+          const frame = zstdFrameKind(value);
           if (state.kind === 'skip-size') {
             this.#state = { kind: 'skip', left: value };
-          } else if (value === DATA_MAGIC) {
+          } else if (frame === 'data') {
             await this.#startFrame(Buffer.from(field.bytes));
             rangeStart = offset;
             this.#state = { kind: 'descriptor' };
-          } else if ((value & SKIPPABLE_MASK) === SKIPPABLE_MAGIC) {
+          } else if (frame === 'skippable') {
             this.#state = { kind: 'skip-size' };
           } else if (this.#frames > 0) {
             if (value !== 0) throw trailingData();
