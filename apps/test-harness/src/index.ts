@@ -100,6 +100,7 @@ export {
   systemTreeImage,
   TAR_BOMB_ENTRIES,
   whiteout,
+  writeHeaderChecksum,
   writeLayout,
 } from './fixtures/index.ts';
 // In-process registry: serves OCI layouts over the distribution API, push side, auth modes, scripted faults.

@@ -18,6 +18,7 @@ import {
   symlink,
   type TreeEntry,
   whiteout,
+  writeHeaderChecksum,
 } from '@ocipull/test-harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -1093,10 +1094,7 @@ function injectPaxRecord(tar: Buffer, key: string, value: Buffer): Buffer {
   const newBody = Buffer.concat([body, record]);
   const header = Buffer.from(tar.subarray(0, 512));
   header.write(`${newBody.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
-  header.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  writeHeaderChecksum(header);
   const padded = Buffer.alloc(Math.ceil(newBody.length / 512) * 512);
   newBody.copy(padded);
   return Buffer.concat([header, padded, tar.subarray(512 + Math.ceil(size / 512) * 512)]);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
-import { hardlink, layerTarBytes } from '@ocipull/test-harness';
+import { hardlink, layerTarBytes, writeHeaderChecksum } from '@ocipull/test-harness';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractLayer, flattenLayers, OVERRIDE_STAT_XATTR } from './index.ts';
@@ -295,11 +295,7 @@ function withBytesReplaced(tar: Buffer, search: Buffer, replacement: Buffer): Bu
       replacement.copy(header, index);
       found = true;
     }
-    if (!found) continue;
-    header.fill(0x20, 148, 156);
-    let sum = 0;
-    for (const byte of header) sum += byte;
-    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    if (found) writeHeaderChecksum(header);
   }
   return out;
 }
