@@ -8,6 +8,7 @@ import {
   type BlobStore,
   type Descriptor,
   type Digest,
+  discard,
   ErrorCode,
   type FetchOptions,
   type IngestOptions,
@@ -407,10 +408,8 @@ export class BlobCache implements BlobStore {
     for (let attempt = 0; ; attempt++) {
       const stream = await this.fetchThrough(descriptor, source, options);
       if (stream.cached) {
-        // Another caller committed it while we waited: nothing to read. (Quietly: made with an
-        // aborted signal, the stream is about to emit an AbortError.)
-        stream.on('error', () => {});
-        stream.destroy();
+        // Another caller committed it while we waited: nothing to read.
+        discard(stream);
         return { cached: true, resumedFrom: 0 };
       }
       try {

@@ -1,3 +1,4 @@
+export { discard, drained } from './drained.ts';
 export { isIndexMediaType, isManifestMediaType, MediaType } from './media-types.ts';
 export type { OciErrorOptions } from './oci-error.ts';
 export { AbortedError, ErrorCode, isOciError, OciError, throwIfAborted } from './oci-error.ts';

@@ -1,10 +1,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import { AbortedError, type Digest, ErrorCode, OciError, throwIfAborted } from '@ocipull/core';
+import {
+  AbortedError,
+  type Digest,
+  discard,
+  drained,
+  ErrorCode,
+  OciError,
+  throwIfAborted,
+} from '@ocipull/core';
 import { createHasher } from '@ocipull/digest';
 import { decompressLayer } from './decompress.ts';
-import { drained } from './drained.ts';
 import { DiffIdMismatchError, LimitExceededError, toOciError } from './errors.ts';
 import {
   type CommonExtractOptions,
@@ -418,9 +425,3 @@ function wrapParseError(error: unknown): unknown {
 }
 
 function ignoreError(): void {}
-
-/** Destroys a stream that will never be read, without an unhandled 'error' (an abort may be emitting one). */
-function discard(stream: Readable): void {
-  stream.on('error', ignoreError);
-  stream.destroy();
-}

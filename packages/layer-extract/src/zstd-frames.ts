@@ -1,7 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { ErrorCode, OciError } from '@ocipull/core';
-import { drained } from './drained.ts';
+import { drained, ErrorCode, OciError } from '@ocipull/core';
 
 const DATA_MAGIC = 0xfd2fb528;
 /** Skippable frames: 0x184D2A50–0x184D2A5F (RFC 8878 §3.1.2). */

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { drained } from '@ocipull/core';
 import type { AppliedFaults } from './faults.ts';
 
 /** Read size for blob files; small enough that cut/stall offsets and throttling stay precise. */
@@ -37,18 +38,6 @@ export function parseRange(
   if (last !== '' && Number(last) < start) return undefined;
   if (start >= size) return 'unsatisfiable';
   return { start, end };
-}
-
-function waitForDrain(response: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      response.off('drain', done);
-      response.off('close', done);
-      resolve();
-    };
-    response.on('drain', done);
-    response.on('close', done);
-  });
 }
 
 function writeFlushed(response: ServerResponse, chunk: Buffer): Promise<void> {
@@ -134,7 +123,7 @@ export async function sendBody(
       if (limitReached && position + slice >= chunk.length) {
         await writeFlushed(response, piece);
       } else if (!response.write(piece)) {
-        await waitForDrain(response);
+        await drained(response);
       }
       sent += piece.length;
       onBytes(sent);

@@ -12,3 +12,12 @@ export function drained(stream: Pick<EventEmitter, 'on' | 'off'>): Promise<void>
     stream.on('close', done);
   });
 }
+
+/**
+ * Destroys a stream that will never be read, without an unhandled 'error': one made with an aborted
+ * signal may be about to emit its AbortError.
+ */
+export function discard(stream: Pick<EventEmitter, 'on'> & { destroy(): unknown }): void {
+  stream.on('error', () => {});
+  stream.destroy();
+}
