@@ -10,6 +10,7 @@ import type { Descriptor } from '@ocipull/core';
 /** The modes and their arguments. */
 export type WorkerJob =
   | { mode: 'stream'; reference: string; descriptor: Descriptor }
+  | { mode: 'sink'; reference: string; descriptor: Descriptor }
   | { mode: 'http'; url: string; size: number; sha256: boolean }
   | { mode: 'socket'; url: string; size: number }
   | { mode: 'write'; source: string; destination: string; size: number }
@@ -52,6 +53,23 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
         const ms = performance.now() - start;
         if (bytes !== job.descriptor.size)
           throw new Error(`streamed ${bytes} bytes, expected ${job.descriptor.size}`);
+        return { ms, bytes };
+      } finally {
+        await registry.close();
+      }
+    }
+    case 'sink': {
+      // The client's sink API: chunks are views into a few reused buffers, handed over as they arrive.
+      const registry = await client();
+      try {
+        let bytes = 0;
+        const start = performance.now();
+        await registry.fetchBlobInto(job.reference, job.descriptor, (chunk) => {
+          bytes += chunk.byteLength;
+        });
+        const ms = performance.now() - start;
+        if (bytes !== job.descriptor.size)
+          throw new Error(`received ${bytes} bytes, expected ${job.descriptor.size}`);
         return { ms, bytes };
       } finally {
         await registry.close();

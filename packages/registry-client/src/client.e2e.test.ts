@@ -14,6 +14,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createRegistryClient,
+  DIRECT_BLOB_MIN_BYTES,
   type RegistryClient,
   type RegistryClientOptions,
   type RegistryEvent,
@@ -72,6 +73,32 @@ describe('registry client against the real distribution registry', () => {
     return resolved;
   }
 
+  /**
+   * Reads every blob of the resolved image with `fetchBlobInto` (hashing each chunk as it comes) and
+   * checks each digest and size; with `events`, also that no read had to leave the direct path.
+   */
+  async function pullAllInto(registryClient: RegistryClient, reference: string, events?: RegistryEvent[]) {
+    const resolved = await registryClient.resolve(reference);
+    for (const descriptor of [resolved.manifest.config, ...resolved.manifest.layers]) {
+      const hash = createHash('sha256');
+      let size = 0;
+      const backings = new Set<ArrayBufferLike>();
+      await registryClient.fetchBlobInto(resolved.reference, descriptor, (chunk) => {
+        hash.update(chunk);
+        size += chunk.byteLength;
+        backings.add(chunk.buffer);
+      });
+      expect({ digest: `sha256:${hash.digest('hex')}`, size }).toEqual({
+        digest: descriptor.digest,
+        size: descriptor.size,
+      });
+      // Read directly: a few reused buffers (the general path hands out fresh memory per read).
+      if (descriptor.size >= DIRECT_BLOB_MIN_BYTES) expect(backings.size).toBeLessThanOrEqual(4);
+    }
+    if (events) expect(events.filter((event) => event.type === 'direct-read-declined')).toEqual([]);
+    return resolved;
+  }
+
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'registry-client-e2e-'));
     image = await buildImage(
@@ -110,6 +137,12 @@ describe('registry client against the real distribution registry', () => {
     const registryClient = client();
     const resolved = await pullAll(registryClient, `${registry.host}/team/app:v1`);
     expect(resolved.manifestDigest).toBe(image.digest);
+    const direct: RegistryEvent[] = [];
+    await pullAllInto(
+      client({ onEvent: (event) => direct.push(event) }),
+      `${registry.host}/team/app:v1`,
+      direct,
+    );
     const arm = await pullAll(registryClient, `${registry.host}/team/multi:v1`, 'linux/arm64');
     expect(arm.manifestDigest).toBe(multi.manifests[1]!.descriptor.digest);
     expect(arm.index?.digest).toBe(multi.digest);
@@ -150,6 +183,16 @@ describe('registry client against the real distribution registry', () => {
       credentials: { [registry.host]: { username: user, password } },
     });
     expect((await pullAll(good, `${registry.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+    // fetchBlobInto's direct reads speak TLS with the same CA and send the same credentials.
+    const direct: RegistryEvent[] = [];
+    const goodDirect = client({
+      registries: { [registry.host]: { ca, insecure: false } },
+      credentials: { [registry.host]: { username: user, password } },
+      onEvent: (event) => direct.push(event),
+    });
+    expect((await pullAllInto(goodDirect, `${registry.host}/team/app:v1`, direct)).manifestDigest).toBe(
+      image.digest,
+    );
 
     const wrong = await rejection(
       client({
@@ -188,6 +231,14 @@ describe('registry client against the real distribution registry', () => {
     const [user, password] = Object.entries(closed.users)[0]!;
     const credentialed = client({ credentials: { [closed.host]: { username: user, password } } });
     expect((await pullAll(credentialed, `${closed.host}/team/app:v1`)).manifestDigest).toBe(image.digest);
+    const direct: RegistryEvent[] = [];
+    const credentialedDirect = client({
+      credentials: { [closed.host]: { username: user, password } },
+      onEvent: (event) => direct.push(event),
+    });
+    expect((await pullAllInto(credentialedDirect, `${closed.host}/team/app:v1`, direct)).manifestDigest).toBe(
+      image.digest,
+    );
     expect(closed.tokenRequests?.length).toBeGreaterThan(0);
   });
 

@@ -22,6 +22,7 @@ import {
   lookupConfigCredentials,
   normalizeAuthKey,
 } from './credentials.ts';
+import { type BlobSink, directBlobGet, directHeadersSafe } from './direct-blob.ts';
 import {
   errorFromResponse,
   errorFromTransport,
@@ -52,6 +53,8 @@ export const MAX_REDIRECTS = 5;
  */
 export const MIRROR_COOLDOWN_MS = 30_000;
 /** Bytes of an error body kept for diagnostics. */
+/** Smallest remainder `fetchBlobInto` reads directly: below it a new connection costs more than it saves. */
+export const DIRECT_BLOB_MIN_BYTES = 1024 * 1024;
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 /** Token lifetime when the token server does not say (distribution token spec: 60 s). */
 const DEFAULT_TOKEN_SECONDS = 60;
@@ -80,6 +83,18 @@ export type RegistryEvent =
       status?: number;
     }
   | { type: 'blob-range-ignored'; registry: string; digest: string; offset: number }
+  | {
+      /**
+       * `fetchBlobInto` did not read this blob directly (the answer was not a plain 200/206 of the right
+       * length, or the connection failed before any byte) and goes the general way instead.
+       */
+      type: 'direct-read-declined';
+      registry: string;
+      digest: string;
+      /** What was wrong, e.g. `status 307` or `Content-Length 12`; never a header value. */
+      reason: string;
+      status?: number;
+    }
   | {
       /** A descriptor `urls` entry failed; the next one, then the registry, is tried. */
       type: 'blob-url-fallback';
@@ -121,6 +136,13 @@ export interface RegistryClientOptions {
    * verified against the digest like any other. Default true.
    */
   blobUrls?: boolean;
+  /**
+   * Let `fetchBlobInto` read large blobs (1 MiB and up) over a connection of its own into reused
+   * buffers, about twice the throughput of a stream on a fast link; it falls back to the general path
+   * (undici) for anything but a plain 200/206 answer, and is not used through a proxy, with mirrors or
+   * `urls`. Default true.
+   */
+  directBlobReads?: boolean;
 }
 
 /** Options of `resolve`. */
@@ -180,6 +202,19 @@ export interface RegistryClient {
   ): Promise<ManifestHead | undefined>;
   /** Streams a blob from `offset` (see `BlobBodyStream` for the guarantees). */
   fetchBlob(reference: Reference | string, descriptor: Descriptor, options?: FetchOptions): Promise<Readable>;
+  /**
+   * Streams a blob from `offset` into `sink`, chunk by chunk (see `BlobSink`: each chunk is valid only
+   * until the sink returns or its promise settles); resolves when every byte was handed over. The same
+   * guarantees and errors as `fetchBlob` (`BlobInterruptedError.offset` counts the bytes the sink
+   * finished), the same auth, redirects and retries, at the speed of a socket: large blobs are read into
+   * a few reused buffers instead of fresh memory per read (see `directBlobReads`).
+   */
+  fetchBlobInto(
+    reference: Reference | string,
+    descriptor: Descriptor,
+    sink: BlobSink,
+    options?: FetchOptions,
+  ): Promise<void>;
   /** The blobs of one repository as a `BlobSource`. */
   blobSource(reference: Reference | string): BlobSource;
   /**
@@ -243,6 +278,7 @@ class Client implements RegistryClient {
   readonly #credentials = new Map<string, Promise<Credentials | undefined>>();
   readonly #userAgent: string;
   readonly #mirrorDownUntil = new Map<string, number>();
+  readonly #redirectingOrigins = new Set<string>();
 
   constructor(options: RegistryClientOptions) {
     this.#options = options;
@@ -454,21 +490,8 @@ class Client implements RegistryClient {
     options: FetchOptions = {},
   ): Promise<Readable> {
     const reference = toReference(input);
-    const offset = options.offset ?? 0;
+    const offset = checkBlobRequest(descriptor, options);
     const signal = options.signal;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > descriptor.size) {
-      throw new OciError(
-        ErrorCode.InvalidArgument,
-        `offset ${String(offset)} is outside blob ${descriptor.digest} of ${descriptor.size} bytes`,
-      );
-    }
-    if (!isDigest(descriptor.digest)) {
-      throw new OciError(
-        ErrorCode.InvalidDigest,
-        `descriptor digest ${JSON.stringify(String(descriptor.digest))} is invalid`,
-      );
-    }
-    throwIfAborted(signal);
     // Nothing left to read: a Range of `bytes=<size>-` would only earn a 416.
     if (offset === descriptor.size) return Readable.from([], { objectMode: false });
     if (this.#options.blobUrls !== false) {
@@ -493,6 +516,82 @@ class Client implements RegistryClient {
       );
       return this.#blobBody(endpoint, response, descriptor, offset, signal);
     });
+  }
+
+  async fetchBlobInto(
+    input: Reference | string,
+    descriptor: Descriptor,
+    sink: BlobSink,
+    options: FetchOptions = {},
+  ): Promise<void> {
+    const reference = toReference(input);
+    const offset = checkBlobRequest(descriptor, options);
+    if (offset === descriptor.size) return;
+    if (await this.#directBlob(reference, descriptor, offset, sink, options.signal)) return;
+    for await (const chunk of await this.fetchBlob(reference, descriptor, options)) {
+      const result = sink(chunk as Buffer);
+      if (result !== undefined) await result;
+    }
+  }
+
+  /**
+   * `fetchBlobInto`'s fast way: one GET of the registry's blob URL on a connection of its own (see
+   * `directBlobGet`). False when it does not apply or was declined before the sink saw a byte; a
+   * registry that redirected is not asked this way again (its blobs live elsewhere: the general path
+   * follows the redirect without our credentials).
+   */
+  async #directBlob(
+    reference: Reference,
+    descriptor: Descriptor,
+    offset: number,
+    sink: BlobSink,
+    signal: AbortSignal | undefined,
+  ): Promise<boolean> {
+    if (this.#options.directBlobReads === false || descriptor.size - offset < DIRECT_BLOB_MIN_BYTES)
+      return false;
+    if (this.#options.blobUrls !== false && (descriptor.urls?.length ?? 0) > 0) return false;
+    const endpoints = this.#endpoints(reference);
+    if (endpoints.length !== 1) return false;
+    const endpoint = endpoints[0] as Endpoint;
+    if (this.#redirectingOrigins.has(endpoint.origin)) return false;
+    const url = new URL(`/v2/${reference.repository}/blobs/${descriptor.digest}`, endpoint.origin);
+    const direct = this.#transport.directOptions(url);
+    if (!direct) return false;
+    const headers: Record<string, string> = { 'user-agent': this.#userAgent };
+    const authorization = await this.#authorization(
+      endpoint,
+      reference.repository,
+      `repository:${reference.repository}:pull`,
+      signal,
+    );
+    if (authorization) headers.authorization = authorization;
+    if (offset > 0) headers.range = `bytes=${offset}-`;
+    if (!directHeadersSafe(headers)) return false;
+    const outcome = await directBlobGet(
+      {
+        url,
+        headers,
+        ...direct,
+        signal,
+        digest: descriptor.digest,
+        registry: endpoint.registry,
+        start: offset,
+        expected: descriptor.size - offset,
+      },
+      sink,
+    );
+    if (outcome.delivered) return true;
+    this.#emit({
+      type: 'direct-read-declined',
+      registry: endpoint.registry,
+      digest: descriptor.digest,
+      reason: outcome.reason,
+      ...(outcome.status === undefined ? {} : { status: outcome.status }),
+    });
+    if (outcome.status !== undefined && outcome.status >= 300 && outcome.status < 400) {
+      this.#redirectingOrigins.add(endpoint.origin);
+    }
+    return false;
   }
 
   /**
@@ -1193,4 +1292,23 @@ async function readBody(
     throw errorFromTransport(error, registry, signal);
   }
   return Buffer.concat(chunks);
+}
+
+/** Validates a blob read's descriptor, offset and signal; returns the offset. */
+function checkBlobRequest(descriptor: Descriptor, options: FetchOptions): number {
+  const offset = options.offset ?? 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > descriptor.size) {
+    throw new OciError(
+      ErrorCode.InvalidArgument,
+      `offset ${String(offset)} is outside blob ${descriptor.digest} of ${descriptor.size} bytes`,
+    );
+  }
+  if (!isDigest(descriptor.digest)) {
+    throw new OciError(
+      ErrorCode.InvalidDigest,
+      `descriptor digest ${JSON.stringify(String(descriptor.digest))} is invalid`,
+    );
+  }
+  throwIfAborted(options.signal);
+  return offset;
 }

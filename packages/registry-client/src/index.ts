@@ -11,7 +11,13 @@ export type {
   ResolvedImage,
   ResolveOptions,
 } from './client.ts';
-export { createRegistryClient, DEFAULT_USER_AGENT, MAX_REDIRECTS, MIRROR_COOLDOWN_MS } from './client.ts';
+export {
+  createRegistryClient,
+  DEFAULT_USER_AGENT,
+  DIRECT_BLOB_MIN_BYTES,
+  MAX_REDIRECTS,
+  MIRROR_COOLDOWN_MS,
+} from './client.ts';
 export type { Credentials, CredentialsOption } from './credentials.ts';
 export {
   authFilePaths,
@@ -21,6 +27,7 @@ export {
   normalizeAuthKey,
   runCredentialHelper,
 } from './credentials.ts';
+export type { BlobSink } from './direct-blob.ts';
 export type { RegistryErrorDetail, RegistryErrorOptions, RequestKind } from './errors.ts';
 export {
   BlobInterruptedError,

@@ -101,9 +101,11 @@ export class Transport {
   readonly #common: Agent.Options;
   readonly #useProxy: boolean;
   readonly #proxyEnv: { httpProxy?: string; httpsProxy?: string; noProxy?: string };
+  readonly #timeouts: Timeouts;
 
   constructor(options: { timeouts: Timeouts; maxConnectionsPerHost: number; env?: NodeJS.ProcessEnv }) {
     const env = options.env ?? process.env;
+    this.#timeouts = options.timeouts;
     const httpProxy = env.http_proxy ?? env.HTTP_PROXY;
     const httpsProxy = env.https_proxy ?? env.HTTPS_PROXY;
     const noProxy = env.no_proxy ?? env.NO_PROXY;
@@ -157,6 +159,15 @@ export class Transport {
       this.#proxied.set(tlsKey, proxied);
     }
     return proxied;
+  }
+
+  /**
+   * What a connection of its own to `url` needs (TLS settings, timeouts), for reads that bypass undici;
+   * undefined when requests to it go through a proxy.
+   */
+  directOptions(url: URL): { tls: Record<string, unknown>; timeouts: Timeouts } | undefined {
+    if (this.#useProxy && !isLoopbackRegistry(url.host)) return undefined;
+    return { tls: tlsOptions(this.#hosts.get(url.host.toLowerCase())), timeouts: this.#timeouts };
   }
 
   /** Sends one request through the dispatcher for `url` (undici's `Dispatcher#request`). */

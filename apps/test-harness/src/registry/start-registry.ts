@@ -83,6 +83,8 @@ export interface RequestRecord {
   range?: string;
   /** The `Accept` header, verbatim. */
   accept?: string;
+  /** The `Connection` header, verbatim (`close` from a client that does not keep the connection). */
+  connection?: string;
   /** Response status; 0 until headers are sent. */
   status: number;
   /** Body bytes written so far. */
@@ -295,6 +297,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Harn
     if (header !== undefined) record.authScheme = header.split(' ')[0]!.toLowerCase();
     if (request.headers.range !== undefined) record.range = request.headers.range;
     if (request.headers.accept !== undefined) record.accept = request.headers.accept;
+    if (request.headers.connection !== undefined) record.connection = request.headers.connection;
     requests.push(record);
     const finish = () => {
       record.status = response.statusCode;
