@@ -1,4 +1,5 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -11,6 +12,7 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type DirectBlobRequest, directBlobGet } from './direct-blob.ts';
 import {
   type BlobInterruptedError,
   type BlobSink,
@@ -300,5 +302,173 @@ describe('fetchBlobInto', () => {
         ['close', 200, 'bearer'],
       ]);
     });
+  });
+});
+
+describe('directBlobGet against a scripted HTTP server', () => {
+  const body = Buffer.alloc(3 * 1024 * 1024 + 7);
+  for (let index = 0; index < body.length; index++) body[index] = (index * 31 + (index >> 11)) & 0xff;
+  let server: Server;
+  let port = 0;
+  /** What the next connection is answered with: written in pieces, then closed or kept open. */
+  let script: { pieces: (Buffer | string)[]; end?: boolean } = { pieces: [] };
+  const heads: string[] = [];
+  const sockets = new Set<Socket>();
+
+  beforeAll(async () => {
+    server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      let head = '';
+      socket.on('data', (data) => {
+        head += data.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        heads.push(head);
+        const { pieces, end } = script;
+        void (async () => {
+          for (const piece of pieces) {
+            if (socket.destroyed) return;
+            socket.write(piece);
+            await delay(1);
+          }
+          if (end !== false) socket.end();
+        })();
+      });
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  function request(start = 0, signal?: AbortSignal): DirectBlobRequest {
+    return {
+      url: new URL(`http://127.0.0.1:${port}/v2/x/blobs/sha256:${'a'.repeat(64)}`),
+      headers: { 'user-agent': 'test', ...(start > 0 ? { range: `bytes=${start}-` } : {}) },
+      tls: {},
+      timeouts: { connect: 2000, headers: 2000, bodyIdle: 300 },
+      signal,
+      digest: `sha256:${'a'.repeat(64)}`,
+      registry: `127.0.0.1:${port}`,
+      start,
+      expected: body.length - start,
+    };
+  }
+  const ok = (length: number, extra = '') =>
+    `HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${length}\r\n${extra}\r\n`;
+
+  it('a head split byte by byte, the body after it in the same read and in odd pieces', async () => {
+    const head = ok(body.length);
+    script = {
+      pieces: [
+        ...head.slice(0, -1).split(''),
+        Buffer.concat([Buffer.from('\n'), body.subarray(0, 5)]),
+        body.subarray(5, 70_001),
+        body.subarray(70_001),
+      ],
+    };
+    const sink = collector();
+    expect(await directBlobGet(request(), sink.sink)).toEqual({ delivered: true });
+    expect(sink.bytes().equals(body)).toBe(true);
+    expect(heads.at(-1)).toMatch(
+      /^GET \/v2\/x\/blobs\/sha256:a{64} HTTP\/1\.1\r\nhost: 127\.0\.0\.1:\d+\r\n/,
+    );
+    expect(heads.at(-1)).toContain('\r\nconnection: close\r\n\r\n');
+  });
+
+  it('a 206 must start where asked; bytes past Content-Length are not handed over', async () => {
+    const start = 1_000_000;
+    script = {
+      pieces: [
+        `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${body.length - 1}/${body.length}\r\nContent-Length: ${body.length - start}\r\n\r\n`,
+        Buffer.concat([body.subarray(start), Buffer.from('trailing garbage')]),
+      ],
+    };
+    const sink = collector();
+    expect(await directBlobGet(request(start), sink.sink)).toEqual({ delivered: true });
+    expect(sink.bytes().equals(body.subarray(start))).toBe(true);
+    expect(heads.at(-1)).toContain(`\r\nrange: bytes=${start}-\r\n`);
+
+    script = {
+      pieces: [
+        `HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-${body.length - 1}/${body.length}\r\nContent-Length: ${body.length - start}\r\n\r\n`,
+        body,
+      ],
+    };
+    const wrong = collector();
+    expect(await directBlobGet(request(start), wrong.sink)).toEqual({
+      delivered: false,
+      reason: 'unexpected Content-Range',
+      status: 206,
+    });
+    expect(wrong.calls).toBe(0);
+  });
+
+  it('declines, unread, what it does not take', async () => {
+    const cases: [string, string][] = [
+      [
+        `HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n`,
+        'status 307',
+      ],
+      [`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n`, 'transfer coding'],
+      [
+        `HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: ${body.length}\r\n\r\n`,
+        'content coding',
+      ],
+      [`HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n`, 'Content-Length is not the size asked for'],
+      [`HTTP/1.1 200 OK\r\nServer: x\r\n\r\n`, 'no Content-Length'],
+      [`SSH-2.0-OpenSSH\r\n\r\n`, 'not an HTTP/1.1 response'],
+      [`HTTP/1.1 200 OK\r\nbroken header\r\n\r\n`, 'malformed header line'],
+    ];
+    for (const [head, reason] of cases) {
+      script = { pieces: [head, body.subarray(0, 1000)] };
+      const sink = collector();
+      const outcome = await directBlobGet(request(), sink.sink);
+      expect(outcome).toMatchObject({ delivered: false, reason });
+      expect(sink.calls).toBe(0);
+    }
+    script = { pieces: [`HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(70_000)}`], end: false };
+    expect(await directBlobGet(request(), collector().sink)).toEqual({
+      delivered: false,
+      reason: 'response head too large',
+    });
+  });
+
+  it('a connection closed before any body byte, or refused, is declined; one closed mid-body is an interruption', async () => {
+    script = { pieces: [ok(body.length)] };
+    expect(await directBlobGet(request(), collector().sink)).toMatchObject({ delivered: false });
+    script = { pieces: [] };
+    expect(await directBlobGet(request(), collector().sink)).toMatchObject({ delivered: false });
+    const refused = { ...request(), url: new URL('http://127.0.0.1:1/v2/x/blobs/y') };
+    expect(await directBlobGet(refused, collector().sink)).toMatchObject({ delivered: false });
+
+    script = { pieces: [ok(body.length), body.subarray(0, 777_777)] };
+    const sink = collector({ slow: true });
+    const error = (await failure(directBlobGet(request(), sink.sink))) as BlobInterruptedError;
+    expect(error.code).toBe(ErrorCode.BlobInterrupted);
+    expect(error.offset).toBe(777_777);
+    expect(sink.bytes().equals(body.subarray(0, 777_777))).toBe(true);
+  });
+
+  it('a silent server: the headers timeout declines, the body-idle timeout interrupts', async () => {
+    script = { pieces: [], end: false };
+    const quiet = { ...request(), timeouts: { connect: 2000, headers: 200, bodyIdle: 300 } };
+    expect(await directBlobGet(quiet, collector().sink)).toEqual({
+      delivered: false,
+      reason: 'no response head after 200 ms',
+    });
+    script = { pieces: [ok(body.length), body.subarray(0, 10_000)], end: false };
+    const started = performance.now();
+    const error = (await failure(directBlobGet(request(), collector().sink))) as BlobInterruptedError;
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    expect([error.code, error.offset, (error.cause as OciError).code]).toEqual([
+      ErrorCode.BlobInterrupted,
+      10_000,
+      ErrorCode.Timeout,
+    ]);
   });
 });
