@@ -1,3 +1,4 @@
+import { ErrorCode, OciError } from '@ocipull/core';
 import { extract as createExtract, type Extract, type Header } from 'tar-stream';
 
 const RAW_PAX = Symbol('ocipull.rawPax');
@@ -7,16 +8,47 @@ export type TarHeader = Omit<Header, 'type' | 'pax'> & {
   /** null for type flags tar-stream does not know (GNU sparse `S`, volume headers). */
   type: Header['type'] | null;
   pax?: (Record<string, string> & { [RAW_PAX]?: Buffer }) | null;
+  /**
+   * An old GNU sparse entry (type `S`): the file's real size and its data segments (offset, length), in
+   * order; the entry's body is the segments' bytes back to back. Its extension blocks are consumed here.
+   */
+  gnuSparse?: { realSize: number; segments: Array<[number, number]> };
 };
 
+/** tar-stream's BufferList (extract.js): `shift` takes bytes, `_offset` is the read position in the first chunk. */
+interface BufferListInternals {
+  buffered: number;
+  shifted: number;
+  _offset: number;
+  shift(size: number): Buffer | null;
+  push(buffer: Buffer): void;
+  queue: { peek(): Buffer | undefined };
+}
+
 interface ExtractInternals {
-  _header: { type: string | null } | null;
+  _header: { type: string | null; size?: number; gnuSparse?: TarHeader['gnuSparse'] } | null;
   _pax: (Record<string, string> & { [RAW_PAX]?: Buffer }) | null;
   _missing: number;
-  _buffer: { buffered: number; shift(size: number): Buffer | null };
+  _locked: boolean;
+  _buffer: BufferListInternals;
   _decodeLongHeader?: (buffer: Buffer) => void;
   _consumeHeader?: () => boolean;
+  _applyLongHeaders?: () => void;
+  _continueWrite(error: Error | null): void;
 }
+
+/** Entry types that never have a body, whatever their size field says (Go's archive/tar: isHeaderOnlyType). */
+const HEADER_ONLY_TYPES = new Set([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
+
+/** At most this many old GNU sparse extension blocks (21 segments each) per entry: 1 MiB of map. */
+const MAX_SPARSE_EXTENSION_BLOCKS = 2048;
 
 /**
  * A tar-stream extractor that also keeps each PAX header's raw bytes. tar-stream decodes PAX values
@@ -38,14 +70,57 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
   const extract = createExtract(options);
   const internals = extract as unknown as ExtractInternals;
   const consumeHeader = internals._consumeHeader;
-  if (onArchiveEnd !== undefined && typeof consumeHeader === 'function') {
-    // tar-stream skips zero blocks and reads on, so entries hidden after the end-of-archive marker
-    // would be extracted although GNU tar and Go's archive/tar (containerd, umoci, image scanners)
-    // stop there. The first zero block ends the archive, as in GNU tar; what follows is ignored.
+  const applyLongHeaders = internals._applyLongHeaders;
+  if (typeof consumeHeader === 'function' && typeof applyLongHeaders === 'function') {
     let ended = false;
-    internals._consumeHeader = function consumeHeaderUntilEnd(this: ExtractInternals) {
-      const consumed = consumeHeader.call(this);
-      if (consumed && this._header === null && !ended) {
+    /** Set while a header is consumed: what `_applyLongHeaders` adds to the header just decoded. */
+    let sparse: TarHeader['gnuSparse'] | undefined;
+    internals._consumeHeader = function consumeHeaderLikeGo(this: ExtractInternals) {
+      if (this._locked) return consumeHeader.call(this);
+      const buffer = this._buffer;
+      const block = peek(buffer, 0, 512);
+      let extensionBytes = 0;
+      if (block !== undefined && block[156] === 0x53 /* 'S' */ && headerChecksumOk(block)) {
+        // Old GNU sparse: the map's extension blocks sit between the header and the data, outside
+        // the size field; tar-stream would read them as data and lose sync. Wait until all are here.
+        const parsed = oldGnuSparse(block, buffer);
+        if (parsed === 'incomplete') {
+          this._continueWrite(null);
+          return false;
+        }
+        if (parsed === 'too-long') {
+          // Failed like tar-stream fails a bad header: the write's callback gets the error.
+          this._continueWrite(
+            new OciError(
+              ErrorCode.InvalidLayer,
+              `old GNU sparse map longer than ${MAX_SPARSE_EXTENSION_BLOCKS} extension blocks`,
+            ),
+          );
+          return false;
+        }
+        sparse = parsed.sparse;
+        extensionBytes = parsed.extensionBytes;
+      }
+      // The header block goes through `fixHeader` (signed checksums); the extension blocks are dropped.
+      const shift = buffer.shift;
+      buffer.shift = function shiftHeader(this: BufferListInternals, size: number) {
+        buffer.shift = shift;
+        const taken = shift.call(this, size);
+        if (taken === null || size !== 512) return taken;
+        if (extensionBytes > 0) shift.call(this, extensionBytes);
+        return fixHeader(taken);
+      };
+      let consumed: boolean;
+      try {
+        consumed = consumeHeader.call(this);
+      } finally {
+        buffer.shift = shift;
+        sparse = undefined;
+      }
+      if (onArchiveEnd !== undefined && consumed && this._header === null && !ended) {
+        // tar-stream skips zero blocks and reads on, so entries hidden after the end-of-archive marker
+        // would be extracted although GNU tar and Go's archive/tar (containerd, umoci, image scanners)
+        // stop there. The first zero block ends the archive, as in GNU tar; what follows is ignored.
         ended = true;
         // Hand over what is buffered after the marker; tar-stream's write loop discards `_missing`
         // bytes, so make that everything written after it.
@@ -54,6 +129,15 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
         onArchiveEnd(rest);
       }
       return consumed;
+    };
+    internals._applyLongHeaders = function applyLongHeadersLikeGo(this: ExtractInternals) {
+      applyLongHeaders.call(this);
+      const header = this._header;
+      if (header === null) return;
+      // Links, devices, FIFOs and directories have no body even when their size (or a PAX size)
+      // says otherwise, as in Go's archive/tar: reading one would swallow the next headers.
+      if (header.type !== null && HEADER_ONLY_TYPES.has(header.type)) header.size = 0;
+      if (sparse !== undefined) header.gnuSparse = sparse;
     };
   }
   const original = internals._decodeLongHeader;
@@ -108,4 +192,103 @@ export function paxXattrs(header: TarHeader): Map<string, Buffer> {
     if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice(13), Buffer.from(String(value), 'utf8'));
   }
   return xattrs;
+}
+
+/** `length` bytes at `offset` of what tar-stream has buffered, without taking them; undefined if not all there. */
+function peek(list: BufferListInternals, offset: number, length: number): Buffer | undefined {
+  if (list.buffered < offset + length) return undefined;
+  let first = list.queue.peek() as Buffer;
+  let start = list._offset;
+  if (first.byteLength - start < offset + length) {
+    // Spread over several written chunks (a header across a chunk boundary, sparse extension blocks):
+    // gather everything buffered into one chunk. Taking it all also resets the list's offset.
+    const all = list.shift(list.buffered) as Buffer;
+    list.shifted -= all.byteLength;
+    list.push(all);
+    first = all;
+    start = 0;
+  }
+  return first.subarray(start + offset, start + offset + length);
+}
+
+/** A numeric header field: octal text (space/NUL padded) or GNU base-256 (high bit of the first byte). */
+export function headerNumber(block: Buffer, offset: number, length: number): number {
+  const field = block.subarray(offset, offset + length);
+  if (field.length > 0 && ((field[0] as number) & 0x80) !== 0) {
+    let value = (field[0] as number) & 0x7f;
+    // 0xff first byte: negative (two's complement); not a valid size or offset.
+    if (field[0] === 0xff) return Number.NaN;
+    for (let index = 1; index < field.length; index++) value = value * 256 + (field[index] as number);
+    return value;
+  }
+  const text = field.toString('latin1').replace(/\0.*$/s, '').trim();
+  if (text === '') return 0;
+  return /^[0-7]+$/.test(text) ? Number.parseInt(text, 8) : Number.NaN;
+}
+
+/** The unsigned and the signed (pre-POSIX Sun and old GNU tars) sums of a header with its checksum field as spaces. */
+function headerSums(block: Buffer): [number, number] {
+  let unsigned = 8 * 0x20;
+  let signed = 8 * 0x20;
+  for (let index = 0; index < 512; index++) {
+    if (index >= 148 && index < 156) continue;
+    const byte = block[index] as number;
+    unsigned += byte;
+    signed += byte >= 0x80 ? byte - 0x100 : byte;
+  }
+  return [unsigned, signed];
+}
+
+function headerChecksumOk(block: Buffer): boolean {
+  const stored = headerNumber(block, 148, 8);
+  const [unsigned, signed] = headerSums(block);
+  return stored === unsigned || stored === signed;
+}
+
+/**
+ * A header whose checksum was computed over signed bytes (old Sun and GNU tars; only differs when a
+ * byte is 0x80 or above, e.g. a Latin-1 name) is accepted, as GNU tar and Go's archive/tar accept
+ * it: tar-stream checks the unsigned sum only, so the copy handed to it carries that one.
+ */
+function fixHeader(block: Buffer): Buffer {
+  const stored = headerNumber(block, 148, 8);
+  const [unsigned, signed] = headerSums(block);
+  if (stored === unsigned || stored !== signed) return block;
+  const fixed = Buffer.from(block);
+  fixed.write(`${unsigned.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
+  return fixed;
+}
+
+/**
+ * The map of an old GNU sparse header (type `S`): four segments in the header, 21 more per extension
+ * block while the "is extended" flag is set; the real size at 483. `incomplete` when the extension
+ * blocks are not all buffered yet, `too-long` past `MAX_SPARSE_EXTENSION_BLOCKS`.
+ */
+function oldGnuSparse(
+  block: Buffer,
+  buffer: BufferListInternals,
+): { sparse: NonNullable<TarHeader['gnuSparse']>; extensionBytes: number } | 'incomplete' | 'too-long' {
+  const segments: Array<[number, number]> = [];
+  const read = (source: Buffer, start: number, count: number) => {
+    for (let index = 0; index < count; index++) {
+      const at = start + index * 24;
+      const offset = headerNumber(source, at, 12);
+      const length = headerNumber(source, at + 12, 12);
+      // An empty slot ends the list (GNU tar leaves the rest zero).
+      if (offset === 0 && length === 0 && source[at] === 0) continue;
+      segments.push([offset, length]);
+    }
+  };
+  read(block, 386, 4);
+  let extended = block[482] !== 0;
+  let blocks = 0;
+  while (extended) {
+    if (blocks >= MAX_SPARSE_EXTENSION_BLOCKS) return 'too-long';
+    const extension = peek(buffer, 512 * (blocks + 1), 512);
+    if (extension === undefined) return 'incomplete';
+    read(extension, 0, 21);
+    extended = extension[504] !== 0;
+    blocks++;
+  }
+  return { sparse: { realSize: headerNumber(block, 483, 12), segments }, extensionBytes: blocks * 512 };
 }

@@ -122,18 +122,24 @@ export class TreeWriter {
     let name = this.#name(header.name);
     const pax = header.pax ?? undefined;
     let size = header.size ?? 0;
-    let sparse: boolean = false;
+    let sparse: boolean | Array<[number, number]> = false;
     // GNU sparse 1.0 in PAX (GNU tar --sparse --format=posix): the real name and size live in the records.
     if (pax?.['GNU.sparse.major'] === '1' && pax['GNU.sparse.name'] !== undefined) {
       name = this.#name(pax['GNU.sparse.name']);
       size = Number(pax['GNU.sparse.realsize'] ?? size);
       sparse = true;
+    } else if (header.gnuSparse !== undefined) {
+      // Old GNU sparse (type S, GNU tar --sparse --format=gnu): the map came with the header.
+      size = header.gnuSparse.realSize;
+      sparse = header.gnuSparse.segments;
+    }
+    if (sparse !== false) {
       // The apparent size costs no bytes in the stream: bound it like real content.
       if (!(Number.isSafeInteger(size) && size >= 0) || size > this.settings.limits.maxBytes) {
         throw new LimitExceededError(
           'maxBytes',
           this.settings.limits.maxBytes,
-          `sparse file ${name} claims ${pax['GNU.sparse.realsize']} bytes`,
+          `sparse file ${name} claims ${String(size)} bytes`,
         );
       }
     }
@@ -185,8 +191,12 @@ export class TreeWriter {
         kind = 'block-device';
         break;
       default:
-        // tar-stream reports unknown type flags (old GNU sparse `S`, volume labels) as null; the body
-        // is still skipped by its size, so the stream stays in sync.
+        if (header.gnuSparse !== undefined) {
+          kind = 'file';
+          break;
+        }
+        // tar-stream reports unknown type flags (volume labels, multi-volume continuations) as null;
+        // the body is still skipped by its size, so the stream stays in sync.
         this.skipped.push({ path: name, reason: `unsupported tar entry type ${String(type)}` });
         this.warnings.push(`${name}: unsupported tar entry type ${String(type)}, skipped`);
         return undefined;
@@ -214,7 +224,16 @@ export class TreeWriter {
         case 'opaque':
           return this.#whiteout(name, parts, kind, header);
         case 'file':
-          return this.#file(name, parts, header, rawMode, uid, gid, mtime, sparse ? size : undefined);
+          return this.#file(
+            name,
+            parts,
+            header,
+            rawMode,
+            uid,
+            gid,
+            mtime,
+            sparse === false ? undefined : { size, segments: sparse === true ? undefined : sparse },
+          );
         case 'directory':
           this.#directory(name, parts, header, rawMode, uid, gid, mtime);
           return undefined;
@@ -267,7 +286,7 @@ export class TreeWriter {
     uid: number,
     gid: number,
     mtime: number | undefined,
-    sparseSize: number | undefined,
+    sparse: { size: number; segments: Array<[number, number]> | undefined } | undefined,
   ): BodySink {
     let fd = -1;
     const path = this.#place(name, parts, 'file', (target) => {
@@ -298,7 +317,7 @@ export class TreeWriter {
       this.#xattrs(full, name, header, 'file');
       if (!this.#isRoot) this.#overrideStat(full, name, uid, gid, mode);
     };
-    if (sparseSize !== undefined) return sparseSink(fd, sparseSize, name, finish, abort);
+    if (sparse !== undefined) return sparseSink(fd, sparse.size, sparse.segments, name, finish, abort);
     return {
       write: (chunk) => writeAll(fd, chunk, -1),
       end: finish,
@@ -961,18 +980,40 @@ function tryRun(command: string, args: string[]): CommandFailure | undefined {
 }
 
 /**
- * Writes a GNU sparse 1.0 body: a decimal map (count, then offset/size pairs, one per line, padded
- * to 512 bytes) followed by the data segments, which land at their offsets; holes stay holes.
+ * Writes a sparse file's body: the data segments back to back, each landing at its offset; holes stay
+ * holes. Old GNU sparse gives the map (`known`); GNU sparse 1.0 puts it at the start of the body, as
+ * a decimal list (count, then offset/size pairs, one per line, padded to 512 bytes).
  */
 function sparseSink(
   fd: number,
   realSize: number,
+  known: Array<[number, number]> | undefined,
   name: string,
   finish: () => void,
   abort: () => void,
 ): BodySink {
-  let header: Buffer | undefined = Buffer.alloc(0);
+  let header: Buffer | undefined = known === undefined ? Buffer.alloc(0) : undefined;
   let segments: Array<[number, number]> = [];
+  const check = (at: number, length: number) => {
+    if (
+      !(
+        Number.isSafeInteger(at) &&
+        Number.isSafeInteger(length) &&
+        at >= 0 &&
+        length >= 0 &&
+        at + length <= realSize
+      )
+    ) {
+      throw new OciError(
+        ErrorCode.InvalidLayer,
+        `${name}: sparse map segment ${at}+${length} lies outside the file`,
+      );
+    }
+  };
+  if (known !== undefined) {
+    for (const [at, length] of known) check(at, length);
+    segments = known;
+  }
   let segment = 0;
   let within = 0;
   const parseMap = (): number | undefined => {
@@ -987,20 +1028,7 @@ function sparseSink(
         for (let pair = 0; pair < count; pair++) {
           const at = numbers[1 + 2 * pair] as number;
           const length = numbers[2 + 2 * pair] as number;
-          if (
-            !(
-              Number.isSafeInteger(at) &&
-              Number.isSafeInteger(length) &&
-              at >= 0 &&
-              length >= 0 &&
-              at + length <= realSize
-            )
-          ) {
-            throw new OciError(
-              ErrorCode.InvalidLayer,
-              `${name}: sparse map segment ${at}+${length} lies outside the file`,
-            );
-          }
+          check(at, length);
           segments.push([at, length]);
         }
         return Math.ceil(start / 512) * 512;
