@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { ErrorCode, OciError } from '@ocipull/core';
 import { extract as createExtract, type Extract, type Header } from 'tar-stream';
 
@@ -78,9 +79,15 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
     internals._consumeHeader = function consumeHeaderLikeGo(this: ExtractInternals) {
       if (this._locked) return consumeHeader.call(this);
       const buffer = this._buffer;
-      const block = peek(buffer, 0, 512);
       let extensionBytes = 0;
-      if (block !== undefined && block[156] === 0x53 /* 'S' */ && headerChecksumOk(block)) {
+      // Only the type flag is looked at first: gathering a header split across chunks costs a copy.
+      const first = buffer.queue.peek();
+      const typeflag =
+        first !== undefined && first.byteLength > buffer._offset + 156
+          ? first[buffer._offset + 156]
+          : peek(buffer, 0, 512)?.[156];
+      const block = typeflag === 0x53 /* 'S' */ ? peek(buffer, 0, 512) : undefined;
+      if (block !== undefined && headerChecksumOk(block)) {
         // Old GNU sparse: the map's extension blocks sit between the header and the data, outside
         // the size field; tar-stream would read them as data and lose sync. Wait until all are here.
         const parsed = oldGnuSparse(block, buffer);
@@ -251,6 +258,8 @@ function headerChecksumOk(block: Buffer): boolean {
  * it: tar-stream checks the unsigned sum only, so the copy handed to it carries that one.
  */
 function fixHeader(block: Buffer): Buffer {
+  // Without a byte of 0x80 or above both sums are equal: nothing to fix (a native check, no JS loop).
+  if (isAscii(block)) return block;
   const stored = headerNumber(block, 148, 8);
   const [unsigned, signed] = headerSums(block);
   if (stored === unsigned || stored !== signed) return block;
