@@ -14,7 +14,12 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRegistryClient, type RegistryClient, type RegistryClientOptions } from './index.ts';
+import {
+  createRegistryClient,
+  type RegistryClient,
+  type RegistryClientOptions,
+  type RegistryEvent,
+} from './index.ts';
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
@@ -107,7 +112,15 @@ describe('TLS transport options', () => {
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'registry-client-tls-'));
     pem = await certificates(root);
-    image = await buildImage({ layers: [{ entries: [file('a', 'tls')] }] }, { dir: join(root, 'layout') });
+    image = await buildImage(
+      {
+        layers: [
+          { entries: [file('a', 'tls')] },
+          { entries: [file('big.bin', { size: 3 * 1024 * 1024, seed: 5 })], compression: 'none' },
+        ],
+      },
+      { dir: join(root, 'layout') },
+    );
     registry = await startRegistry({ repositories: { 'team/app': image.dir } });
     // A TLS front that demands a client certificate from our CA and forwards to the harness registry.
     front = createServer(
@@ -150,6 +163,39 @@ describe('TLS transport options', () => {
     });
     expect((await registryClient.resolve(`${host}/team/app`)).manifestDigest).toBe(image.digest);
     expect(peers).toContain('client');
+  });
+
+  it('fetchBlobInto reads directly over the same mTLS settings; without the CA it fails like the general path', async () => {
+    const events: RegistryEvent[] = [];
+    const registryClient = client({
+      registries: { [host]: { insecure: false, ca: pem.ca, cert: pem.clientCert, key: pem.clientKey } },
+      onEvent: (event) => events.push(event),
+    });
+    const resolved = await registryClient.resolve(`${host}/team/app`);
+    const big = resolved.manifest.layers[1]!;
+    const expected = await readFile(image.manifests[0]!.layers[1]!.path);
+    const chunks: Buffer[] = [];
+    const backings = new Set<ArrayBufferLike>();
+    await registryClient.fetchBlobInto(resolved.reference, big, (chunk) => {
+      chunks.push(Buffer.from(chunk));
+      backings.add(chunk.buffer);
+    });
+    expect(Buffer.concat(chunks).equals(expected)).toBe(true);
+    // Read directly (a few reused buffers), not declined.
+    expect(backings.size).toBeLessThanOrEqual(4);
+    expect(events.filter((event) => event.type === 'direct-read-declined')).toEqual([]);
+
+    const untrusting: RegistryEvent[] = [];
+    const noCa = await client({
+      registries: { [host]: { insecure: false, cert: pem.clientCert, key: pem.clientKey } },
+      onEvent: (event) => untrusting.push(event),
+    })
+      .fetchBlobInto(resolved.reference, big, () => undefined)
+      .catch((error: unknown) => error as OciError);
+    expect([(noCa as OciError).code, (noCa as OciError).retryable]).toEqual([ErrorCode.Network, false]);
+    expect(untrusting).toContainEqual(
+      expect.objectContaining({ type: 'direct-read-declined', digest: big.digest }),
+    );
   });
 
   it('fails without a client certificate or without the CA, not retryable, naming the fix', async () => {
