@@ -2,14 +2,13 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { hardlink, layerTarBytes, writeHeaderChecksum } from '@ocipull/test-harness';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractLayer, flattenLayers, OVERRIDE_STAT_XATTR } from './index.ts';
 import { decodeRawName, displayName, encodeRawName, hasRawBytes, nameFromLatin1 } from './raw-name.ts';
-import { writeOneLayerLayout } from './testing/oci-layout.ts';
+import { umociUnpackTar } from './testing/oci-layout.ts';
 import { bufferStream, sha256Hex } from './testing/tree-snapshot.ts';
 
 const bytes = (...parts: Array<string | number[]>) =>
@@ -179,13 +178,10 @@ describe('names that are not UTF-8', () => {
 
   it('flattens them as umoci unpack does (the oracle)', async () => {
     const tar = gnuTar(makeSource(), 'posix');
-    const layout = fresh();
-    writeOneLayerLayout(layout, gzipSync(tar), `sha256:${sha256Hex(tar)}`, 'raw');
-    const bundle = fresh();
-    execFileSync('umoci', ['unpack', '--image', `${layout}:raw`, bundle], { stdio: 'pipe' });
+    const rootfs = umociUnpackTar(tar, fresh(), fresh());
     const destination = fresh();
     await flattenLayers([{ open: () => bufferStream(tar) }], { destination });
-    expect(rawSnapshot(destination)).toEqual(rawSnapshot(join(bundle, 'rootfs')));
+    expect(rawSnapshot(destination)).toEqual(rawSnapshot(rootfs));
   });
 
   it('applies whiteouts and opaque markers that name them, and keeps them in a per-layer tree', async () => {

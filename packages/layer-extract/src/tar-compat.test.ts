@@ -3,11 +3,10 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
 import { dir, file, hardlink, layerTarBytes, symlink, writeHeaderChecksum } from '@ocipull/test-harness';
 import { afterAll, describe, expect, it } from 'vitest';
 import { flattenLayers } from './index.ts';
-import { writeOneLayerLayout } from './testing/oci-layout.ts';
+import { umociUnpackTar } from './testing/oci-layout.ts';
 import { bufferStream, type NodeSnapshot, sha256Hex, snapshotTree } from './testing/tree-snapshot.ts';
 
 // Tar corners where tar-stream and Go's archive/tar (containerd, umoci, Docker) part ways; umoci is the oracle.
@@ -24,17 +23,14 @@ afterAll(() => {
 async function bothTrees(
   tar: Buffer,
 ): Promise<{ ours: Map<string, NodeSnapshot>; umoci: Map<string, NodeSnapshot> }> {
-  const layout = fresh();
-  writeOneLayerLayout(layout, gzipSync(tar), `sha256:${sha256Hex(tar)}`, 'compat');
-  const bundle = fresh();
-  execFileSync('umoci', ['unpack', '--image', `${layout}:compat`, bundle], { stdio: 'pipe' });
+  const rootfs = umociUnpackTar(tar, fresh(), fresh());
   const destination = fresh();
   await flattenLayers([{ open: () => bufferStream(tar) }], { destination });
   const strip = (tree: Map<string, NodeSnapshot>) =>
     new Map(
       [...tree].filter(([path]) => path !== '.').map(([path, node]) => [path, { ...node, ino: undefined }]),
     );
-  return { ours: strip(snapshotTree(destination)), umoci: strip(snapshotTree(join(bundle, 'rootfs'))) };
+  return { ours: strip(snapshotTree(destination)), umoci: strip(snapshotTree(rootfs)) };
 }
 
 /** Each 512-byte block of `tar` whose name field starts with `name`. */
@@ -67,17 +63,7 @@ describe('tar corners read like Go', () => {
     for (let block = 0; block + 512 <= tar.length; block += 512) {
       const header = tar.subarray(block, block + 512);
       if (header.toString('latin1', 257, 262) !== 'ustar') continue;
-      let signed = 8 * 0x20;
-      let unsigned = 8 * 0x20;
-      for (let index = 0; index < 512; index++) {
-        if (index >= 148 && index < 156) continue;
-        const byte = header[index] as number;
-        unsigned += byte;
-        signed += byte >= 0x80 ? byte - 0x100 : byte;
-      }
-      if (signed === unsigned) continue;
-      header.write(`${signed.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
-      rewritten++;
+      if (writeHeaderChecksum(header, { signed: true })) rewritten++;
     }
     expect(rewritten).toBe(2);
     const { ours, umoci } = await bothTrees(tar);

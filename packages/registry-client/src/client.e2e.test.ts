@@ -13,12 +13,12 @@ import {
 } from '@ocipull/test-harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  createRegistryClient,
   DIRECT_BLOB_MIN_BYTES,
   type RegistryClient,
   type RegistryClientOptions,
   type RegistryEvent,
 } from './index.ts';
+import { rejection as rejectionOf, testClients } from './testing/clients.ts';
 
 async function sha256(stream: Readable): Promise<{ digest: string; size: number }> {
   const hash = createHash('sha256');
@@ -30,31 +30,14 @@ async function sha256(stream: Readable): Promise<{ digest: string; size: number 
   return { digest: `sha256:${hash.digest('hex')}`, size };
 }
 
-async function rejection(promise: Promise<unknown>): Promise<OciError & { status?: number }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as OciError;
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = (promise: Promise<unknown>) => rejectionOf<OciError & { status?: number }>(promise);
 
 describe('registry client against the real distribution registry', () => {
   let root: string;
   let image: BuiltImage;
   let multi: BuiltImage;
   const registries: DistributionRegistry[] = [];
-  const clients: RegistryClient[] = [];
-
-  function client(options: RegistryClientOptions = {}): RegistryClient {
-    const made = createRegistryClient({
-      dockerConfig: false,
-      retryPolicy: { baseMs: 20, maxMs: 200 },
-      ...options,
-    });
-    clients.push(made);
-    return made;
-  }
+  const { client, close } = testClients({ retryPolicy: { baseMs: 20, maxMs: 200 } });
 
   async function start(...args: Parameters<typeof startDistribution>): Promise<DistributionRegistry> {
     const started = await startDistribution(...args);
@@ -125,7 +108,7 @@ describe('registry client against the real distribution registry', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(clients.map((made) => made.close()));
+    await close();
     await Promise.all(registries.map((started) => started.close()));
     await rm(root, { recursive: true, force: true });
   });

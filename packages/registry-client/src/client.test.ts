@@ -14,14 +14,8 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type BlobInterruptedError,
-  createRegistryClient,
-  type RegistryClient,
-  type RegistryClientOptions,
-  type RegistryError,
-  type RegistryEvent,
-} from './index.ts';
+import type { BlobInterruptedError, RegistryError } from './index.ts';
+import { rejection as rejectionOf, testClients } from './testing/clients.ts';
 
 /** Reads a stream to the end; on failure returns what arrived and the error. */
 async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciError }> {
@@ -34,14 +28,7 @@ async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciErro
   }
 }
 
-async function rejection(promise: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as RegistryError;
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = (promise: Promise<unknown>) => rejectionOf<RegistryError>(promise);
 
 const LAYER_SIZE = 3 * 1024 * 1024;
 
@@ -52,19 +39,7 @@ describe('registry client against the harness registry', () => {
   let layer: Descriptor;
   let layerBytes: Buffer;
   let registry: HarnessRegistry;
-  const clients: RegistryClient[] = [];
-  const events: RegistryEvent[] = [];
-
-  function client(options: RegistryClientOptions = {}): RegistryClient {
-    const made = createRegistryClient({
-      dockerConfig: false,
-      retryPolicy: { baseMs: 20, maxMs: 100 },
-      onEvent: (event) => events.push(event),
-      ...options,
-    });
-    clients.push(made);
-    return made;
-  }
+  const { client, events, close } = testClients();
 
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'registry-client-'));
@@ -107,7 +82,7 @@ describe('registry client against the harness registry', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(clients.map((made) => made.close()));
+    await close();
     await registry?.close();
     await rm(root, { recursive: true, force: true });
   });

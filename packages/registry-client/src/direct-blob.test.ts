@@ -13,15 +13,8 @@ import {
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type DirectBlobRequest, directBlobGet } from './direct-blob.ts';
-import {
-  type BlobInterruptedError,
-  type BlobSink,
-  createRegistryClient,
-  DIRECT_BLOB_MIN_BYTES,
-  type RegistryClient,
-  type RegistryClientOptions,
-  type RegistryEvent,
-} from './index.ts';
+import { type BlobInterruptedError, type BlobSink, DIRECT_BLOB_MIN_BYTES } from './index.ts';
+import { rejection, testClients } from './testing/clients.ts';
 
 const LAYER_SIZE = 5 * 1024 * 1024 + 12_345;
 
@@ -45,14 +38,7 @@ function collector(options: { slow?: boolean } = {}) {
   };
 }
 
-async function failure(promise: Promise<unknown>): Promise<OciError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as OciError;
-  }
-  throw new Error('expected a rejection');
-}
+const failure = (promise: Promise<unknown>) => rejection<OciError>(promise);
 
 describe('fetchBlobInto', () => {
   let root: string;
@@ -61,19 +47,7 @@ describe('fetchBlobInto', () => {
   let small: Descriptor;
   let layerBytes: Buffer;
   let registry: HarnessRegistry;
-  const clients: RegistryClient[] = [];
-  const events: RegistryEvent[] = [];
-
-  function client(options: RegistryClientOptions = {}): RegistryClient {
-    const made = createRegistryClient({
-      dockerConfig: false,
-      retryPolicy: { baseMs: 20, maxMs: 100 },
-      onEvent: (event) => events.push(event),
-      ...options,
-    });
-    clients.push(made);
-    return made;
-  }
+  const { client, events, close } = testClients();
   const ref = (target: HarnessRegistry = registry) => `${target.host}/library/app`;
   const blobRequests = (target: HarnessRegistry = registry) =>
     target.requests.filter((request) => request.kind === 'blob' || request.kind === 'origin');
@@ -102,7 +76,7 @@ describe('fetchBlobInto', () => {
   });
 
   afterAll(async () => {
-    await Promise.all(clients.map((made) => made.close()));
+    await close();
     await registry?.close();
     await rm(root, { recursive: true, force: true });
   });
@@ -183,9 +157,9 @@ describe('fetchBlobInto', () => {
     const chunks: Buffer[] = [];
     const sink: BlobSink = async (chunk) => {
       chunks.push(Buffer.from(chunk));
-      if (++calls === 2) await delay(400);
+      if (++calls === 2) await delay(700);
     };
-    await client({ timeouts: { bodyIdle: 200 } }).fetchBlobInto(ref(), layer, sink);
+    await client({ timeouts: { bodyIdle: 350 } }).fetchBlobInto(ref(), layer, sink);
     expect(Buffer.concat(chunks).equals(layerBytes)).toBe(true);
   });
 

@@ -54,8 +54,9 @@ interface Queued {
  * `Content-Length` equal to `expected`, no transfer coding; anything else is declined unread.
  *
  * Once the sink has seen a byte, failures reject: a connection that ends early or stays silent for the
- * body-idle timeout with `BlobInterruptedError` at the offset the sink finished (an in-flight sink call
- * is awaited first, so a resume never overlaps it), an abort with `ERR_ABORTED`.
+ * body-idle timeout with `BlobInterruptedError` at the offset the sink finished (bytes already read are
+ * handed over first, and a sink call in flight is awaited, so a resume neither overlaps nor repeats
+ * them), an abort with `ERR_ABORTED` (after the call in flight), a sink's own error at once.
  */
 export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promise<DirectBlobOutcome> {
   return new Promise((resolve, reject) => {
@@ -68,6 +69,8 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
     let handed = 0;
     let delivered = 0;
     let sinking = false;
+    /** After a broken connection: the queued bytes still go to the sink before the error. */
+    let draining = false;
     let paused = false;
     let settled = false;
     /** Set when the transfer failed; a function of the offset reached for an interruption. */
@@ -97,14 +100,24 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       if (settled || failure === undefined) return;
       finish(typeof failure === 'function' ? failure(request.start + delivered) : failure);
     };
-    /** Ends with an error once a sink call in flight has settled, so an interruption's offset counts it. */
-    const fail = (error: Error | ((offset: number) => Error)) => {
+    /**
+     * Ends with an error once a sink call in flight has settled, so an interruption's offset counts it.
+     * With `drain` (the connection broke), bytes already read are handed to the sink first: they are
+     * good, and a resume then starts after them.
+     */
+    const fail = (error: Error | ((offset: number) => Error), drain = false) => {
       if (settled || failure) return;
       failure = error;
-      queue.length = 0;
+      draining = drain;
+      if (!drain) queue.length = 0;
       socket.destroy();
       stopTimer();
-      if (!sinking) failed();
+      pump();
+      if (!sinking && queue.length === 0) failed();
+    };
+    /** The sink's own error ends the transfer at once. */
+    const sinkFailed = (error: unknown) => {
+      if (!settled) finish(error as Error);
     };
     /** A failure of the connection: declined before the sink saw a byte, an interruption after. */
     const broken = (reason: string, cause?: unknown) => {
@@ -114,7 +127,7 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
         decline(reason);
         return;
       }
-      fail((offset) => new BlobInterruptedError(request.digest, offset, reason, cause));
+      fail((offset) => new BlobInterruptedError(request.digest, offset, reason, cause), true);
     };
     const onAbort = () => fail(new AbortedError(signal?.reason));
 
@@ -138,7 +151,7 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       try {
         result = sink(chunk.view);
       } catch (error) {
-        fail(error as Error);
+        sinkFailed(error);
         return;
       }
       if (result === undefined || typeof (result as Promise<void>)?.then !== 'function') {
@@ -149,18 +162,13 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       (result as Promise<void>).then(
         () => {
           sinking = false;
-          if (failure) {
-            delivered += chunk.view.byteLength;
-            failed();
-            return;
-          }
           sunk(chunk);
           pump();
+          if (failure && !sinking && queue.length === 0) failed();
         },
         (error: unknown) => {
           sinking = false;
-          if (failure) failed();
-          else fail(error as Error);
+          sinkFailed(error);
         },
       );
     };
@@ -171,14 +179,16 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
         finish({ delivered: true });
         return;
       }
-      if (paused && queue.length + (sinking ? 1 : 0) < RING_BUFFERS - 1 && received < expected) {
+      if (!failure && paused && queue.length + (sinking ? 1 : 0) < RING_BUFFERS - 1 && received < expected) {
         paused = false;
         socket.resume();
         bodyTimer();
       }
     };
     const pump = () => {
-      while (!sinking && !settled && !failure && queue.length > 0) delivering(queue.shift() as Queued);
+      while (!sinking && !settled && (!failure || draining) && queue.length > 0) {
+        delivering(queue.shift() as Queued);
+      }
     };
 
     const onRead = (length: number, buffer: Uint8Array): boolean => {

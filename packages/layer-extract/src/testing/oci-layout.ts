@@ -1,5 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { createHasher } from '@ocipull/digest';
 
 /**
@@ -49,4 +51,15 @@ export function writeOneLayerLayout(dir: string, blob: Buffer, diffId: string, t
       ],
     }),
   );
+}
+
+/**
+ * `umoci unpack` of a one-layer image around the uncompressed layer `tar` (gzipped here): the
+ * rootfs it wrote. `layout` and `bundle` are paths to create (they must not exist).
+ */
+export function umociUnpackTar(tar: Buffer, layout: string, bundle: string): string {
+  const diffId = createHasher().update(tar).digest();
+  writeOneLayerLayout(layout, gzipSync(tar), diffId, 'unpack');
+  execFileSync('umoci', ['unpack', '--image', `${layout}:unpack`, bundle], { stdio: 'pipe' });
+  return join(bundle, 'rootfs');
 }
