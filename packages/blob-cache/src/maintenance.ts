@@ -204,7 +204,8 @@ export interface GcResult {
  * live leases are read, then `index.json`. A pull leases a digest before writing it and records its
  * image before ending its lease, so any blob the listing saw is either leased when the leases are read
  * or already reachable from the `index.json` read after them. Leases are read again just before the
- * sweep, and each removal takes the item's lock without waiting (a held lock means in use: skipped).
+ * sweep (for downloads and layer temps started since); what either read leases is kept, and each
+ * removal takes the item's lock without waiting (a held lock means in use: skipped).
  */
 export async function collectGarbage(cache: BlobCache, options: GcOptions = {}): Promise<GcResult> {
   const result: GcResult = {
@@ -255,10 +256,17 @@ async function sweep(cache: BlobCache, options: GcOptions, result: GcResult): Pr
   const { signal } = options;
   const blobs = await listBlobs(cache);
   const layers = await listLayers(cache);
-  let leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+  // Both lease reads count: a pull that recorded its image and ended its lease between the index
+  // read and the second lease read is protected by the first one (using only the second lost its
+  // blobs: the multi-process gc test caught it, gc-race.test.ts pins the window).
+  const before = await readLeases(cache.layout.leases, cache.leaseOptions);
   const index = await readIndex(cache.layout.indexJson);
   const reachable = await markReachable(cache, index.manifests, undefined, signal);
-  leases = await readLeases(cache.layout.leases, cache.leaseOptions);
+  const after = await readLeases(cache.layout.leases, cache.leaseOptions);
+  const leases = {
+    keys: new Set([...before.keys, ...after.keys]),
+    liveIds: new Set([...before.liveIds, ...after.liveIds]),
+  };
   const protectedBlob = (digest: Digest) => reachable.blobs.has(digest) || leases.keys.has(`blob:${digest}`);
   const protectedLayer = (diffId: Digest) =>
     reachable.layers.has(diffId) || leases.keys.has(`layer:${diffId}`);
