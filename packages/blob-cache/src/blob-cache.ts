@@ -51,6 +51,7 @@ import { lockTarget, type Release } from './lock-files.ts';
 import {
   collectGarbage,
   computeUsage,
+  GC_LOCK,
   type GcOptions,
   type GcResult,
   type UsageReport,
@@ -313,6 +314,7 @@ export class BlobCache implements BlobStore {
     const digest = checkDescriptor(descriptor);
     throwIfAborted(options.signal);
     await this.#lease.add(`blob:${digest}`);
+    await this.#passGc(this.layout.blobLockName(digest), options.signal);
     const cached = await this.#openCommitted(descriptor, options);
     if (cached) return cached;
 
@@ -582,6 +584,37 @@ export class BlobCache implements BlobStore {
   /** Where the extracted tree of the layer with uncompressed digest `diffId` lives (it may not exist). */
   layerPath(diffId: Digest | string): string {
     return this.layout.layerPath(parseDigest(diffId));
+  }
+
+  /**
+   * The committed tree of `diffId` leased for this cache's lifetime, or undefined when there is none:
+   * how a pull reuses an extracted layer. Unlike `hasLayer`, a concurrent `gc` can no longer remove
+   * a tree this returned.
+   */
+  async useLayer(
+    diffId: Digest | string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<string | undefined> {
+    const parsed = parseDigest(diffId);
+    await this.#lease.add(`layer:${parsed}`);
+    await this.#passGc(this.layout.layerLockName(parsed), options.signal);
+    return (await this.hasLayer(parsed)) ? this.layerPath(parsed) : undefined;
+  }
+
+  /**
+   * Called after leasing an item and before reusing what is committed: when a `gc` may be running
+   * (its lock exists), takes the item's lock once. gc removes an item only under that lock after
+   * reading the leases again, so either it sees this lease or the removal is done before we look.
+   * Without a gc running it costs one `stat`.
+   */
+  async #passGc(lockName: string, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await stat(join(this.layout.locks, `${GC_LOCK}.lock`));
+    } catch {
+      return;
+    }
+    const release = await this.lock(lockName, { signal });
+    await release();
   }
 
   /** True when the extracted tree of `diffId` is committed. */

@@ -1,16 +1,34 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildImage, file } from '@ocipull/test-harness';
 import { afterAll, expect, it, vi } from 'vitest';
-import { openCache } from './index.ts';
+import { type BlobCache, openCache } from './index.ts';
 import { LayoutSource } from './testing/fixtures/layout-source.ts';
 
 // gc reads the leases, then index.json, then the leases again. A pull records its image and only then
 // ends its lease, so what the first lease read protects is either still leased or in the index read
 // after it — unless the two reads are not both used. This runs the pull's last two steps exactly in
 // that window, between gc's index read and its second lease read.
-const hooks = vi.hoisted(() => ({ afterIndexRead: undefined as (() => Promise<void>) | undefined }));
+const hooks = vi.hoisted(() => ({
+  afterIndexRead: undefined as (() => Promise<void>) | undefined,
+  /** Runs after the n-th lease read (1-based) since it was set. */
+  afterLeaseRead: undefined as ((n: number) => Promise<void>) | undefined,
+  leaseReads: 0,
+}));
+vi.mock('./leases.ts', async (importOriginal) => {
+  const original = await importOriginal<typeof import('./leases.ts')>();
+  return {
+    ...original,
+    readLeases: async (...args: Parameters<typeof original.readLeases>) => {
+      const scan = await original.readLeases(...args);
+      hooks.leaseReads += 1;
+      await hooks.afterLeaseRead?.(hooks.leaseReads);
+      return scan;
+    },
+  };
+});
 vi.mock('./image-records.ts', async (importOriginal) => {
   const original = await importOriginal<typeof import('./image-records.ts')>();
   return {
@@ -56,5 +74,78 @@ it('gc keeps what a pull records and un-leases between its index read and its se
   for (const descriptor of blobs) expect(await collector.has(descriptor)).toBe(true);
   // The image is recorded now: a later gc keeps it through index.json alone.
   expect((await collector.gc()).removedBlobs).toEqual([]);
+  await collector.close();
+});
+
+/** A cache holding one image's layer blob and extracted tree, recorded nowhere: what gc collects. */
+async function unreferenced() {
+  const dir = await mkdtemp(join(tmpdir(), 'gc-race-'));
+  roots.push(dir);
+  const image = await buildImage(
+    { layers: [{ entries: [file('b', { size: 20_000, seed: 4 })] }] },
+    { dir: join(dir, 'image'), tag: 'x' },
+  );
+  const manifest = image.manifests[0]!;
+  const layer = manifest.layers[0]!.descriptor;
+  const diffId = manifest.diffIds[0]!;
+  const root = join(dir, 'cache');
+  const writer = await openCache({ root });
+  await writer.ingest(layer, new LayoutSource(image.dir));
+  const temp = await writer.createLayerTemp(diffId);
+  await writeFile(join(temp, 'b'), 'tree');
+  await writer.commitLayer(diffId, temp);
+  await writer.close();
+  return { root, layer, diffId, source: new LayoutSource(image.dir) };
+}
+
+/** Arms `afterLeaseRead` for the n-th lease read of the next gc. */
+function afterLeaseRead(n: number, run: () => Promise<void>): void {
+  hooks.leaseReads = 0;
+  hooks.afterLeaseRead = async (count) => {
+    if (count !== n) return;
+    hooks.afterLeaseRead = undefined;
+    await run();
+  };
+}
+
+it('a reader that leases a layer and a blob after gc read the leases keeps them (gc looks again under the lock)', async () => {
+  const { root, layer, diffId, source } = await unreferenced();
+  const reader = await openCache({ root });
+  const collector = await openCache({ root });
+  let reused: string | undefined;
+  // Lease reads 1 and 2 are the sweep's; the reader arrives right after the second.
+  afterLeaseRead(2, async () => {
+    reused = await reader.useLayer(diffId);
+    (await reader.fetchThrough(layer, source)).destroy();
+  });
+  const result = await collector.gc();
+  expect(hooks.afterLeaseRead).toBeUndefined();
+  expect([result.removedBlobs, result.removedLayers]).toEqual([[], []]);
+  expect(reused).toBe(collector.layerPath(diffId));
+  expect(existsSync(reused as string)).toBe(true);
+  expect(await collector.has(layer)).toBe(true);
+  await reader.close();
+  // Nothing holds them now: the next gc takes both.
+  const after = await collector.gc();
+  expect([after.removedBlobs, after.removedLayers]).toEqual([[layer.digest], [diffId]]);
+  await collector.close();
+});
+
+it('a reader that leases a layer while gc is removing it waits, then finds it gone (never a dangling path)', async () => {
+  const { root, diffId } = await unreferenced();
+  const reader = await openCache({ root });
+  const collector: BlobCache = await openCache({ root });
+  let pending: Promise<string | undefined> | undefined;
+  // Read 3 is gc's look under the layer's lock (the blob's comes first, as read 3; the layer's is 4).
+  afterLeaseRead(4, async () => {
+    pending = reader.useLayer(diffId);
+    // Let the reader lease and reach the lock before gc goes on to remove the tree.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  });
+  const result = await collector.gc();
+  expect(result.removedLayers).toEqual([diffId]);
+  expect(pending).toBeDefined();
+  expect(await pending).toBeUndefined();
+  await reader.close();
   await collector.close();
 });

@@ -156,8 +156,14 @@ async function treeBytes(path: string | Buffer): Promise<number> {
   return total;
 }
 
-/** Runs `action` under `name`'s lock if nobody holds it; returns false (doing nothing) if someone does. */
-async function ifUnlocked(cache: BlobCache, name: string, action: () => Promise<void>): Promise<boolean> {
+/** The lock `gc` holds while it runs; readers that reuse cached items look for it (`BlobCache.#passGc`). */
+export const GC_LOCK = 'gc';
+
+/**
+ * Runs `action` under `name`'s lock if nobody holds it; returns false (doing nothing) if someone does,
+ * or if `action` returned false (it decided to keep the item).
+ */
+async function ifUnlocked(cache: BlobCache, name: string, action: () => Promise<unknown>): Promise<boolean> {
   let release: (() => Promise<void>) | undefined;
   try {
     release = await cache.lock(name, { timeoutMs: 0 });
@@ -166,11 +172,18 @@ async function ifUnlocked(cache: BlobCache, name: string, action: () => Promise<
     throw error;
   }
   try {
-    await action();
-    return true;
+    return (await action()) !== false;
   } finally {
     await release();
   }
+}
+
+/**
+ * Whether `key` is leased now, read under the item's lock just before removing it: a reader that
+ * leased the item after the sweep's lease reads, and passed its lock (see `BlobCache.#passGc`), is seen.
+ */
+async function leasedNow(cache: BlobCache, key: string): Promise<boolean> {
+  return (await readLeases(cache.layout.leases, cache.leaseOptions)).keys.has(key);
 }
 
 /** Options for `gc`. */
@@ -217,7 +230,7 @@ export async function collectGarbage(cache: BlobCache, options: GcOptions = {}):
     keptLayers: 0,
     evictedImages: [],
   };
-  const release = await cache.lock('gc', { signal: options.signal });
+  const release = await cache.lock(GC_LOCK, { signal: options.signal });
   try {
     await sweep(cache, options, result);
     if (options.maxBlobBytes !== undefined && !options.dryRun) await evict(cache, options, result);
@@ -278,12 +291,14 @@ async function sweep(cache: BlobCache, options: GcOptions, result: GcResult): Pr
       continue;
     }
     const removed = await ifUnlocked(cache, cache.layout.blobLockName(blob.digest), async () => {
-      if (options.dryRun) return;
+      if (await leasedNow(cache, `blob:${blob.digest}`)) return false;
+      if (options.dryRun) return true;
       try {
         await unlink(blob.path);
       } catch (error) {
         if (!isErrno(error, 'ENOENT')) throw fsError(error, `removing blob ${blob.digest}`);
       }
+      return true;
     });
     if (removed) {
       result.removedBlobs.push(blob.digest);
@@ -299,7 +314,8 @@ async function sweep(cache: BlobCache, options: GcOptions, result: GcResult): Pr
     }
     const bytes = await treeBytes(layer.path);
     const removed = await ifUnlocked(cache, cache.layout.layerLockName(layer.diffId), async () => {
-      if (options.dryRun) return;
+      if (await leasedNow(cache, `layer:${layer.diffId}`)) return false;
+      if (options.dryRun) return true;
       const doomed = join(
         cache.layout.layerTemps,
         `${parseDigest(layer.diffId).split(':')[1]}.removing.${uniqueSuffix()}`,
@@ -307,10 +323,11 @@ async function sweep(cache: BlobCache, options: GcOptions, result: GcResult): Pr
       try {
         await rename(layer.path, doomed);
       } catch (error) {
-        if (isErrno(error, 'ENOENT')) return;
+        if (isErrno(error, 'ENOENT')) return true;
         throw fsError(error, `removing layer ${layer.diffId}`);
       }
       await removeTree(doomed);
+      return true;
     });
     if (removed) {
       result.removedLayers.push(layer.diffId);

@@ -394,12 +394,13 @@ async function pullLayerTree(
   lowerTrees: () => Promise<string[]>,
 ): Promise<string> {
   const { signal } = options;
-  if (await cache.hasLayer(diffId)) {
-    // The tree is there (perhaps from a zstd twin of this layer); the blob still belongs in the
-    // layout so the cache stays a complete OCI image.
+  const reused = await cache.useLayer(diffId, { signal });
+  if (reused !== undefined) {
+    // The tree is there (perhaps from a zstd twin of this layer), leased so a concurrent gc keeps
+    // it; the blob still belongs in the layout so the cache stays a complete OCI image.
     await downloadLayer(cache, source, layer, progress, signal);
     emit({ type: 'layer-extract-end', index, digest: layer.digest, diffId, cached: true, entries: 0 });
-    return cache.layerPath(diffId);
+    return reused;
   }
   // The extractor wants a destination that does not exist yet (it renames its own temp into place);
   // a child of the cache's lease-protected temp directory is on the same filesystem as layers/.
