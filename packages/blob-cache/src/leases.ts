@@ -1,5 +1,7 @@
-import { appendFile, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { close as closeFd, open as openFd, write as writeFd } from 'node:fs';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { acquireLock } from '@ocipull/lock';
 import { uniqueSuffix } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
@@ -31,7 +33,7 @@ export class Lease {
   readonly #holder: string;
   readonly options: LeaseLockOptions;
   readonly #keys = new Set<string>();
-  #opening: Promise<() => Promise<void>> | undefined;
+  #opening: Promise<{ release: () => Promise<void>; fd: number }> | undefined;
   #closed = false;
 
   constructor(leasesDirectory: string, options: LeaseLockOptions = {}) {
@@ -46,10 +48,13 @@ export class Lease {
     if (this.#closed) return;
     if (this.#keys.has(key)) return;
     this.#keys.add(key);
-    await this.#open();
+    const { fd } = await this.#open();
     try {
-      await appendFile(this.path, `${key}\n`);
+      // One O_APPEND descriptor for the lease's lifetime: a key is one write, not open+write+close
+      // (a plain fd, not a FileHandle: a cache dropped without close() must not warn when collected).
+      await writeLine(fd, `${key}\n`);
     } catch (error) {
+      if (this.#closed) return;
       throw fsError(error, 'recording a cache lease');
     }
   }
@@ -59,7 +64,7 @@ export class Lease {
     return this.#opening !== undefined && !this.#closed;
   }
 
-  #open(): Promise<() => Promise<void>> {
+  #open(): Promise<{ release: () => Promise<void>; fd: number }> {
     this.#opening ??= (async () => {
       // Lock first, then create the lease file: gc only looks at lease files, so it can never
       // mistake a lease that is being set up for a dead one.
@@ -69,12 +74,11 @@ export class Lease {
         ...(this.options.updateMs === undefined ? {} : { updateMs: this.options.updateMs }),
       });
       try {
-        await (await open(this.path, 'a')).close();
+        return { release, fd: await openAppend(this.path) };
       } catch (error) {
         await release().catch(() => {});
         throw fsError(error, 'creating a cache lease');
       }
-      return release;
     })();
     return this.#opening;
   }
@@ -84,11 +88,16 @@ export class Lease {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#opening === undefined) return;
-    const release = await this.#opening.catch(() => undefined);
+    const opened = await this.#opening.catch(() => undefined);
     await unlink(this.path).catch(() => {});
-    await release?.().catch(() => {});
+    if (opened) await closeDescriptor(opened.fd).catch(() => {});
+    await opened?.release().catch(() => {});
   }
 }
+
+const openAppend = (path: string) => promisify(openFd)(path, 'a');
+const writeLine = (fd: number, line: string) => promisify(writeFd)(fd, line);
+const closeDescriptor = promisify(closeFd);
 
 /** What `readLeases` found. */
 export interface LeaseScan {
