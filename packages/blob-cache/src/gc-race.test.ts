@@ -48,15 +48,19 @@ afterAll(async () => {
   for (const root of roots) await rm(root, { recursive: true, force: true });
 });
 
-it('gc keeps what a pull records and un-leases between its index read and its second lease read', async () => {
+/** A one-layer image in a fresh directory, and where a cache for it goes. */
+async function oneLayerImage() {
   const dir = await mkdtemp(join(tmpdir(), 'gc-race-'));
   roots.push(dir);
   const image = await buildImage(
     { layers: [{ entries: [file('a', { size: 30_000, seed: 9 })] }] },
     { dir: join(dir, 'image'), tag: 'race' },
   );
-  const manifest = image.manifests[0]!;
-  const root = join(dir, 'cache');
+  return { image, manifest: image.manifests[0]!, root: join(dir, 'cache') };
+}
+
+it('gc keeps what a pull records and un-leases between its index read and its second lease read', async () => {
+  const { image, manifest, root } = await oneLayerImage();
   const pulling = await openCache({ root });
   await pulling.ingest(manifest.layers[0]!.descriptor, new LayoutSource(image.dir));
   await pulling.writeBlob(await readFile(manifest.config.path), manifest.config.descriptor);
@@ -79,16 +83,9 @@ it('gc keeps what a pull records and un-leases between its index read and its se
 
 /** A cache holding one image's layer blob and extracted tree, recorded nowhere: what gc collects. */
 async function unreferenced() {
-  const dir = await mkdtemp(join(tmpdir(), 'gc-race-'));
-  roots.push(dir);
-  const image = await buildImage(
-    { layers: [{ entries: [file('b', { size: 20_000, seed: 4 })] }] },
-    { dir: join(dir, 'image'), tag: 'x' },
-  );
-  const manifest = image.manifests[0]!;
+  const { image, manifest, root } = await oneLayerImage();
   const layer = manifest.layers[0]!.descriptor;
   const diffId = manifest.diffIds[0]!;
-  const root = join(dir, 'cache');
   const writer = await openCache({ root });
   await writer.ingest(layer, new LayoutSource(image.dir));
   const temp = await writer.createLayerTemp(diffId);
