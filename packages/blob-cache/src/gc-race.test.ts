@@ -146,3 +146,22 @@ it('a reader that leases a layer while gc is removing it waits, then finds it go
   await reader.close();
   await collector.close();
 });
+
+it('an extraction that starts after gc read the leases keeps its temp tree', async () => {
+  const { root, diffId } = await unreferenced();
+  const collector = await openCache({ root });
+  const newcomer = await openCache({ root });
+  let temp: string | undefined;
+  afterLeaseRead(2, async () => {
+    temp = await newcomer.createLayerTemp(diffId);
+    await writeFile(join(temp, 'partial'), 'being extracted');
+  });
+  await collector.gc();
+  expect(temp).toBeDefined();
+  expect(existsSync(join(temp as string, 'partial'))).toBe(true);
+  await newcomer.close();
+  // Its owner gone, the temp tree is an abandoned one: the next gc takes it.
+  await collector.gc();
+  expect(existsSync(temp as string)).toBe(false);
+  await collector.close();
+});

@@ -150,3 +150,26 @@ export async function readLeases(
   }
   return scan;
 }
+
+/**
+ * Whether lease `id` belongs to a live process right now: its holder lock cannot be taken at once. A
+ * lease takes that lock before it exists, so anything carrying its id was made under it.
+ */
+export async function leaseIsLive(
+  leasesDirectory: string,
+  id: string,
+  options: LeaseLockOptions = {},
+): Promise<boolean> {
+  let release: (() => Promise<void>) | undefined;
+  try {
+    release = await acquireLock(join(leasesDirectory, `${id}${HOLDER_SUFFIX}`), {
+      timeoutMs: 0,
+      ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }),
+      ...(options.updateMs === undefined ? {} : { updateMs: options.updateMs }),
+    });
+  } catch {
+    return true;
+  }
+  await release().catch(() => {});
+  return false;
+}

@@ -15,7 +15,7 @@ import { childPath, uniqueSuffix } from './atomic-file.ts';
 import type { BlobCache } from './blob-cache.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 import { LAST_USED_ANNOTATION, readIndex, recordsOf } from './image-records.ts';
-import { readLeases } from './leases.ts';
+import { leaseIsLive, readLeases } from './leases.ts';
 import { removeTree } from './remove-tree.ts';
 
 /**
@@ -385,6 +385,8 @@ async function sweepLayerTemps(
     throwIfAborted(options.signal);
     const [, owner] = name.split('.');
     if (owner === undefined || owner === cache.leaseId || liveIds.has(owner)) continue;
+    // A pull that started after the lease reads: its lease is live though the reads missed it.
+    if (owner !== 'removing' && (await leaseIsLive(cache.layout.leases, owner, cache.leaseOptions))) continue;
     const path = join(cache.layout.layerTemps, name);
     if (owner === 'removing') {
       // A removal in progress in another process renames then deletes; give it the grace period.
