@@ -22,7 +22,7 @@ import {
   lookupConfigCredentials,
   normalizeAuthKey,
 } from './credentials.ts';
-import { type BlobSink, directBlobGet, directHeadersSafe } from './direct-blob.ts';
+import { type BlobSink, DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
 import {
   errorFromResponse,
   errorFromTransport,
@@ -279,6 +279,7 @@ class Client implements RegistryClient {
   readonly #userAgent: string;
   readonly #mirrorDownUntil = new Map<string, number>();
   readonly #redirectingOrigins = new Set<string>();
+  readonly #directSlots: DirectReadSlots;
 
   constructor(options: RegistryClientOptions) {
     this.#options = options;
@@ -293,6 +294,9 @@ class Client implements RegistryClient {
     for (const [key, value] of Object.entries(options.registries ?? {})) {
       this.#registries.set(normalizeAuthKey(key), value);
     }
+    this.#directSlots = new DirectReadSlots(
+      options.maxConnectionsPerHost ?? DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    );
     this.#transport = new Transport({
       timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
       maxConnectionsPerHost: options.maxConnectionsPerHost ?? DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -567,19 +571,25 @@ class Client implements RegistryClient {
     if (authorization) headers.authorization = authorization;
     if (offset > 0) headers.range = `bytes=${offset}-`;
     if (!directHeadersSafe(headers)) return false;
-    const outcome = await directBlobGet(
-      {
-        url,
-        headers,
-        ...direct,
-        signal,
-        digest: descriptor.digest,
-        registry: endpoint.registry,
-        start: offset,
-        expected: descriptor.size - offset,
-      },
-      sink,
-    );
+    const release = await this.#directSlots.acquire(endpoint.origin, signal);
+    let outcome: Awaited<ReturnType<typeof directBlobGet>>;
+    try {
+      outcome = await directBlobGet(
+        {
+          url,
+          headers,
+          ...direct,
+          signal,
+          digest: descriptor.digest,
+          registry: endpoint.registry,
+          start: offset,
+          expected: descriptor.size - offset,
+        },
+        sink,
+      );
+    } finally {
+      release();
+    }
     if (outcome.delivered) return true;
     this.#emit({
       type: 'direct-read-declined',

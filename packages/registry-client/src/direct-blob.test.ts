@@ -232,6 +232,40 @@ describe('fetchBlobInto', () => {
     expect(blobRequests()).toHaveLength(0);
   });
 
+  it('direct reads keep to maxConnectionsPerHost per registry; the rest wait their turn', async () => {
+    registry.faults.add({
+      match: { kind: 'blob' },
+      action: { type: 'throttle', bytesPerSecond: 40_000_000 },
+    });
+    const registryClient = client({ maxConnectionsPerHost: 2 });
+    const sinks = Array.from({ length: 5 }, () => collector());
+    await Promise.all(sinks.map((sink) => registryClient.fetchBlobInto(ref(), layer, sink.sink)));
+    for (const sink of sinks) expect(sink.bytes().equals(layerBytes)).toBe(true);
+    const direct = blobRequests().filter((request) => request.connection === 'close');
+    expect(direct).toHaveLength(5);
+    // At no moment were more than two of them open.
+    const overlapping = direct.map(
+      (request) =>
+        direct.filter(
+          (other) =>
+            other.startedAt <= request.startedAt && (other.finishedAt ?? Infinity) > request.startedAt,
+        ).length,
+    );
+    expect(Math.max(...overlapping)).toBe(2);
+
+    // A read waiting for a slot stops waiting when its signal fires.
+    const controller = new AbortController();
+    const busy = [collector(), collector()].map((sink) =>
+      registryClient.fetchBlobInto(ref(), layer, sink.sink),
+    );
+    const waiting = registryClient.fetchBlobInto(ref(), layer, collector().sink, {
+      signal: controller.signal,
+    });
+    setTimeout(() => controller.abort(new Error('enough')), 30);
+    expect((await failure(waiting)).code).toBe(ErrorCode.Aborted);
+    await Promise.all(busy);
+  });
+
   it("a sink's error, thrown or rejected, ends the transfer with that error", async () => {
     for (const mode of ['throw', 'reject'] as const) {
       let calls = 0;

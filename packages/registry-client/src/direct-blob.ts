@@ -327,3 +327,55 @@ function checkHead(
   }
   return undefined;
 }
+
+/**
+ * At most `limit` direct reads per origin at a time (the client's `maxConnectionsPerHost`); more wait
+ * their turn, in order. Direct reads do not go through undici's pool, so they are counted here.
+ */
+export class DirectReadSlots {
+  readonly #limit: number;
+  readonly #origins = new Map<string, { active: number; waiting: Array<() => void> }>();
+
+  constructor(limit: number) {
+    this.#limit = Math.max(1, limit);
+  }
+
+  /** Waits for a slot of `origin`; resolves to its release. Rejects with `ERR_ABORTED` on abort. */
+  async acquire(origin: string, signal?: AbortSignal): Promise<() => void> {
+    let slots = this.#origins.get(origin);
+    if (slots === undefined) {
+      slots = { active: 0, waiting: [] };
+      this.#origins.set(origin, slots);
+    }
+    const state = slots;
+    while (state.active >= this.#limit) {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          const index = state.waiting.indexOf(wake);
+          if (index >= 0) state.waiting.splice(index, 1);
+          reject(new AbortedError(signal?.reason));
+        };
+        const wake = () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        if (signal?.aborted) {
+          onAbort();
+          return;
+        }
+        state.waiting.push(wake);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    state.active += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      state.active -= 1;
+      const next = state.waiting.shift();
+      if (next) next();
+      else if (state.active === 0) this.#origins.delete(origin);
+    };
+  }
+}
