@@ -52,9 +52,9 @@ export const MAX_REDIRECTS = 5;
  * upstream is the fallback), and a dead mirror must not cost every layer of a pull a connect attempt.
  */
 export const MIRROR_COOLDOWN_MS = 30_000;
-/** Bytes of an error body kept for diagnostics. */
 /** Smallest remainder `fetchBlobInto` reads directly: below it a new connection costs more than it saves. */
 export const DIRECT_BLOB_MIN_BYTES = 1024 * 1024;
+/** Bytes of an error body kept for diagnostics. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 /** Token lifetime when the token server does not say (distribution token spec: 60 s). */
 const DEFAULT_TOKEN_SECONDS = 60;
@@ -91,7 +91,7 @@ export type RegistryEvent =
       type: 'direct-read-declined';
       registry: string;
       digest: string;
-      /** What was wrong, e.g. `status 307` or `Content-Length 12`; never a header value. */
+      /** What was wrong, e.g. `status 307` or `transfer coding`; never a header value. */
       reason: string;
       status?: number;
     }
