@@ -280,6 +280,8 @@ class Client implements RegistryClient {
   readonly #mirrorDownUntil = new Map<string, number>();
   readonly #redirectingOrigins = new Set<string>();
   readonly #directSlots: DirectReadSlots;
+  /** Aborted by `close()`: ends direct reads in flight and those waiting for a slot. */
+  readonly #closing = new AbortController();
 
   constructor(options: RegistryClientOptions) {
     this.#options = options;
@@ -559,8 +561,8 @@ class Client implements RegistryClient {
     const endpoint = endpoints[0] as Endpoint;
     if (this.#redirectingOrigins.has(endpoint.origin)) return false;
     const url = new URL(`/v2/${reference.repository}/blobs/${descriptor.digest}`, endpoint.origin);
-    const direct = this.#transport.directOptions(url);
-    if (!direct) return false;
+    const connection = this.#transport.directOptions(url);
+    if (!connection) return false;
     const headers: Record<string, string> = { 'user-agent': this.#userAgent };
     const authorization = await this.#authorization(
       endpoint,
@@ -571,15 +573,17 @@ class Client implements RegistryClient {
     if (authorization) headers.authorization = authorization;
     if (offset > 0) headers.range = `bytes=${offset}-`;
     if (!directHeadersSafe(headers)) return false;
-    const release = await this.#directSlots.acquire(endpoint.origin, signal);
+    const direct =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
+    const release = await this.#directSlots.acquire(endpoint.origin, direct);
     let outcome: Awaited<ReturnType<typeof directBlobGet>>;
     try {
       outcome = await directBlobGet(
         {
           url,
           headers,
-          ...direct,
-          signal,
+          ...connection,
+          signal: direct,
           digest: descriptor.digest,
           registry: endpoint.registry,
           start: offset,
@@ -756,6 +760,8 @@ class Client implements RegistryClient {
   }
 
   async close(): Promise<void> {
+    // Direct reads have sockets of their own: they end with ERR_ABORTED, like undici's requests.
+    this.#closing.abort(new OciError(ErrorCode.Aborted, 'the registry client was closed'));
     await this.#transport.close();
   }
 

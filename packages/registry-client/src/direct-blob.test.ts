@@ -266,6 +266,17 @@ describe('fetchBlobInto', () => {
     await Promise.all(busy);
   });
 
+  it('close() ends direct reads in flight with ERR_ABORTED', async () => {
+    registry.faults.add({ match: { kind: 'blob' }, action: { type: 'throttle', bytesPerSecond: 4_000_000 } });
+    const registryClient = client();
+    const sink = collector();
+    const reading = registryClient.fetchBlobInto(ref(), layer, sink.sink);
+    setTimeout(() => void registryClient.close(), 150);
+    expect((await failure(reading)).code).toBe(ErrorCode.Aborted);
+    expect(sink.bytes().byteLength).toBeGreaterThan(0);
+    expect(sink.bytes().byteLength).toBeLessThan(layer.size);
+  });
+
   it("a sink's error, thrown or rejected, ends the transfer with that error", async () => {
     for (const mode of ['throw', 'reject'] as const) {
       let calls = 0;
