@@ -282,6 +282,7 @@ class Client implements RegistryClient {
   readonly #directSlots: DirectReadSlots;
   /** Aborted by `close()`: ends direct reads in flight and those waiting for a slot. */
   readonly #closing = new AbortController();
+  #closed: Promise<void> | undefined;
 
   constructor(options: RegistryClientOptions) {
     this.#options = options;
@@ -759,10 +760,14 @@ class Client implements RegistryClient {
     });
   }
 
-  async close(): Promise<void> {
-    // Direct reads have sockets of their own: they end with ERR_ABORTED, like undici's requests.
-    this.#closing.abort(new OciError(ErrorCode.Aborted, 'the registry client was closed'));
-    await this.#transport.close();
+  close(): Promise<void> {
+    // Once: undici refuses to close a closed agent, and a second close() has nothing left to do.
+    this.#closed ??= (async () => {
+      // Direct reads have sockets of their own: they end with ERR_ABORTED, like undici's requests.
+      this.#closing.abort(new OciError(ErrorCode.Aborted, 'the registry client was closed'));
+      await this.#transport.close();
+    })();
+    return this.#closed;
   }
 
   // ---- endpoints and mirrors ----
