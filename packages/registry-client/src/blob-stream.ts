@@ -9,6 +9,12 @@ import { BlobInterruptedError, errorFromTransport } from './errors.ts';
  */
 export const BLOB_HIGH_WATER_MARK = 1024 * 1024;
 
+/** Whether a 206's `Content-Range` value (`bytes <first>-<last>/<total or *>`) starts at `offset`. */
+export function contentRangeStartsAt(value: string | undefined, offset: number): boolean {
+  const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value ?? '');
+  return range !== null && Number(range[1]) === offset;
+}
+
 /** Where a blob body starts and how long it must be. */
 export interface BlobBodyOptions {
   digest: string;

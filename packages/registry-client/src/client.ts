@@ -14,7 +14,7 @@ import {
 } from '@ocipull/core';
 import { createHasher, isDigest, verifyBytes } from '@ocipull/digest';
 import type { Dispatcher } from 'undici';
-import { BlobBodyStream } from './blob-stream.ts';
+import { BlobBodyStream, contentRangeStartsAt } from './blob-stream.ts';
 import { type Challenge, parseChallenges, pickChallenge } from './challenge.ts';
 import {
   type Credentials,
@@ -664,8 +664,7 @@ class Client implements RegistryClient {
     let skip = 0;
     if (offset > 0) {
       if (response.statusCode === 206) {
-        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(response.headers, 'content-range') ?? '');
-        if (!range || Number(range[1]) !== offset) {
+        if (!contentRangeStartsAt(header(response.headers, 'content-range'), offset)) {
           response.body.destroy();
           throw new RegistryError(
             ErrorCode.Registry,

@@ -1,6 +1,7 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { AbortedError, ErrorCode } from '@ocipull/core';
+import { contentRangeStartsAt } from './blob-stream.ts';
 import { BlobInterruptedError, RegistryError } from './errors.ts';
 import type { Timeouts } from './transport.ts';
 
@@ -308,9 +309,8 @@ function checkHead(
     fields.set(name, fields.has(name) ? `${fields.get(name)}, ${value}` : value);
   }
   if (status !== (request.start === 0 ? 200 : 206)) return { reason: `status ${status}`, status };
-  if (request.start > 0) {
-    const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(fields.get('content-range') ?? '');
-    if (!range || Number(range[1]) !== request.start) return { reason: 'unexpected Content-Range', status };
+  if (request.start > 0 && !contentRangeStartsAt(fields.get('content-range'), request.start)) {
+    return { reason: 'unexpected Content-Range', status };
   }
   const coding = fields.get('transfer-encoding');
   if (coding !== undefined && coding.toLowerCase() !== 'identity')

@@ -138,9 +138,14 @@ export class Transport {
     if (options) this.#hosts.set(host.toLowerCase(), options);
   }
 
+  /** Whether requests to `url` go through the proxy: one is configured, and loopback stays direct. */
+  #viaProxy(url: URL): boolean {
+    return this.#useProxy && !isLoopbackRegistry(url.host);
+  }
+
   /** The dispatcher for a URL. */
   dispatcherFor(url: URL): Dispatcher {
-    if (!this.#useProxy || isLoopbackRegistry(url.host)) return this.#direct;
+    if (!this.#viaProxy(url)) return this.#direct;
     const key = url.host.toLowerCase();
     const options = this.#hosts.get(key);
     const tlsKey = options ? key : '';
@@ -166,7 +171,7 @@ export class Transport {
    * undefined when requests to it go through a proxy.
    */
   directOptions(url: URL): { tls: Record<string, unknown>; timeouts: Timeouts } | undefined {
-    if (this.#useProxy && !isLoopbackRegistry(url.host)) return undefined;
+    if (this.#viaProxy(url)) return undefined;
     return { tls: tlsOptions(this.#hosts.get(url.host.toLowerCase())), timeouts: this.#timeouts };
   }
 
