@@ -47,7 +47,7 @@ import {
 } from './image-records.ts';
 import { CacheLayout, initLayout } from './layout.ts';
 import { Lease } from './leases.ts';
-import { lockTarget, type Release } from './lock-files.ts';
+import { lockDirectory, lockTarget, type Release } from './lock-files.ts';
 import {
   collectGarbage,
   computeUsage,
@@ -609,7 +609,7 @@ export class BlobCache implements BlobStore {
    */
   async #passGc(lockName: string, signal: AbortSignal | undefined): Promise<void> {
     try {
-      await stat(join(this.layout.locks, `${GC_LOCK}.lock`));
+      await stat(lockDirectory(this.layout.locks, GC_LOCK));
     } catch {
       return;
     }

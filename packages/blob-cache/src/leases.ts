@@ -2,9 +2,9 @@ import { close as closeFd, open as openFd, write as writeFd } from 'node:fs';
 import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { acquireLock } from '@ocipull/lock';
 import { uniqueSuffix } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
+import { lockTarget, type Release } from './lock-files.ts';
 
 /** File name suffix of a lease. */
 const LEASE_SUFFIX = '.lease';
@@ -30,7 +30,7 @@ export interface LeaseLockOptions {
 export class Lease {
   readonly id: string;
   readonly path: string;
-  readonly #holder: string;
+  readonly #leasesDirectory: string;
   readonly options: LeaseLockOptions;
   readonly #keys = new Set<string>();
   #opening: Promise<{ release: () => Promise<void>; fd: number }> | undefined;
@@ -39,7 +39,7 @@ export class Lease {
   constructor(leasesDirectory: string, options: LeaseLockOptions = {}) {
     this.id = uniqueSuffix();
     this.path = join(leasesDirectory, `${this.id}${LEASE_SUFFIX}`);
-    this.#holder = join(leasesDirectory, `${this.id}${HOLDER_SUFFIX}`);
+    this.#leasesDirectory = leasesDirectory;
     this.options = options;
   }
 
@@ -68,10 +68,9 @@ export class Lease {
     this.#opening ??= (async () => {
       // Lock first, then create the lease file: gc only looks at lease files, so it can never
       // mistake a lease that is being set up for a dead one.
-      const release = await acquireLock(this.#holder, {
+      const release = await lockTarget(this.#leasesDirectory, `${this.id}${HOLDER_SUFFIX}`, {
         timeoutMs: 0,
-        ...(this.options.staleMs === undefined ? {} : { staleMs: this.options.staleMs }),
-        ...(this.options.updateMs === undefined ? {} : { updateMs: this.options.updateMs }),
+        ...this.options,
       });
       try {
         return { release, fd: await openAppend(this.path) };
@@ -129,15 +128,8 @@ export async function readLeases(
     if (!name.endsWith(LEASE_SUFFIX)) continue;
     const path = join(leasesDirectory, name);
     const id = name.slice(0, -LEASE_SUFFIX.length);
-    const holder = join(leasesDirectory, `${id}${HOLDER_SUFFIX}`);
-    let release: (() => Promise<void>) | undefined;
-    try {
-      release = await acquireLock(holder, {
-        timeoutMs: 0,
-        ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }),
-        ...(options.updateMs === undefined ? {} : { updateMs: options.updateMs }),
-      });
-    } catch {
+    const release = await takeHolder(leasesDirectory, id, options);
+    if (release === undefined) {
       // Held by a live process (or vanished while we looked): its keys are roots.
       scan.liveIds.add(id);
       const text = await readFile(path, 'utf8').catch(() => '');
@@ -160,16 +152,20 @@ export async function leaseIsLive(
   id: string,
   options: LeaseLockOptions = {},
 ): Promise<boolean> {
-  let release: (() => Promise<void>) | undefined;
+  const release = await takeHolder(leasesDirectory, id, options);
+  await release?.().catch(() => {});
+  return release === undefined;
+}
+
+/** Lease `id`'s holder lock taken without waiting: its release, or undefined while a live process holds it. */
+async function takeHolder(
+  leasesDirectory: string,
+  id: string,
+  options: LeaseLockOptions,
+): Promise<Release | undefined> {
   try {
-    release = await acquireLock(join(leasesDirectory, `${id}${HOLDER_SUFFIX}`), {
-      timeoutMs: 0,
-      ...(options.staleMs === undefined ? {} : { staleMs: options.staleMs }),
-      ...(options.updateMs === undefined ? {} : { updateMs: options.updateMs }),
-    });
+    return await lockTarget(leasesDirectory, `${id}${HOLDER_SUFFIX}`, { timeoutMs: 0, ...options });
   } catch {
-    return true;
+    return undefined;
   }
-  await release().catch(() => {});
-  return false;
 }

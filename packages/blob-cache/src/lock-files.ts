@@ -15,6 +15,11 @@ export interface LockTargetOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** The directory that exists while the lock `name` is held (or left behind by a dead holder). */
+export function lockDirectory(locksDirectory: string, name: string): string {
+  return join(locksDirectory, `${name}.lock`);
+}
+
 /** Takes the cross-process lock named `name`: the lock directory `<root>/locks/<name>.lock`. */
 export async function lockTarget(
   locksDirectory: string,

@@ -219,7 +219,7 @@ function peek(list: BufferListInternals, offset: number, length: number): Buffer
 }
 
 /** A numeric header field: octal text (space/NUL padded) or GNU base-256 (high bit of the first byte). */
-export function headerNumber(block: Buffer, offset: number, length: number): number {
+function headerNumber(block: Buffer, offset: number, length: number): number {
   const field = block.subarray(offset, offset + length);
   if (field.length > 0 && ((field[0] as number) & 0x80) !== 0) {
     let value = (field[0] as number) & 0x7f;
