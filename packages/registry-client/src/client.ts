@@ -568,7 +568,7 @@ class Client implements RegistryClient {
     const authorization = await this.#authorization(
       endpoint,
       reference.repository,
-      `repository:${reference.repository}:pull`,
+      pullScope(reference.repository),
       signal,
     );
     if (authorization) headers.authorization = authorization;
@@ -858,7 +858,7 @@ class Client implements RegistryClient {
     spec: RequestSpec,
     consume: (response: Dispatcher.ResponseData) => Promise<T>,
   ): Promise<T> {
-    const scope = `repository:${repository}:pull`;
+    const scope = pullScope(repository);
     let reauthenticated = false;
     const retries = endpoint.mirror ? 0 : this.#policy.retries;
     return this.#retrying(endpoint.registry, spec.signal, retries, async () => {
@@ -1312,6 +1312,11 @@ async function readBody(
     throw errorFromTransport(error, registry, signal);
   }
   return Buffer.concat(chunks);
+}
+
+/** The token scope of a pull from `repository`; tokens are cached under it, so every request uses this one. */
+function pullScope(repository: string): string {
+  return `repository:${repository}:pull`;
 }
 
 /** Validates a blob read's descriptor, offset and signal; returns the offset. */
