@@ -34,6 +34,7 @@ import {
   type FetchProgress,
   FetchThroughStream,
 } from './fetch-through.ts';
+import { FollowStream } from './follow-stream.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 import {
   checkRef,
@@ -144,6 +145,8 @@ export class BlobCache implements BlobStore {
   #lease: Lease;
   /** In-process gates per lock name: callers of one process queue here rather than poll the lock file. */
   readonly #gates = new Map<string, Promise<void>>();
+  /** Downloads running in this process, by digest: a second reader follows one rather than wait for it. */
+  readonly #downloads = new Map<Digest, FetchThroughStream>();
 
   constructor(layout: CacheLayout, options: OpenCacheOptions = {}) {
     this.root = layout.root;
@@ -306,10 +309,20 @@ export class BlobCache implements BlobStore {
    * `.part` is deleted and the stream errors with `ERR_DIGEST_MISMATCH` / `ERR_SIZE_MISMATCH`.
    * The stream holds the blob's lock until it ends, errors or is destroyed: consume or destroy it.
    */
-  async fetchThrough(
+  fetchThrough(
     descriptor: Descriptor,
     source: BlobSource,
     options: FetchThroughOptions = {},
+  ): Promise<BlobStream> {
+    return this.#fetchThrough(descriptor, source, options, false);
+  }
+
+  /** `fetchThrough`; with `drain`, a download started here yields no data (`ingest` reads none). */
+  async #fetchThrough(
+    descriptor: Descriptor,
+    source: BlobSource,
+    options: FetchThroughOptions,
+    drain: boolean,
   ): Promise<BlobStream> {
     const digest = checkDescriptor(descriptor);
     throwIfAborted(options.signal);
@@ -317,6 +330,16 @@ export class BlobCache implements BlobStore {
     await this.#passGc(this.layout.blobLockName(digest), options.signal);
     const cached = await this.#openCommitted(descriptor, options);
     if (cached) return cached;
+    const running = this.#downloads.get(digest);
+    if (running !== undefined && !running.settling) {
+      return new FollowStream(running, {
+        descriptor: { ...descriptor, digest },
+        partPath: this.layout.partPath(digest),
+        blobPath: this.layout.blobPath(digest),
+        takeOver: (signal) => this.fetchThrough(descriptor, source, { signal }),
+        signal: options.signal,
+      });
+    }
 
     const release = await this.lock(this.layout.blobLockName(digest), { signal: options.signal });
     let part: FileHandle | undefined;
@@ -339,7 +362,7 @@ export class BlobCache implements BlobStore {
       } catch (error) {
         throw fsError(error, `opening the partial download of ${digest}`);
       }
-      return new FetchThroughStream({
+      const stream = new FetchThroughStream({
         layout: this.layout,
         descriptor: { ...descriptor, digest },
         source,
@@ -351,7 +374,14 @@ export class BlobCache implements BlobStore {
         retryDelayMs: this.#options.retryDelayMs,
         release,
         lockLost: release.signal,
+        drain,
       });
+      this.#downloads.set(digest, stream);
+      const forget = () => {
+        if (this.#downloads.get(digest) === stream) this.#downloads.delete(digest);
+      };
+      stream.committed.then(forget, forget);
+      return stream;
     } catch (error) {
       await part?.close().catch(() => {});
       await release();
@@ -408,7 +438,10 @@ export class BlobCache implements BlobStore {
     await this.#lease.add(`blob:${digest}`);
     if (await this.has(descriptor)) return { cached: true, resumedFrom: 0 };
     for (let attempt = 0; ; attempt++) {
-      const stream = await this.fetchThrough(descriptor, source, options);
+      // A download of it running in this process: wait for its verdict rather than read along.
+      const running = this.#downloads.get(digest);
+      if (running !== undefined) await settledUnlessAborted(running.committed, options.signal);
+      const stream = await this.#fetchThrough(descriptor, source, options, true);
       if (stream.cached) {
         // Another caller committed it while we waited: nothing to read.
         discard(stream);
@@ -763,4 +796,21 @@ function committedStream(handle: FileHandle, options: FetchOptions): BlobStream 
     ...(options.signal ? { signal: options.signal } : {}),
   });
   return Object.assign(stream, { cached: true, resumedFrom: 0, committed: Promise.resolve() });
+}
+
+/** Waits until `promise` settles (either way); rejects with `ERR_ABORTED` if `signal` aborts first. */
+async function settledUnlessAborted(
+  promise: Promise<unknown>,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  throwIfAborted(signal);
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError(signal?.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = () => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    promise.then(done, done);
+  });
 }

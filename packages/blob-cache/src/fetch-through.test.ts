@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,10 +51,13 @@ async function expectCode(promise: Promise<unknown>, code: string): Promise<void
   }
 }
 
-describe('fetchThrough', () => {
+describe.each([
+  ['fetch', false],
+  ['fetchInto', true],
+])('fetchThrough from a source read with %s', (_kind, fetchInto) => {
   let source: MemorySource;
   beforeEach(() => {
-    source = new MemorySource();
+    source = new MemorySource({ fetchInto });
   });
 
   it('streams a missing blob whole, then commits it read-only and leaves no part behind', async () => {
@@ -326,6 +330,148 @@ describe('fetchThrough', () => {
       cache.fetch({ ...descriptor, digest: `sha256:${'1'.repeat(64)}` as Digest }),
       ErrorCode.BlobUnknown,
     );
+  });
+});
+
+describe('a second reader while the blob downloads in this process', () => {
+  /** A leader that has handed its consumer `upTo` bytes (and holds the rest back while paused). */
+  async function leaderAt(cache: BlobCache, source: MemorySource, descriptor: Descriptor, upTo: number) {
+    const leader = await cache.fetchThrough(descriptor, source);
+    const chunks: Buffer[] = [];
+    let seen = 0;
+    await new Promise<void>((resolve, reject) => {
+      leader.on('error', reject);
+      leader.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        seen += chunk.length;
+        if (seen >= upTo) {
+          leader.pause();
+          resolve();
+        }
+      });
+    });
+    leader.removeAllListeners('data');
+    /** Reads the rest of the leader's stream; until called the leader stays paused. */
+    const finish = async () => {
+      for await (const chunk of leader) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    };
+    return { leader, finish };
+  }
+
+  it('follows the .part as it grows, without a second fetch, and ends only once the blob is committed', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(3_000_000);
+    source.add(bytes, descriptor.digest);
+    const { finish } = await leaderAt(cache, source, descriptor, 500_000);
+    const follower = await cache.fetchThrough(descriptor, source);
+    expect(follower.cached).toBe(false);
+    let committedAtEnd: boolean | undefined;
+    follower.on('end', () => {
+      committedAtEnd = existsSync(cache.blobPath(descriptor.digest));
+    });
+    const followed = buffer(follower);
+    expect((await finish()).equals(bytes)).toBe(true);
+    expect((await followed).equals(bytes)).toBe(true);
+    await follower.committed;
+    expect(committedAtEnd).toBe(true);
+    expect(source.fetches).toEqual([{ digest: descriptor.digest, offset: 0 }]);
+  });
+
+  it('reads along before the download is done: the follower is not held until the commit', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(4_000_000);
+    source.add(bytes, descriptor.digest);
+    const { finish } = await leaderAt(cache, source, descriptor, 2_000_000);
+    // The leader is paused at ~2 MB: what is on disk is readable now.
+    const follower = await cache.fetchThrough(descriptor, source);
+    let early = 0;
+    await new Promise<void>((resolve) => {
+      follower.on('data', (chunk: Buffer) => {
+        early += chunk.length;
+        if (early >= 1_000_000) {
+          follower.pause();
+          resolve();
+        }
+      });
+    });
+    expect(await cache.has(descriptor)).toBe(false);
+    follower.removeAllListeners('data');
+    const tail = buffer(follower);
+    await finish();
+    expect((await tail).length).toBe(bytes.length - early);
+  });
+
+  it('takes over when the download stops for its own reason, and skips what it already delivered', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(3_000_000);
+    source.add(bytes, descriptor.digest);
+    const { leader } = await leaderAt(cache, source, descriptor, 1_000_000);
+    const follower = await cache.fetchThrough(descriptor, source);
+    const followed = buffer(follower);
+    await sleep(50);
+    leader.destroy();
+    expect((await followed).equals(bytes)).toBe(true);
+    await follower.committed;
+    expect(await cache.has(descriptor)).toBe(true);
+    const offsets = source.fetches.map((fetch) => fetch.offset);
+    expect(offsets).toHaveLength(2);
+    expect(offsets[0]).toBe(0);
+    // The take-over resumed the .part where the stopped download left it.
+    expect(offsets[1]).toBeGreaterThan(0);
+  });
+
+  it('fails with the download when its bytes prove wrong', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(2_000_000);
+    source.add(bytes, descriptor.digest);
+    source.faults.push({ type: 'corrupt', offset: 1_500_000 });
+    const { finish } = await leaderAt(cache, source, descriptor, 300_000);
+    const follower = await cache.fetchThrough(descriptor, source);
+    const followed = buffer(follower);
+    await expectCode(finish(), ErrorCode.DigestMismatch);
+    await expectCode(followed, ErrorCode.DigestMismatch);
+    await expectCode(follower.committed, ErrorCode.DigestMismatch);
+    expect(source.fetches).toHaveLength(1);
+    expect(await cache.has(descriptor)).toBe(false);
+  });
+
+  it("a follower's abort leaves the download alone", async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(2_000_000);
+    source.add(bytes, descriptor.digest);
+    const { leader, finish } = await leaderAt(cache, source, descriptor, 300_000);
+    const controller = new AbortController();
+    const follower = await cache.fetchThrough(descriptor, source, { signal: controller.signal });
+    const followed = buffer(follower);
+    controller.abort(new Error('not wanted'));
+    await expectCode(followed, ErrorCode.Aborted);
+    expect((await finish()).equals(bytes)).toBe(true);
+    await leader.committed;
+    expect(await cache.has(descriptor)).toBe(true);
+  });
+
+  it('ingest waits for the running download instead of reading along, and stores the bytes of a reused-buffer source', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(2_000_000);
+    source.add(bytes, descriptor.digest);
+    const { finish } = await leaderAt(cache, source, descriptor, 300_000);
+    const ingested = cache.ingest(descriptor, source);
+    await sleep(20);
+    await finish();
+    expect(await ingested).toEqual({ cached: true, resumedFrom: 0 });
+    expect(source.fetches).toHaveLength(1);
+
+    const other = await blob(1_500_000, 99);
+    source.add(other.bytes, other.descriptor.digest);
+    expect(await cache.ingest(other.descriptor, source)).toEqual({ cached: false, resumedFrom: 0 });
+    expect((await readFile(cache.blobPath(other.descriptor.digest))).equals(other.bytes)).toBe(true);
   });
 });
 

@@ -64,6 +64,11 @@ export interface FetchThroughJob {
   release: () => Promise<void>;
   /** Fires when the blob's lock was lost while held: another process may now write the `.part`. */
   lockLost?: AbortSignal | undefined;
+  /**
+   * Nobody reads the stream (`ingest`): it yields no data and chunks from `source.fetchInto` go to the
+   * `.part` without a copy.
+   */
+  drain?: boolean;
 }
 
 /** Errors a re-fetch from the current offset may cure: a cut body, a reset connection, a 5xx. */
@@ -112,6 +117,8 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   #body: Readable | undefined;
   readonly #onCallerAbort: () => void;
   readonly #onLockLost: () => void;
+  /** Woken whenever more of the `.part` is on disk and when the download settles (`FollowStream`). */
+  readonly #watchers = new Set<() => void>();
 
   constructor(job: FetchThroughJob) {
     super({ highWaterMark: 1024 * 1024 });
@@ -122,9 +129,10 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       size: job.descriptor.size,
       label: `blob ${job.descriptor.digest}`,
     });
-    this.#writer = new PartWriter(job.part, job.prefixLength, (bytes) =>
-      job.onProgress?.({ bytes, total: job.descriptor.size, resumedFrom: job.prefixLength }),
-    );
+    this.#writer = new PartWriter(job.part, job.prefixLength, (bytes) => {
+      job.onProgress?.({ bytes, total: job.descriptor.size, resumedFrom: job.prefixLength });
+      this.#wakeWatchers();
+    });
     this.committed = new Promise((resolve, reject) => {
       this.#resolveCommitted = resolve;
       this.#rejectCommitted = reject;
@@ -136,6 +144,29 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     if (job.signal?.aborted) queueMicrotask(this.#onCallerAbort);
     else job.signal?.addEventListener('abort', this.#onCallerAbort, { once: true });
     job.lockLost?.addEventListener('abort', this.#onLockLost, { once: true });
+  }
+
+  /** Bytes of the blob in the `.part` on disk so far (written, not necessarily fsynced), prefix included. */
+  get bytesOnDisk(): number {
+    return this.#writer.written;
+  }
+
+  /** True once the download has begun to settle (commit done or failure): it writes no more. */
+  get settling(): boolean {
+    return this.#released;
+  }
+
+  /**
+   * Calls `watcher` whenever more bytes are on disk and once the download settles, until the returned
+   * function is called. For readers that follow the `.part` as it grows.
+   */
+  watch(watcher: () => void): () => void {
+    this.#watchers.add(watcher);
+    return () => this.#watchers.delete(watcher);
+  }
+
+  #wakeWatchers(): void {
+    for (const watcher of this.#watchers) watcher();
   }
 
   /**
@@ -188,8 +219,12 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     this.push(null);
   }
 
-  /** Waits until the consumer wants more, or the stream is destroyed. */
+  /** Waits until the consumer wants more, or the stream is destroyed. A drained stream yields nothing. */
   async #deliver(chunk: Buffer): Promise<void> {
+    if (this.#job.drain) {
+      this.#throwIfStopped();
+      return;
+    }
     if (this.push(chunk)) return;
     await new Promise<void>((resolve) => {
       this.#demand = resolve;
@@ -207,6 +242,16 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       this.#verifier.update(chunk);
     } catch (error) {
       throw new Fatal(error);
+    }
+  }
+
+  /** Hands `chunk` to the `.part` writer; with `wait`, returns only once it is written. */
+  async #write(chunk: Buffer, wait: boolean): Promise<void> {
+    try {
+      if (wait) await this.#writer.appendWritten(chunk);
+      else await this.#writer.append(chunk);
+    } catch (error) {
+      throw new Fatal(fsError(error, `writing blob ${this.#job.descriptor.digest}`));
     }
   }
 
@@ -243,19 +288,31 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       let body: Readable | undefined;
       const progressBefore = offset;
       try {
-        body = await source.fetch(descriptor, { offset, signal: this.#controller.signal });
-        this.#body = body;
-        this.#throwIfStopped();
-        for await (const received of body) {
-          const chunk = Buffer.isBuffer(received) ? received : Buffer.from(received as Uint8Array);
-          this.#feed(chunk);
-          try {
-            await this.#writer.append(chunk);
-          } catch (error) {
-            throw new Fatal(fsError(error, `writing blob ${descriptor.digest}`));
+        if (source.fetchInto) {
+          // The source's chunks may live in buffers it reuses once the sink returns: a drained
+          // download waits for each write; one with a reader hands both a copy.
+          await source.fetchInto(
+            descriptor,
+            async (view) => {
+              this.#feed(view);
+              const chunk = this.#job.drain ? view : copyOf(view);
+              await this.#write(chunk, this.#job.drain === true);
+              offset += chunk.length;
+              await this.#deliver(chunk);
+            },
+            { offset, signal: this.#controller.signal },
+          );
+        } else {
+          body = await source.fetch(descriptor, { offset, signal: this.#controller.signal });
+          this.#body = body;
+          this.#throwIfStopped();
+          for await (const received of body) {
+            const chunk = Buffer.isBuffer(received) ? received : Buffer.from(received as Uint8Array);
+            this.#feed(chunk);
+            await this.#write(chunk, false);
+            offset += chunk.length;
+            await this.#deliver(chunk);
           }
-          offset += chunk.length;
-          await this.#deliver(chunk);
         }
         if (offset < descriptor.size) {
           throw new OciError(
@@ -310,6 +367,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   async #finish(error: unknown): Promise<void> {
     if (this.#released) return;
     this.#released = true;
+    this.#wakeWatchers();
     this.#job.signal?.removeEventListener('abort', this.#onCallerAbort);
     this.#job.lockLost?.removeEventListener('abort', this.#onLockLost);
     const { layout, descriptor, part } = this.#job;
@@ -327,4 +385,11 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     if (error === undefined) this.#resolveCommitted();
     else this.#rejectCommitted(error);
   }
+}
+
+/** A copy of `view` in memory of its own (native memcpy; `Buffer.from` copies element by element). */
+function copyOf(view: Buffer): Buffer {
+  const copy = Buffer.allocUnsafe(view.length);
+  view.copy(copy);
+  return copy;
 }

@@ -55,6 +55,16 @@ export class PartWriter {
   }
 
   /**
+   * Queues `chunk` and waits until it is written (for chunks in a buffer the caller reuses afterwards);
+   * throws the first write error.
+   */
+  async appendWritten(chunk: Buffer): Promise<void> {
+    await this.append(chunk);
+    while (this.#writing && this.#error === undefined) await this.#writing;
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  /**
    * Waits until everything queued is written and any background sync is done; throws the first
    * write error.
    */

@@ -3,6 +3,7 @@ export { isIndexMediaType, isManifestMediaType, MediaType } from './media-types.
 export type { OciErrorOptions } from './oci-error.ts';
 export { AbortedError, ErrorCode, isOciError, OciError, throwIfAborted } from './oci-error.ts';
 export type {
+  BlobSink,
   BlobSource,
   BlobStore,
   Descriptor,

@@ -593,10 +593,16 @@ class LazyClient {
 
   blobSource(reference: Reference): BlobSource {
     let source: BlobSource | undefined;
+    const open = () => {
+      source ??= this.client().blobSource(reference);
+      return source;
+    };
     return {
-      fetch: (descriptor, options) => {
-        source ??= this.client().blobSource(reference);
-        return source.fetch(descriptor, options);
+      fetch: (descriptor, options) => open().fetch(descriptor, options),
+      fetchInto: async (descriptor, sink, options) => {
+        const opened = open();
+        if (opened.fetchInto) return opened.fetchInto(descriptor, sink, options);
+        for await (const chunk of await opened.fetch(descriptor, options)) await sink(chunk as Buffer);
       },
     };
   }

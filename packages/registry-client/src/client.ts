@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import {
   AbortedError,
+  type BlobSink,
   type BlobSource,
   type Descriptor,
   type Digest,
@@ -22,7 +23,7 @@ import {
   lookupConfigCredentials,
   normalizeAuthKey,
 } from './credentials.ts';
-import { type BlobSink, DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
+import { DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
 import {
   errorFromResponse,
   errorFromTransport,
@@ -695,7 +696,10 @@ class Client implements RegistryClient {
 
   blobSource(input: Reference | string): BlobSource {
     const reference = toReference(input);
-    return { fetch: (descriptor, options) => this.fetchBlob(reference, descriptor, options) };
+    return {
+      fetch: (descriptor, options) => this.fetchBlob(reference, descriptor, options),
+      fetchInto: (descriptor, sink, options) => this.fetchBlobInto(reference, descriptor, sink, options),
+    };
   }
 
   async checkCredentials(registry: string, options: { signal?: AbortSignal } = {}): Promise<CredentialCheck> {

@@ -105,6 +105,17 @@ describe('fetchBlobInto', () => {
     ]);
   });
 
+  it("blobSource(reference).fetchInto is fetchBlobInto: the cache's fast way in", async () => {
+    const source = client().blobSource(ref());
+    expect(source.fetchInto).toBeTypeOf('function');
+    const sink = collector();
+    await source.fetchInto!(layer, sink.sink, { offset: 1000 });
+    expect(sink.bytes().equals(layerBytes.subarray(1000))).toBe(true);
+    expect(blobRequests().map((request) => [request.connection, request.range, request.status])).toEqual([
+      ['close', 'bytes=1000-', 206],
+    ]);
+  });
+
   it('small blobs, directBlobReads: false and an offset at the end go the general way', async () => {
     const tiny = collector();
     await client().fetchBlobInto(ref(), small, tiny.sink);

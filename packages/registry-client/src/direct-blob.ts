@@ -1,16 +1,9 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import { AbortedError, ErrorCode } from '@ocipull/core';
+import { AbortedError, type BlobSink, ErrorCode } from '@ocipull/core';
 import { contentRangeStartsAt } from './blob-stream.ts';
 import { BlobInterruptedError, RegistryError } from './errors.ts';
 import type { Timeouts } from './transport.ts';
-
-/**
- * Receives a blob's bytes in order. `chunk` is a view into a buffer the client reuses: it is valid only
- * until the call returns or, when the sink returns a promise, until that promise settles (the next
- * call waits for it). Copy what you keep. A sink that throws or rejects ends the transfer with that error.
- */
-export type BlobSink = (chunk: Buffer) => void | Promise<void>;
 
 /** Read buffers per request, and their size: reads go on into free ones while the sink is busy. */
 const RING_BUFFERS = 4;

@@ -1,3 +1,5 @@
+/** Re-exported from `@ocipull/core`, where `BlobSource.fetchInto` uses it. */
+export type { BlobSink } from '@ocipull/core';
 export { BLOB_HIGH_WATER_MARK, type BlobBodyOptions, BlobBodyStream } from './blob-stream.ts';
 export { type Challenge, formatChallenges, parseChallenges, pickChallenge } from './challenge.ts';
 export type {
@@ -27,7 +29,6 @@ export {
   normalizeAuthKey,
   runCredentialHelper,
 } from './credentials.ts';
-export type { BlobSink } from './direct-blob.ts';
 export type { RegistryErrorDetail, RegistryErrorOptions, RequestKind } from './errors.ts';
 export {
   BlobInterruptedError,
