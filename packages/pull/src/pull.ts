@@ -38,6 +38,7 @@ import {
   type PullOptions,
   SMALL_LAYER_BYTES,
 } from './options.ts';
+import { runBounded } from './run-bounded.ts';
 
 /** What `pull` hands back. */
 export interface PullResult {
@@ -134,7 +135,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     const treeReady = layers.map(() => deferred<string>());
     for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
-    const tasks = layers.map((layer, index) => async () => {
+    const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
       const diffId = parseDigest(diffIds[index]);
       // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
       // the other layers are prefetched into the cache meanwhile.
@@ -152,7 +153,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               downloads[index]!,
               () => lowerTrees(index),
             )
-          : await downloadLayer(cache, source, layer, downloads[index]!, signal);
+          : await downloadLayer(cache, source, layer, downloads[index]!, signal, freeSlot);
         if (path) treeReady[index]!.resolve(path);
         return path;
       } catch (error) {
@@ -365,15 +366,26 @@ export async function readConfig(
 
 type Emit = (event: ProgressEvent) => void;
 
-/** Downloads one layer blob into the cache (no extraction), with progress. */
+/**
+ * Downloads one layer blob into the cache (no extraction), with progress. `bytesIn` is called once
+ * every byte is on disk: the fsync and rename that follow need no connection, so the next download
+ * may start meanwhile.
+ */
 async function downloadLayer(
   cache: BlobCache,
   source: BlobSource,
   layer: Descriptor,
   progress: DownloadProgress,
   signal: AbortSignal,
+  bytesIn?: () => void,
 ): Promise<undefined> {
-  const result = await cache.ingest(layer, source, { signal, onProgress: progress.onProgress });
+  const result = await cache.ingest(layer, source, {
+    signal,
+    onProgress: (event) => {
+      progress.onProgress(event);
+      if (event.bytes >= event.total) bytesIn?.();
+    },
+  });
   progress.end(result.cached, result.resumedFrom);
   return undefined;
 }
@@ -637,49 +649,4 @@ function deferred<T>(): Deferred<T> {
     reject = rej;
   });
   return { promise, resolve, reject };
-}
-
-/**
- * Runs `tasks` in order with at most `limit` total weight in flight (a task whose weight alone
- * exceeds the room left waits until it runs alone or fits). Failures go to `fail`; after an abort
- * no further task starts. Resolves when every started task has settled.
- */
-function runBounded<T>(
-  tasks: Array<() => Promise<T>>,
-  weights: number[],
-  limit: number,
-  signal: AbortSignal,
-  fail: (error: unknown) => void,
-): Promise<Array<T | undefined>> {
-  const results: Array<T | undefined> = new Array(tasks.length);
-  let next = 0;
-  let load = 0;
-  let running = 0;
-  return new Promise((resolve) => {
-    const pump = () => {
-      while (
-        next < tasks.length &&
-        !signal.aborted &&
-        (running === 0 || load + (weights[next] ?? 1) <= limit)
-      ) {
-        const index = next++;
-        const weight = weights[index] ?? 1;
-        load += weight;
-        running++;
-        void (async () => {
-          try {
-            results[index] = await tasks[index]!();
-          } catch (error) {
-            fail(error);
-          } finally {
-            load -= weight;
-            running--;
-            pump();
-          }
-        })();
-      }
-      if (running === 0 && (next >= tasks.length || signal.aborted)) resolve(results);
-    };
-    pump();
-  });
 }
