@@ -325,6 +325,38 @@ describe('overlay semantics (applyLayer / flattenLayers)', () => {
     expect(tree.get('l2')?.ino).toBe(tree.get('lower2')?.ino);
   });
 
+  it('drops AUFS metadata at the layer root, keeping hardlinks into .wh..wh.plnk, like Docker', async () => {
+    const aufsLayer = [
+      dir('.wh..wh.plnk'),
+      file('.wh..wh.plnk/262.5001', 'shared body'),
+      symlink('.wh..wh.plnk/stray', '/etc/passwd'),
+      file('.wh..wh.aufs', ''),
+      dir('.wh..wh.orph'),
+      dir('usr/bin'),
+      hardlink('usr/bin/tool', '.wh..wh.plnk/262.5001'),
+      hardlink('usr/bin/tool2', '.wh..wh.plnk/262.5001'),
+      // Only the layer root holds AUFS metadata: the same name deeper is an ordinary directory.
+      dir('usr/.wh..wh.plnk'),
+      file('usr/.wh..wh.plnk/kept', 'k'),
+    ];
+    const { tree, result } = await flatten([[file('base', 'b')], aufsLayer]);
+    expect([...tree.keys()].filter((path) => path.startsWith('.wh.'))).toEqual([]);
+    expect(tree.get('usr/bin/tool')?.sha256).toBe(sha256('shared body'));
+    expect(tree.get('usr/bin/tool2')?.ino).toBe(tree.get('usr/bin/tool')?.ino);
+    expect(tree.get('usr/bin/tool')?.nlink).toBe(2);
+    expect(tree.get('usr/.wh..wh.plnk/kept')?.sha256).toBe(sha256('k'));
+    expect(tree.get('base')?.sha256).toBe(sha256('b'));
+    expect(result.layers[1]?.skipped.map((entry) => entry.path).sort()).toEqual(
+      expect.arrayContaining(['.wh..wh.aufs', '.wh..wh.orph', '.wh..wh.plnk']),
+    );
+
+    const destination = fresh();
+    await extractLayer(await layerStream(aufsLayer), { destination, mediaType: OCI_TAR });
+    const layerTree = snapshotTree(destination);
+    expect([...layerTree.keys()].filter((path) => path.startsWith('.wh.'))).toEqual([]);
+    expect(layerTree.get('usr/bin/tool')?.sha256).toBe(sha256('shared body'));
+  });
+
   it('resolves a symlinked parent from a lower layer inside the root (merged /usr)', async () => {
     const { tree, destination } = await flatten([
       [dir('usr/lib'), symlink('lib', 'usr/lib'), symlink('abs', '/usr/lib')],

@@ -62,6 +62,8 @@ export const OVERRIDE_STAT_XATTR = 'user.containers.override_stat';
 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
+/** AUFS's own metadata names start so (`.wh..wh.plnk`, `.wh..wh.orph`, `.wh..wh.aufs`). */
+const AUFS_META_PREFIX = '.wh..wh.';
 const OPEN_NEW_FILE =
   fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 /** Linux follows at most 40 symlinks in one lookup (path_resolution(7)); securejoin uses the same bound. */
@@ -97,6 +99,8 @@ export class TreeWriter {
   /** Opaque directories, emptied of lower content at `finish` so tar order does not matter. */
   #opaques = new Set<string>();
   #deferred = new Map<string, DirMeta>();
+  /** Root-level AUFS metadata names seen (`.wh..wh.plnk`, …), removed at `finish`. */
+  #aufsMeta = new Set<string>();
   #isRoot: boolean;
   /** Set once a name that is not UTF-8 was seen: only then do paths need the Buffer check. */
   #rawNames = false;
@@ -205,6 +209,18 @@ export class TreeWriter {
       // A whiteout name on a link or device: Docker and containerd treat any `.wh.` entry as a whiteout.
       kind = base === OPAQUE_MARKER ? 'opaque' : 'whiteout';
     }
+    const top = parts[0] as string;
+    if (top.startsWith(AUFS_META_PREFIX) && top !== OPAQUE_MARKER) {
+      // AUFS bookkeeping at the layer's root (.wh..wh.plnk, .wh..wh.orph, .wh..wh.aufs) is dropped, as
+      // Docker drops it. Files and directories inside are written for now and removed when the layer
+      // ends: .wh..wh.plnk holds the targets of hardlinks elsewhere in the layer, which then keep them
+      // (Docker copies each such target instead; the hardlinks here stay one file, as on AUFS).
+      if (!this.#aufsMeta.has(top)) {
+        this.#aufsMeta.add(top);
+        this.skipped.push({ path: top, reason: 'AUFS metadata, removed at the end of the layer' });
+      }
+      if (parts.length === 1 ? kind !== 'directory' : kind !== 'file' && kind !== 'directory') return undefined;
+    }
     const linkname =
       header.linkname === undefined || header.linkname === null ? undefined : this.#name(header.linkname);
     if (linkname !== undefined) this.#checkLength(linkname, 'link target');
@@ -260,6 +276,7 @@ export class TreeWriter {
 
   /** Applies deferred work: opaque directories (apply mode), then directory metadata deepest first. */
   finish(): void {
+    for (const top of this.#aufsMeta) fs.rmSync(this.#full(top), { recursive: true, force: true });
     if (this.mode === 'apply' && this.#opaques.size > 0) {
       const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
       for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
@@ -514,7 +531,7 @@ export class TreeWriter {
     header: TarHeader,
   ): BodySink | undefined {
     const base = parts[parts.length - 1] as string;
-    if (kind === 'whiteout' && base.startsWith('.wh..wh.')) {
+    if (kind === 'whiteout' && base.startsWith(AUFS_META_PREFIX)) {
       // AUFS bookkeeping (.wh..wh.plnk, .wh..wh.aufs): meaningless outside AUFS, Docker skips them too.
       this.skipped.push({ path: name, reason: 'AUFS metadata entry' });
       return undefined;
