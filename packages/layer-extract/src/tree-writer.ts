@@ -219,7 +219,8 @@ export class TreeWriter {
         this.#aufsMeta.add(top);
         this.skipped.push({ path: top, reason: 'AUFS metadata, removed at the end of the layer' });
       }
-      if (parts.length === 1 ? kind !== 'directory' : kind !== 'file' && kind !== 'directory') return undefined;
+      if (parts.length === 1 ? kind !== 'directory' : kind !== 'file' && kind !== 'directory')
+        return undefined;
     }
     const linkname =
       header.linkname === undefined || header.linkname === null ? undefined : this.#name(header.linkname);
