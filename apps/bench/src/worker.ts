@@ -142,20 +142,32 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       return { ms, bytes };
     }
     case 'write': {
-      // The disk's share of an ingest: copy a (page-cached) file and fsync it, nothing else.
+      // The disk's share of an ingest: copy a (page-cached) file the way an ingest writes its `.part`
+      // — an fdatasync started in the background every WRITEBACK_INTERVAL_BYTES, one at a time, and
+      // an fsync at the end — and nothing else (no network, no hashing).
       const { open } = await import('node:fs/promises');
+      const { WRITEBACK_INTERVAL_BYTES } = await import('@ocipull/blob-cache');
       const start = performance.now();
       const input = await open(job.source, 'r');
       const output = await open(job.destination, 'wx');
       const buffer = Buffer.allocUnsafe(1024 * 1024);
       let bytes = 0;
+      let syncedAt = 0;
+      let syncing: Promise<void> | undefined;
       try {
         for (;;) {
           const { bytesRead } = await input.read(buffer, 0, buffer.length, bytes);
           if (bytesRead === 0) break;
           await output.write(buffer, 0, bytesRead);
           bytes += bytesRead;
+          if (!syncing && bytes - syncedAt >= WRITEBACK_INTERVAL_BYTES) {
+            syncedAt = bytes;
+            syncing = output.datasync().then(() => {
+              syncing = undefined;
+            });
+          }
         }
+        await syncing;
         await output.sync();
       } finally {
         await input.close();

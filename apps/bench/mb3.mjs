@@ -1,0 +1,20 @@
+import { mkdir } from 'node:fs/promises';
+import { openCache } from '@ocipull/blob-cache';
+import { createRegistryClient } from '@ocipull/registry-client';
+
+const mode = process.argv[2];
+const ref = `127.0.0.1:5056/${process.argv[3] ?? 'five'}:bench`;
+const client = createRegistryClient({ dockerConfig: false });
+const resolved = await client.resolve(ref);
+const dir = `/tmp/t/junk/mb-${process.pid}`;
+await mkdir(dir, { recursive: true });
+const cache = await openCache({ root: dir });
+const full = client.blobSource(ref);
+const source = mode === 'stream' ? { fetch: full.fetch } : full;
+await cache.ingest(resolved.manifest.config, source);
+const c0 = process.cpuUsage();
+const t0 = performance.now();
+await Promise.all(resolved.manifest.layers.map((layer) => cache.ingest(layer, source)));
+const c = process.cpuUsage(c0);
+console.log(mode, 'wall', (performance.now() - t0).toFixed(0), 'user', (c.user / 1e3).toFixed(0), 'sys', (c.system / 1e3).toFixed(0));
+await client.close();
