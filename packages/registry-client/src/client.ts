@@ -23,7 +23,7 @@ import {
   lookupConfigCredentials,
   normalizeAuthKey,
 } from './credentials.ts';
-import { DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
+import { DirectConnections, DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
 import {
   errorFromResponse,
   errorFromTransport,
@@ -53,8 +53,13 @@ export const MAX_REDIRECTS = 5;
  * upstream is the fallback), and a dead mirror must not cost every layer of a pull a connect attempt.
  */
 export const MIRROR_COOLDOWN_MS = 30_000;
-/** Smallest remainder `fetchBlobInto` reads directly: below it a new connection costs more than it saves. */
-export const DIRECT_BLOB_MIN_BYTES = 1024 * 1024;
+/**
+ * Smallest remainder `fetchBlobInto` reads directly; 0: every blob. Direct connections are kept alive
+ * per registry, so a small blob costs no connect either, and the direct path costs far less CPU than
+ * undici's (40 blobs of 270 KB from a loopback registry: 43–59 ms user CPU against 176–188 ms, wall
+ * 172–187 ms against 216–286 ms, even with a new connection per blob).
+ */
+export const DIRECT_BLOB_MIN_BYTES = 0;
 /** Bytes of an error body kept for diagnostics. */
 const MAX_ERROR_BODY_BYTES = 64 * 1024;
 /** Token lifetime when the token server does not say (distribution token spec: 60 s). */
@@ -138,8 +143,8 @@ export interface RegistryClientOptions {
    */
   blobUrls?: boolean;
   /**
-   * Let `fetchBlobInto` read large blobs (1 MiB and up) over a connection of its own into reused
-   * buffers, about twice the throughput of a stream on a fast link; it falls back to the general path
+   * Let `fetchBlobInto` read blobs over kept-alive connections of its own into reused buffers, about
+   * twice the throughput of a stream on a fast link and far less CPU per small blob; it falls back to the general path
    * (undici) for anything but a plain 200/206 answer, and is not used through a proxy, with mirrors or
    * `urls`. Default true.
    */
@@ -281,6 +286,8 @@ class Client implements RegistryClient {
   readonly #mirrorDownUntil = new Map<string, number>();
   readonly #redirectingOrigins = new Set<string>();
   readonly #directSlots: DirectReadSlots;
+  /** Kept-alive connections of direct reads, per origin. */
+  readonly #directConnections = new DirectConnections();
   /** Aborted by `close()`: ends direct reads in flight and those waiting for a slot. */
   readonly #closing = new AbortController();
   #closed: Promise<void> | undefined;
@@ -580,19 +587,21 @@ class Client implements RegistryClient {
     const release = await this.#directSlots.acquire(endpoint.origin, direct);
     let outcome: Awaited<ReturnType<typeof directBlobGet>>;
     try {
-      outcome = await directBlobGet(
-        {
-          url,
-          headers,
-          ...connection,
-          signal: direct,
-          digest: descriptor.digest,
-          registry: endpoint.registry,
-          start: offset,
-          expected: descriptor.size - offset,
-        },
-        sink,
-      );
+      const request = {
+        url,
+        headers,
+        ...connection,
+        signal: direct,
+        digest: descriptor.digest,
+        registry: endpoint.registry,
+        start: offset,
+        expected: descriptor.size - offset,
+      };
+      outcome = await directBlobGet(request, sink, this.#directConnections);
+      // A kept connection the server had closed meanwhile answered nothing: once more, on a fresh one
+      // unless another kept one is there.
+      if (!outcome.delivered && outcome.stale)
+        outcome = await directBlobGet(request, sink, this.#directConnections);
     } finally {
       release();
     }
@@ -768,6 +777,7 @@ class Client implements RegistryClient {
     this.#closed ??= (async () => {
       // Direct reads have sockets of their own: they end with ERR_ABORTED, like undici's requests.
       this.#closing.abort(new OciError(ErrorCode.Aborted, 'the registry client was closed'));
+      this.#directConnections.close();
       await this.#transport.close();
     })();
     return this.#closed;

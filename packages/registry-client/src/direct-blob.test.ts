@@ -12,7 +12,7 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type DirectBlobRequest, directBlobGet } from './direct-blob.ts';
+import { type DirectBlobRequest, DirectConnections, directBlobGet } from './direct-blob.ts';
 import { type BlobInterruptedError, type BlobSink, DIRECT_BLOB_MIN_BYTES } from './index.ts';
 import { rejection, testClients } from './testing/clients.ts';
 
@@ -39,6 +39,17 @@ function collector(options: { slow?: boolean } = {}) {
 }
 
 const failure = (promise: Promise<unknown>) => rejection<OciError>(promise);
+
+/**
+ * Which way a request came: a direct read sends no `Connection` header (HTTP/1.1 keeps the connection
+ * by default), undici's pool sends `keep-alive`.
+ */
+const way = (request: { connection?: string }) =>
+  request.connection === undefined
+    ? 'direct'
+    : request.connection === 'keep-alive'
+      ? 'pool'
+      : request.connection;
 
 describe('fetchBlobInto', () => {
   let root: string;
@@ -89,9 +100,9 @@ describe('fetchBlobInto', () => {
       expect(sink.bytes().equals(layerBytes)).toBe(true);
     }
     const requests = blobRequests();
-    expect(requests.map((request) => [request.connection, request.status, request.outcome])).toEqual([
-      ['close', 200, 'complete'],
-      ['close', 200, 'complete'],
+    expect(requests.map((request) => [way(request), request.status, request.outcome])).toEqual([
+      ['direct', 200, 'complete'],
+      ['direct', 200, 'complete'],
     ]);
   });
 
@@ -100,8 +111,8 @@ describe('fetchBlobInto', () => {
     const sink = collector();
     await client().fetchBlobInto(ref(), layer, sink.sink, { offset });
     expect(sink.bytes().equals(layerBytes.subarray(offset))).toBe(true);
-    expect(blobRequests().map((request) => [request.connection, request.range, request.status])).toEqual([
-      ['close', `bytes=${offset}-`, 206],
+    expect(blobRequests().map((request) => [way(request), request.range, request.status])).toEqual([
+      ['direct', `bytes=${offset}-`, 206],
     ]);
   });
 
@@ -111,23 +122,29 @@ describe('fetchBlobInto', () => {
     const sink = collector();
     await source.fetchInto!(layer, sink.sink, { offset: 1000 });
     expect(sink.bytes().equals(layerBytes.subarray(1000))).toBe(true);
-    expect(blobRequests().map((request) => [request.connection, request.range, request.status])).toEqual([
-      ['close', 'bytes=1000-', 206],
+    expect(blobRequests().map((request) => [way(request), request.range, request.status])).toEqual([
+      ['direct', 'bytes=1000-', 206],
     ]);
   });
 
-  it('small blobs, directBlobReads: false and an offset at the end go the general way', async () => {
+  it('a small blob goes direct too, on the connection the last read left open; directBlobReads: false and an offset at the end do not', async () => {
+    const registryClient = client();
     const tiny = collector();
-    await client().fetchBlobInto(ref(), small, tiny.sink);
+    await registryClient.fetchBlobInto(ref(), layer, collector().sink);
+    await registryClient.fetchBlobInto(ref(), small, tiny.sink);
     expect(tiny.bytes().equals(await readFile(image.manifests[0]!.layers[1]!.path))).toBe(true);
+    const [big, second] = blobRequests();
+    expect([way(big!), way(second!)]).toEqual(['direct', 'direct']);
+    // One connection carried both (the harness sees one client port).
+    expect(second!.clientPort).toBe(big!.clientPort);
     const off = collector();
     await client({ directBlobReads: false }).fetchBlobInto(ref(), layer, off.sink);
     expect(off.bytes().equals(layerBytes)).toBe(true);
-    expect(blobRequests().map((request) => request.connection)).toEqual(['keep-alive', 'keep-alive']);
+    expect(blobRequests().map(way)).toEqual(['direct', 'direct', 'pool']);
     const none = collector();
     await client().fetchBlobInto(ref(), layer, none.sink, { offset: layer.size });
     expect(none.calls).toBe(0);
-    expect(blobRequests()).toHaveLength(2);
+    expect(blobRequests()).toHaveLength(3);
   });
 
   it('cut mid-body: ERR_BLOB_INTERRUPTED at the bytes the sink finished; resuming from there completes it', async () => {
@@ -182,12 +199,12 @@ describe('fetchBlobInto', () => {
       await registryClient.fetchBlobInto(ref(), layer, sink.sink);
       expect(sink.bytes().equals(layerBytes)).toBe(true);
     }
-    expect(blobRequests().map((request) => [request.kind, request.connection, request.status])).toEqual([
-      ['blob', 'close', 307],
-      ['blob', 'keep-alive', 307],
-      ['origin', 'keep-alive', 200],
-      ['blob', 'keep-alive', 307],
-      ['origin', 'keep-alive', 200],
+    expect(blobRequests().map((request) => [request.kind, way(request), request.status])).toEqual([
+      ['blob', 'direct', 307],
+      ['blob', 'pool', 307],
+      ['origin', 'pool', 200],
+      ['blob', 'pool', 307],
+      ['origin', 'pool', 200],
     ]);
   });
 
@@ -198,10 +215,10 @@ describe('fetchBlobInto', () => {
     await client().fetchBlobInto(ref(), layer, retried.sink);
     expect(retried.bytes().equals(layerBytes)).toBe(true);
     // The direct GET took the 500 (declined unread); the general path met the 429 and retried.
-    expect(blobRequests().map((request) => [request.connection, request.status])).toEqual([
-      ['close', 500],
-      ['keep-alive', 429],
-      ['keep-alive', 200],
+    expect(blobRequests().map((request) => [way(request), request.status])).toEqual([
+      ['direct', 500],
+      ['pool', 429],
+      ['pool', 200],
     ]);
     expect(events.filter((event) => event.type === 'request-retry')).toHaveLength(1);
 
@@ -252,7 +269,7 @@ describe('fetchBlobInto', () => {
     const sinks = Array.from({ length: 5 }, () => collector());
     await Promise.all(sinks.map((sink) => registryClient.fetchBlobInto(ref(), layer, sink.sink)));
     for (const sink of sinks) expect(sink.bytes().equals(layerBytes)).toBe(true);
-    const direct = blobRequests().filter((request) => request.connection === 'close');
+    const direct = blobRequests().filter((request) => way(request) === 'direct');
     expect(direct).toHaveLength(5);
     // At no moment were more than two of them open.
     const overlapping = direct.map(
@@ -329,12 +346,12 @@ describe('fetchBlobInto', () => {
         expect(sink.bytes().equals(layerBytes)).toBe(true);
       }
       expect(
-        blobRequests(bearer).map((request) => [request.connection, request.status, request.authScheme]),
+        blobRequests(bearer).map((request) => [way(request), request.status, request.authScheme]),
       ).toEqual([
-        ['close', 401, undefined],
-        ['keep-alive', 401, undefined],
-        ['keep-alive', 200, 'bearer'],
-        ['close', 200, 'bearer'],
+        ['direct', 401, undefined],
+        ['pool', 401, undefined],
+        ['pool', 200, 'bearer'],
+        ['direct', 200, 'bearer'],
       ]);
     });
   });
@@ -505,5 +522,120 @@ describe('directBlobGet against a scripted HTTP server', () => {
       10_000,
       ErrorCode.Timeout,
     ]);
+  });
+});
+
+describe('kept direct connections (keep-alive)', () => {
+  const body = Buffer.alloc(300_000);
+  for (let index = 0; index < body.length; index++) body[index] = (index * 7) & 0xff;
+  let server: Server;
+  let port = 0;
+  let accepted = 0;
+  const heads: string[] = [];
+  const sockets = new Set<Socket>();
+  /** How the server answers: keep the connection, say `Connection: close`, send a byte too many, hang up
+   * after the answer, or drop the connection at its second request without answering. */
+  let mode: 'keep' | 'close-header' | 'extra-byte' | 'hang-up' | 'drop-second' = 'keep';
+
+  beforeAll(async () => {
+    server = createServer((socket) => {
+      accepted++;
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+      let buffered = '';
+      let served = 0;
+      socket.on('data', (data) => {
+        buffered += data.toString('latin1');
+        for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
+          heads.push(buffered.slice(0, end));
+          buffered = buffered.slice(end + 4);
+          served++;
+          if (mode === 'drop-second' && served === 2) {
+            socket.destroy();
+            return;
+          }
+          const close = mode === 'close-header' ? 'Connection: close\r\n' : '';
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${close}\r\n`);
+          socket.write(mode === 'extra-byte' ? Buffer.concat([body, Buffer.from('!')]) : body);
+          if (mode === 'hang-up') socket.end();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  afterEach(() => {
+    mode = 'keep';
+    accepted = 0;
+    heads.length = 0;
+    for (const socket of sockets) socket.destroy();
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const request = (): DirectBlobRequest => ({
+    url: new URL(`http://127.0.0.1:${port}/v2/x/blobs/sha256:${'b'.repeat(64)}`),
+    headers: { 'user-agent': 'test' },
+    tls: {},
+    timeouts: { connect: 2000, headers: 2000, bodyIdle: 2000 },
+    digest: `sha256:${'b'.repeat(64)}`,
+    registry: `127.0.0.1:${port}`,
+    start: 0,
+    expected: body.length,
+  });
+
+  async function read(pool: DirectConnections) {
+    const sink = collector();
+    const outcome = await directBlobGet(request(), sink.sink, pool);
+    if (outcome.delivered) expect(sink.bytes().equals(body)).toBe(true);
+    return outcome;
+  }
+
+  it('carries the next read of the same origin on the same connection, with HTTP/1.1 keep-alive', async () => {
+    const pool = new DirectConnections();
+    for (let round = 0; round < 3; round++) expect(await read(pool)).toEqual({ delivered: true });
+    expect(accepted).toBe(1);
+    expect(heads).toHaveLength(3);
+    for (const head of heads) expect(head.toLowerCase()).not.toContain('connection:');
+    pool.close();
+    await delay(50);
+    expect(sockets.size).toBe(0);
+  });
+
+  it('an answer with Connection: close, or with bytes past its body, ends its connection', async () => {
+    for (const answer of ['close-header', 'extra-byte'] as const) {
+      mode = answer;
+      accepted = 0;
+      const pool = new DirectConnections();
+      expect(await read(pool)).toEqual({ delivered: true });
+      expect(await read(pool)).toEqual({ delivered: true });
+      expect(accepted).toBe(2);
+      pool.close();
+    }
+  });
+
+  it('a kept connection the server closes leaves the pool at once; the next read connects anew', async () => {
+    mode = 'hang-up';
+    const pool = new DirectConnections();
+    expect(await read(pool)).toEqual({ delivered: true });
+    await delay(50);
+    expect(await read(pool)).toEqual({ delivered: true });
+    expect(accepted).toBe(2);
+    pool.close();
+  });
+
+  it('a kept connection dropped at the next request without an answer is declined as stale', async () => {
+    mode = 'drop-second';
+    const pool = new DirectConnections();
+    expect(await read(pool)).toEqual({ delivered: true });
+    expect(await read(pool)).toMatchObject({ delivered: false, stale: true });
+    // A fresh connection (what the client then tries) reads it.
+    expect(await read(pool)).toEqual({ delivered: true });
+    expect(accepted).toBe(2);
+    pool.close();
   });
 });

@@ -10,6 +10,13 @@ const RING_BUFFERS = 4;
 const BUFFER_BYTES = 1024 * 1024;
 /** A response head larger than this is not a blob answer this reader takes. */
 const MAX_HEAD_BYTES = 64 * 1024;
+/**
+ * How long a direct connection waits, idle, for the next read before it is closed. Short: it only
+ * needs to span the gap between one layer and the next of a pull.
+ */
+const IDLE_CONNECTION_MS = 5_000;
+/** The reason a connection reports when it closes; the request says how far it got. */
+const CONNECTION_CLOSED = 'connection closed';
 
 /** One direct blob GET: where, with which headers, and what the body must be. */
 export interface DirectBlobRequest {
@@ -33,7 +40,138 @@ export interface DirectBlobRequest {
  * answer was not a plain 200/206 with the right length, or the connection failed first) so that the
  * caller can go the general way (auth, redirects, retries, errors) with nothing to undo.
  */
-export type DirectBlobOutcome = { delivered: true } | { delivered: false; reason: string; status?: number };
+export type DirectBlobOutcome =
+  | { delivered: true }
+  | {
+      delivered: false;
+      reason: string;
+      status?: number;
+      /** The connection was a reused one that failed before any answer: try a fresh one. */
+      stale?: boolean;
+    };
+
+/** What a connection's reads and failures are routed to: the request using it, or its idle watch. */
+interface ConnectionUser {
+  onRead(length: number, buffer: Uint8Array): boolean;
+  broken(reason: string, cause?: unknown): void;
+}
+
+/** One direct connection and its ring of read buffers, both reused from one read to the next. */
+class DirectConnection {
+  readonly socket: Socket;
+  readonly free: Buffer[] = [];
+  user: ConnectionUser;
+  /** Requests this connection has carried (more than 0: it is a reused one). */
+  uses = 0;
+
+  constructor(request: DirectBlobRequest, user: ConnectionUser) {
+    this.user = user;
+    const { url } = request;
+    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    const https = url.protocol === 'https:';
+    const port = Number(url.port) || (https ? 443 : 80);
+    const onread = {
+      // Called while the socket is being made, too: the ring is the connection's own.
+      buffer: () => this.take(),
+      callback: (length: number, buffer: Uint8Array) => this.user.onRead(length, buffer),
+    };
+    if (https) {
+      const tls = process.getBuiltinModule('node:tls') as typeof import('node:tls');
+      const options: ConnectionOptions & { onread: typeof onread } = {
+        ...(request.tls as ConnectionOptions),
+        host,
+        port,
+        ALPNProtocols: ['http/1.1'],
+        onread,
+      };
+      if (isIP(host) === 0) options.servername = host;
+      this.socket = tls.connect(options);
+    } else {
+      this.socket = netConnect({ host, port, onread });
+    }
+    this.socket.setNoDelay(true);
+    this.socket.on('error', (error) => this.user.broken(error.message, error));
+    this.socket.on('close', () => this.user.broken(CONNECTION_CLOSED));
+  }
+
+  /** A buffer of the ring (a new one while fewer than the ring's size exist). */
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(BUFFER_BYTES);
+  }
+}
+
+/**
+ * Idle direct connections per origin (keep-alive): the next direct read of the same registry takes
+ * one instead of connecting, which is what makes small blobs worth reading directly. An idle
+ * connection keeps reading, so one the server closes (or that sends anything) leaves at once; it
+ * also leaves after `IDLE_CONNECTION_MS`, and all of them at `close()`. Nothing here keeps a process
+ * alive.
+ */
+export class DirectConnections {
+  readonly #idle = new Map<string, Set<DirectConnection>>();
+  #closed = false;
+
+  /** An idle connection to `origin`, now the caller's; undefined when there is none. */
+  take(origin: string): DirectConnection | undefined {
+    const idle = this.#idle.get(origin);
+    const connection = idle?.values().next().value;
+    if (connection === undefined) return undefined;
+    this.#forget(origin, connection);
+    return connection;
+  }
+
+  /** Keeps a connection whose last answer was read to its end, for the next read of `origin`. */
+  give(origin: string, connection: DirectConnection): void {
+    if (this.#closed || connection.socket.destroyed) {
+      connection.socket.destroy();
+      return;
+    }
+    let idle = this.#idle.get(origin);
+    if (idle === undefined) {
+      idle = new Set();
+      this.#idle.set(origin, idle);
+    }
+    idle.add(connection);
+    const leave = () => {
+      clearTimeout(timer);
+      this.#forget(origin, connection);
+      connection.socket.destroy();
+    };
+    const timer = setTimeout(leave, IDLE_CONNECTION_MS);
+    timer.unref();
+    connection.socket.unref();
+    connection.user = {
+      // Nothing may arrive between answers: whatever does makes the connection unusable.
+      onRead: () => {
+        leave();
+        return false;
+      },
+      broken: leave,
+    };
+    connection.socket.resume();
+    // Taken again: the new user cancels the idle watch.
+    idleTimers.set(connection, timer);
+  }
+
+  /** Closes every idle connection; later ones are closed as they are given back. */
+  close(): void {
+    this.#closed = true;
+    for (const idle of this.#idle.values()) for (const connection of idle) connection.socket.destroy();
+    this.#idle.clear();
+  }
+
+  #forget(origin: string, connection: DirectConnection): void {
+    const idle = this.#idle.get(origin);
+    idle?.delete(connection);
+    if (idle?.size === 0) this.#idle.delete(origin);
+    const timer = idleTimers.get(connection);
+    if (timer) clearTimeout(timer);
+    idleTimers.delete(connection);
+    connection.socket.ref();
+  }
+}
+
+const idleTimers = new WeakMap<DirectConnection, NodeJS.Timeout>();
 
 interface Queued {
   view: Buffer;
@@ -41,7 +179,8 @@ interface Queued {
 }
 
 /**
- * Streams one blob body over its own HTTP/1.1 connection (`Connection: close`) into `sink`, reading
+ * Streams one blob body over a connection outside undici's pool — a kept one of `connections` when
+ * there is one (keep-alive), else a new one (`Connection: close` without `connections`) — into `sink`, reading
  * with `onread` into a small ring of reused buffers: no allocation per read, no `Readable`, which is
  * what keeps Node's HTTP clients at ~0.5–0.6x curl on a fast link (every read there is fresh memory).
  * Only the plain case is taken — 200 (or 206 with the asked-for `Content-Range` start), a
@@ -52,10 +191,14 @@ interface Queued {
  * handed over first, and a sink call in flight is awaited, so a resume neither overlaps nor repeats
  * them), an abort with `ERR_ABORTED` (after the call in flight), a sink's own error at once.
  */
-export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promise<DirectBlobOutcome> {
+export function directBlobGet(
+  request: DirectBlobRequest,
+  sink: BlobSink,
+  connections?: DirectConnections,
+): Promise<DirectBlobOutcome> {
   return new Promise((resolve, reject) => {
-    const { url, timeouts, signal, expected } = request;
-    const free: Buffer[] = [];
+    const { timeouts, signal, expected } = request;
+    const origin = request.url.origin;
     const queue: Queued[] = [];
     let phase: 'connect' | 'head' | 'body' = 'connect';
     let head = '';
@@ -67,11 +210,14 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
     let draining = false;
     let paused = false;
     let settled = false;
+    /** The answer allows another request on this connection, and sent nothing past its body. */
+    let reusable = false;
     /** Set when the transfer failed; a function of the offset reached for an interruption. */
     let failure: Error | ((offset: number) => Error) | undefined;
     let timer: NodeJS.Timeout | undefined;
-
-    const take = (): Buffer => free.pop() ?? Buffer.allocUnsafeSlow(BUFFER_BYTES);
+    // Assigned below, before any callback can run.
+    let connection!: DirectConnection;
+    let reused = false;
 
     const stopTimer = () => {
       if (timer) clearTimeout(timer);
@@ -81,14 +227,21 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       settled = true;
       stopTimer();
       signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
       queue.length = 0;
+      const keep = connections !== undefined && !(outcome instanceof Error) && outcome.delivered && reusable;
+      if (keep) connections.give(origin, connection);
+      else connection.socket.destroy();
       if (outcome instanceof Error) reject(outcome);
       else resolve(outcome);
     };
-    const decline = (reason: string, status?: number) => {
+    const decline = (reason: string, status?: number, stale = false) => {
       if (settled) return;
-      finish({ delivered: false, reason, ...(status === undefined ? {} : { status }) });
+      finish({
+        delivered: false,
+        reason,
+        ...(status === undefined ? {} : { status }),
+        ...(stale ? { stale: true } : {}),
+      });
     };
     const failed = () => {
       if (settled || failure === undefined) return;
@@ -104,7 +257,7 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       failure = error;
       draining = drain;
       if (!drain) queue.length = 0;
-      socket.destroy();
+      connection.socket.destroy();
       stopTimer();
       pump();
       if (!sinking && queue.length === 0) failed();
@@ -117,8 +270,10 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
     const broken = (reason: string, cause?: unknown) => {
       if (settled || failure) return;
       if (received === expected) return; // every byte is here; the sink just has not finished
+      if (reason === CONNECTION_CLOSED) reason = `connection closed after ${received} of ${expected} bytes`;
       if (handed === 0 && !sinking) {
-        decline(reason);
+        // A kept connection the server had closed meanwhile: nothing was answered, a fresh one may do.
+        decline(reason, undefined, reused && phase === 'head' && head === '');
         return;
       }
       fail((offset) => new BlobInterruptedError(request.digest, offset, reason, cause), true);
@@ -168,14 +323,14 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
     };
     const sunk = (chunk: Queued) => {
       delivered += chunk.view.byteLength;
-      free.push(chunk.backing);
+      connection.free.push(chunk.backing);
       if (delivered === expected) {
         finish({ delivered: true });
         return;
       }
       if (!failure && paused && queue.length + (sinking ? 1 : 0) < RING_BUFFERS - 1 && received < expected) {
         paused = false;
-        socket.resume();
+        connection.socket.resume();
         bodyTimer();
       }
     };
@@ -186,34 +341,41 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
     };
 
     const onRead = (length: number, buffer: Uint8Array): boolean => {
-      if (settled || failure) return false;
       const backing = buffer as Buffer;
+      if (settled || failure) {
+        connection.free.push(backing);
+        return false;
+      }
       let view = Buffer.from(backing.buffer, backing.byteOffset, length);
       if (phase !== 'body') {
         head += view.toString('latin1');
         const end = head.indexOf('\r\n\r\n');
         if (end < 0) {
-          free.push(backing);
+          connection.free.push(backing);
           if (head.length > MAX_HEAD_BYTES) decline('response head too large');
           return !settled;
         }
         const verdict = checkHead(head.slice(0, end), request);
-        if (verdict !== undefined) {
-          free.push(backing);
+        if ('reason' in verdict) {
+          connection.free.push(backing);
           decline(verdict.reason, verdict.status);
           return false;
         }
+        reusable = verdict.keepAlive;
         view = view.subarray(length - (head.length - end - 4));
         head = '';
         phase = 'body';
         bodyTimer();
         if (view.byteLength === 0) {
-          free.push(backing);
+          connection.free.push(backing);
           return true;
         }
       }
-      // Bytes past Content-Length are not the body (and with `Connection: close` there are none).
-      if (view.byteLength > expected - received) view = view.subarray(0, expected - received);
+      // Bytes past Content-Length are not the body; the connection is not used again after them.
+      if (view.byteLength > expected - received) {
+        view = view.subarray(0, expected - received);
+        reusable = false;
+      }
       received += view.byteLength;
       const chunk = { view, backing };
       if (sinking || queue.length > 0) queue.push(chunk);
@@ -232,36 +394,30 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
       return true;
     };
 
-    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-    const https = url.protocol === 'https:';
-    const port = Number(url.port) || (https ? 443 : 80);
-    const onread = { buffer: take, callback: onRead };
-    let socket: Socket;
-    if (https) {
-      const tls = process.getBuiltinModule('node:tls') as typeof import('node:tls');
-      const options: ConnectionOptions & { onread: typeof onread } = {
-        ...(request.tls as ConnectionOptions),
-        host,
-        port,
-        ALPNProtocols: ['http/1.1'],
-        onread,
-      };
-      if (isIP(host) === 0) options.servername = host;
-      socket = tls.connect(options);
-    } else {
-      socket = netConnect({ host, port, onread });
-    }
-    socket.setNoDelay(true);
-    timer = setTimeout(() => decline(`connect timeout after ${timeouts.connect} ms`), timeouts.connect);
-    socket.once(https ? 'secureConnect' : 'connect', () => {
-      if (settled) return;
+    const user: ConnectionUser = { onRead, broken };
+    const send = () => {
       phase = 'head';
-      stopTimer();
       timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
-      socket.write(requestText(request));
-    });
-    socket.on('error', (error) => broken(error.message, error));
-    socket.on('close', () => broken(`connection closed after ${received} of ${expected} bytes`));
+      connection.socket.write(requestText(request, connections !== undefined));
+    };
+    const kept = connections?.take(origin);
+    if (kept !== undefined) {
+      reused = true;
+      connection = kept;
+      connection.user = user;
+      connection.uses += 1;
+      connection.socket.resume();
+      send();
+    } else {
+      connection = new DirectConnection(request, user);
+      connection.uses += 1;
+      timer = setTimeout(() => decline(`connect timeout after ${timeouts.connect} ms`), timeouts.connect);
+      connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
+        if (settled) return;
+        stopTimer();
+        send();
+      });
+    }
     if (signal) {
       if (signal.aborted) {
         onAbort();
@@ -272,11 +428,11 @@ export function directBlobGet(request: DirectBlobRequest, sink: BlobSink): Promi
   });
 }
 
-/** The request head; undefined header values are left out. */
-function requestText(request: DirectBlobRequest): string {
+/** The request head; undefined header values are left out. HTTP/1.1 keeps a connection by default. */
+function requestText(request: DirectBlobRequest, keepAlive: boolean): string {
   let text = `GET ${request.url.pathname}${request.url.search} HTTP/1.1\r\nhost: ${request.url.host}\r\n`;
   for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`;
-  return `${text}connection: close\r\n\r\n`;
+  return `${text}${keepAlive ? '' : 'connection: close\r\n'}\r\n`;
 }
 
 /** Header values a request line could be split with are never sent this way. */
@@ -284,11 +440,14 @@ export function directHeadersSafe(headers: Readonly<Record<string, string>>): bo
   return Object.values(headers).every((value) => !/[\r\n\0]/.test(value));
 }
 
-/** Why a response head is not a body this reader takes; undefined when it is. */
+/**
+ * Why a response head is not a body this reader takes, or (when it is) whether the connection may
+ * carry another request afterwards (HTTP/1.1 without `Connection: close`).
+ */
 function checkHead(
   text: string,
   request: DirectBlobRequest,
-): { reason: string; status?: number } | undefined {
+): { reason: string; status?: number } | { keepAlive: boolean } {
   const lines = text.split('\r\n');
   const statusLine = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0] ?? '');
   if (!statusLine) return { reason: 'not an HTTP/1.1 response' };
@@ -318,7 +477,11 @@ function checkHead(
       status,
     };
   }
-  return undefined;
+  const close = (fields.get('connection') ?? '')
+    .toLowerCase()
+    .split(',')
+    .some((token) => token.trim() === 'close');
+  return { keepAlive: statusLine[0].startsWith('HTTP/1.1') && !close };
 }
 
 /**

@@ -85,6 +85,8 @@ export interface RequestRecord {
   accept?: string;
   /** The `Connection` header, verbatim (`close` from a client that does not keep the connection). */
   connection?: string;
+  /** The client's port: requests with the same one came over the same connection. */
+  clientPort?: number;
   /** Response status; 0 until headers are sent. */
   status: number;
   /** Body bytes written so far. */
@@ -298,6 +300,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Harn
     if (request.headers.range !== undefined) record.range = request.headers.range;
     if (request.headers.accept !== undefined) record.accept = request.headers.accept;
     if (request.headers.connection !== undefined) record.connection = request.headers.connection;
+    if (request.socket.remotePort !== undefined) record.clientPort = request.socket.remotePort;
     requests.push(record);
     const finish = () => {
       record.status = response.statusCode;
