@@ -434,16 +434,33 @@ describe('registry client against the harness registry', () => {
   });
 
   describe('more resilience', () => {
-    it('a manifest body cut mid-way is fetched again inside the retry loop', async () => {
-      registry.faults.add({
-        match: { kind: 'manifest', method: 'GET' },
-        action: { type: 'cut', afterBytes: 50 },
-      });
-      const resolved = await client().resolve(ref('library/app:latest'));
-      expect(resolved.manifestDigest).toBe(single.digest);
-      expect(
-        registry.requests.filter((request) => request.kind === 'manifest').map((request) => request.outcome),
-      ).toEqual(['cut', 'complete']);
+    it('a manifest body cut mid-way is fetched again: the direct way falls back, the general way retries', async () => {
+      const cutOnce = () =>
+        registry.faults.add({
+          match: { kind: 'manifest', method: 'GET' },
+          action: { type: 'cut', afterBytes: 50 },
+        });
+      const manifestRequests = () =>
+        registry.requests
+          .filter((request) => request.kind === 'manifest')
+          .map((request) => [request.connection ?? 'direct', request.outcome]);
+      cutOnce();
+      expect((await client().resolve(ref('library/app:latest'))).manifestDigest).toBe(single.digest);
+      // The direct request (no Connection header) was cut; undici's fetched it whole, no retry needed.
+      expect(manifestRequests()).toEqual([
+        ['direct', 'cut'],
+        ['keep-alive', 'complete'],
+      ]);
+      expect(events.filter((event) => event.type === 'request-retry')).toEqual([]);
+
+      registry.clearRequests();
+      cutOnce();
+      const general = client({ directBlobReads: false });
+      expect((await general.resolve(ref('library/app:latest'))).manifestDigest).toBe(single.digest);
+      expect(manifestRequests()).toEqual([
+        ['keep-alive', 'cut'],
+        ['keep-alive', 'complete'],
+      ]);
       expect(events).toContainEqual(
         expect.objectContaining({ type: 'request-retry', code: ErrorCode.Network }),
       );

@@ -23,7 +23,13 @@ import {
   lookupConfigCredentials,
   normalizeAuthKey,
 } from './credentials.ts';
-import { DirectConnections, DirectReadSlots, directBlobGet, directHeadersSafe } from './direct-blob.ts';
+import {
+  DirectConnections,
+  DirectReadSlots,
+  directBlobGet,
+  directHeadersSafe,
+  directRequest,
+} from './direct-blob.ts';
 import {
   errorFromResponse,
   errorFromTransport,
@@ -974,6 +980,48 @@ class Client implements RegistryClient {
   }
 
   /** Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin. */
+  /**
+   * A manifest request the direct way (`directRequest`: a kept connection of the direct blob reads, the
+   * whole answer in memory, any status), shaped like undici's answer so everything after it is the
+   * same. Undefined when it does not apply (a proxy, `directBlobReads: false`) or was declined (no
+   * `Content-Length`, a coded or over-cap body, a connection failure): the request then goes through
+   * undici, with its retries. An abort rejects as it would there.
+   */
+  async #directSend(
+    url: URL,
+    method: 'GET' | 'HEAD',
+    headers: Record<string, string>,
+    spec: RequestSpec,
+  ): Promise<Dispatcher.ResponseData | undefined> {
+    if (this.#options.directBlobReads === false || !directHeadersSafe(headers)) return undefined;
+    const options = this.#transport.directOptions(url);
+    if (options === undefined) return undefined;
+    const signal =
+      spec.signal === undefined ? this.#closing.signal : AbortSignal.any([spec.signal, this.#closing.signal]);
+    const release = await this.#directSlots.acquire(url.origin, signal);
+    let outcome: Awaited<ReturnType<typeof directRequest>>;
+    try {
+      const request = { url, method, headers, ...options, signal, maxBodyBytes: MAX_MANIFEST_BYTES };
+      outcome = await directRequest(request, this.#directConnections);
+      if ('declined' in outcome && outcome.stale)
+        outcome = await directRequest(request, this.#directConnections);
+    } catch (error) {
+      throw spec.signal?.aborted ? new AbortedError(spec.signal.reason) : error;
+    } finally {
+      release();
+    }
+    if ('declined' in outcome) return undefined;
+    const { status, headers: fields, body } = outcome.response;
+    return {
+      statusCode: status,
+      headers: fields,
+      body: Readable.from(body.byteLength > 0 ? [body] : []),
+      trailers: {},
+      opaque: null,
+      context: {},
+    } as unknown as Dispatcher.ResponseData;
+  }
+
   async #send(
     endpoint: Endpoint,
     spec: RequestSpec,
@@ -984,9 +1032,11 @@ class Client implements RegistryClient {
     for (let hops = 0; ; hops++) {
       const headers: Record<string, string> = { 'user-agent': this.#userAgent, ...spec.headers };
       if (authorization && url.origin === endpoint.origin) headers.authorization = authorization;
-      let response: Dispatcher.ResponseData;
+      let response: Dispatcher.ResponseData | undefined;
+      if (spec.kind === 'manifest')
+        response = await this.#directSend(url, method as 'GET' | 'HEAD', headers, spec);
       try {
-        response = await this.#transport.request(url, {
+        response ??= await this.#transport.request(url, {
           path: `${url.pathname}${url.search}`,
           method: method as Dispatcher.HttpMethod,
           headers,

@@ -12,7 +12,13 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type DirectBlobRequest, DirectConnections, directBlobGet } from './direct-blob.ts';
+import {
+  type DirectBlobRequest,
+  DirectConnections,
+  type DirectRequest,
+  directBlobGet,
+  directRequest,
+} from './direct-blob.ts';
 import { type BlobInterruptedError, type BlobSink, DIRECT_BLOB_MIN_BYTES } from './index.ts';
 import { rejection, testClients } from './testing/clients.ts';
 
@@ -104,6 +110,23 @@ describe('fetchBlobInto', () => {
       ['direct', 200, 'complete'],
       ['direct', 200, 'complete'],
     ]);
+  });
+
+  it('manifest requests go the direct way too, on the connection the blob reads keep; a HEAD 404 is a miss', async () => {
+    const registryClient = client();
+    const resolved = await registryClient.resolve(ref());
+    expect(resolved.manifest.layers[0]?.digest).toBe(layer.digest);
+    await registryClient.fetchBlobInto(ref(), layer, collector().sink);
+    expect(await registryClient.headManifest(`${ref()}:absent`)).toBeUndefined();
+    const seen = registry.requests.filter(
+      (request) => request.kind === 'manifest' || request.kind === 'blob',
+    );
+    expect(seen.map((request) => [request.kind, request.method, way(request), request.status])).toEqual([
+      ['manifest', 'GET', 'direct', 200],
+      ['blob', 'GET', 'direct', 200],
+      ['manifest', 'HEAD', 'direct', 404],
+    ]);
+    expect(new Set(seen.map((request) => request.clientPort)).size).toBe(1);
   });
 
   it('from an offset: one ranged request answered 206', async () => {
@@ -637,5 +660,120 @@ describe('kept direct connections (keep-alive)', () => {
     expect(await read(pool)).toEqual({ delivered: true });
     expect(accepted).toBe(2);
     pool.close();
+  });
+});
+
+describe('directRequest (whole small answers, any status)', () => {
+  let server: Server;
+  let port = 0;
+  let accepted = 0;
+  const sockets = new Set<Socket>();
+  /** Writes the answer to one request head. */
+  let respond: (head: string, socket: Socket) => void = () => {};
+
+  beforeAll(async () => {
+    server = createServer((socket) => {
+      accepted++;
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+      let buffered = '';
+      socket.on('data', (data) => {
+        buffered += data.toString('latin1');
+        for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
+          const head = buffered.slice(0, end);
+          buffered = buffered.slice(end + 4);
+          respond(head, socket);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  afterEach(() => {
+    accepted = 0;
+    for (const socket of sockets) socket.destroy();
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const request = (method: 'GET' | 'HEAD' = 'GET', maxBodyBytes = 1024): DirectRequest => ({
+    url: new URL(`http://127.0.0.1:${port}/v2/x/manifests/latest`),
+    method,
+    headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+    tls: {},
+    timeouts: { connect: 2000, headers: 2000, bodyIdle: 2000 },
+    maxBodyBytes,
+  });
+
+  it('reads a whole answer of any status, a HEAD without body, on one kept connection', async () => {
+    const heads: string[] = [];
+    respond = (head, socket) => {
+      heads.push(head);
+      if (head.startsWith('HEAD')) {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 17\r\nDocker-Content-Digest: sha256:x\r\n\r\n');
+      } else if (heads.length === 1) {
+        socket.write(
+          'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{"schemaVersion":2}'.slice(
+            0,
+            -2,
+          ),
+        );
+      } else {
+        socket.write('HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\n\r\n{"errors":[]');
+      }
+    };
+    const pool = new DirectConnections();
+    const first = await directRequest(request(), pool);
+    expect(first).toEqual({
+      response: {
+        status: 200,
+        headers: { 'content-type': 'application/json', 'content-length': '17' },
+        body: Buffer.from('{"schemaVersion":'),
+      },
+    });
+    const head = await directRequest(request('HEAD'), pool);
+    expect(head).toMatchObject({ response: { status: 200, body: Buffer.alloc(0) } });
+    expect(head).toMatchObject({ response: { headers: { 'docker-content-digest': 'sha256:x' } } });
+    const missing = await directRequest(request(), pool);
+    expect(missing).toMatchObject({ response: { status: 404, body: Buffer.from('{"errors":[]') } });
+    expect(accepted).toBe(1);
+    expect(heads.map((text) => text.split('\r\n')[0])).toEqual([
+      'GET /v2/x/manifests/latest HTTP/1.1',
+      'HEAD /v2/x/manifests/latest HTTP/1.1',
+      'GET /v2/x/manifests/latest HTTP/1.1',
+    ]);
+    expect(heads[0]).toContain('\r\naccept: application/vnd.oci.image.manifest.v1+json');
+    pool.close();
+  });
+
+  it('declines a chunked body, one over the cap, a closed connection and a silent one', async () => {
+    const pool = new DirectConnections();
+    respond = (_head, socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    expect(await directRequest(request(), pool)).toEqual({ declined: 'transfer coding' });
+    respond = (_head, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n');
+    expect(await directRequest(request('GET', 1024), pool)).toEqual({ declined: 'body over the cap' });
+    respond = (_head, socket) => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort');
+    expect(await directRequest(request(), pool)).toEqual({
+      declined: 'connection closed before the whole answer',
+    });
+    respond = () => {};
+    const quiet = { ...request(), timeouts: { connect: 2000, headers: 150, bodyIdle: 150 } };
+    expect(await directRequest(quiet, pool)).toEqual({ declined: 'no response head after 150 ms' });
+    pool.close();
+  });
+
+  it('an abort rejects with ERR_ABORTED', async () => {
+    respond = () => {};
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('stop')), 50);
+    const error = await failure(
+      directRequest({ ...request(), signal: controller.signal }, new DirectConnections()),
+    );
+    expect(error.code).toBe(ErrorCode.Aborted);
   });
 });

@@ -64,7 +64,7 @@ class DirectConnection {
   /** Requests this connection has carried (more than 0: it is a reused one). */
   uses = 0;
 
-  constructor(request: DirectBlobRequest, user: ConnectionUser) {
+  constructor(request: Pick<DirectBlobRequest, 'url' | 'tls'>, user: ConnectionUser) {
     this.user = user;
     const { url } = request;
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
@@ -113,11 +113,12 @@ export class DirectConnections {
 
   /** An idle connection to `origin`, now the caller's; undefined when there is none. */
   take(origin: string): DirectConnection | undefined {
-    const idle = this.#idle.get(origin);
-    const connection = idle?.values().next().value;
-    if (connection === undefined) return undefined;
-    this.#forget(origin, connection);
-    return connection;
+    for (;;) {
+      const connection = this.#idle.get(origin)?.values().next().value;
+      if (connection === undefined) return undefined;
+      this.#forget(origin, connection);
+      if (!connection.socket.destroyed) return connection;
+    }
   }
 
   /** Keeps a connection whose last answer was read to its end, for the next read of `origin`. */
@@ -218,6 +219,8 @@ export function directBlobGet(
     // Assigned below, before any callback can run.
     let connection!: DirectConnection;
     let reused = false;
+    /** The connection went back to `connections` (it keeps reading, for its idle watch). */
+    let given = false;
 
     const stopTimer = () => {
       if (timer) clearTimeout(timer);
@@ -228,8 +231,8 @@ export function directBlobGet(
       stopTimer();
       signal?.removeEventListener('abort', onAbort);
       queue.length = 0;
-      const keep = connections !== undefined && !(outcome instanceof Error) && outcome.delivered && reusable;
-      if (keep) connections.give(origin, connection);
+      given = connections !== undefined && !(outcome instanceof Error) && outcome.delivered && reusable;
+      if (given) connections?.give(origin, connection);
       else connection.socket.destroy();
       if (outcome instanceof Error) reject(outcome);
       else resolve(outcome);
@@ -380,7 +383,7 @@ export function directBlobGet(
       const chunk = { view, backing };
       if (sinking || queue.length > 0) queue.push(chunk);
       else delivering(chunk);
-      if (settled || failure) return false;
+      if (settled || failure) return given;
       if (received === expected) {
         stopTimer();
         return false;
@@ -440,18 +443,19 @@ export function directHeadersSafe(headers: Readonly<Record<string, string>>): bo
   return Object.values(headers).every((value) => !/[\r\n\0]/.test(value));
 }
 
-/**
- * Why a response head is not a body this reader takes, or (when it is) whether the connection may
- * carry another request afterwards (HTTP/1.1 without `Connection: close`).
- */
-function checkHead(
-  text: string,
-  request: DirectBlobRequest,
-): { reason: string; status?: number } | { keepAlive: boolean } {
+/** A response head taken apart: status, header fields (lower-case names, repeats joined) and keep-alive. */
+interface ParsedHead {
+  status: number;
+  fields: Map<string, string>;
+  /** HTTP/1.1 without `Connection: close`: the connection may carry another request afterwards. */
+  keepAlive: boolean;
+}
+
+function parseHead(text: string): ParsedHead | { reason: string; status?: number } {
   const lines = text.split('\r\n');
-  const statusLine = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0] ?? '');
+  const statusLine = /^HTTP\/1\.([01]) (\d{3})(?: |$)/.exec(lines[0] ?? '');
   if (!statusLine) return { reason: 'not an HTTP/1.1 response' };
-  const status = Number(statusLine[1]);
+  const status = Number(statusLine[2]);
   const fields = new Map<string, string>();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(':');
@@ -460,16 +464,35 @@ function checkHead(
     const value = line.slice(colon + 1).trim();
     fields.set(name, fields.has(name) ? `${fields.get(name)}, ${value}` : value);
   }
+  const close = (fields.get('connection') ?? '')
+    .toLowerCase()
+    .split(',')
+    .some((token) => token.trim() === 'close');
+  return { status, fields, keepAlive: statusLine[1] === '1' && !close };
+}
+
+/** Whether a transfer or content coding other than identity is named. */
+function coded(value: string | undefined): boolean {
+  return value !== undefined && value.toLowerCase() !== 'identity';
+}
+
+/**
+ * Why a response head is not a body this reader takes, or (when it is) whether the connection may
+ * carry another request afterwards (HTTP/1.1 without `Connection: close`).
+ */
+function checkHead(
+  text: string,
+  request: DirectBlobRequest,
+): { reason: string; status?: number } | { keepAlive: boolean } {
+  const head = parseHead(text);
+  if ('reason' in head) return head;
+  const { status, fields } = head;
   if (status !== (request.start === 0 ? 200 : 206)) return { reason: `status ${status}`, status };
   if (request.start > 0 && !contentRangeStartsAt(fields.get('content-range'), request.start)) {
     return { reason: 'unexpected Content-Range', status };
   }
-  const coding = fields.get('transfer-encoding');
-  if (coding !== undefined && coding.toLowerCase() !== 'identity')
-    return { reason: 'transfer coding', status };
-  const encoding = fields.get('content-encoding');
-  if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
-    return { reason: 'content coding', status };
+  if (coded(fields.get('transfer-encoding'))) return { reason: 'transfer coding', status };
+  if (coded(fields.get('content-encoding'))) return { reason: 'content coding', status };
   const length = fields.get('content-length');
   if (length === undefined || !/^\d+$/.test(length) || Number(length) !== request.expected) {
     return {
@@ -477,11 +500,186 @@ function checkHead(
       status,
     };
   }
-  const close = (fields.get('connection') ?? '')
-    .toLowerCase()
-    .split(',')
-    .some((token) => token.trim() === 'close');
-  return { keepAlive: statusLine[0].startsWith('HTTP/1.1') && !close };
+  return { keepAlive: head.keepAlive };
+}
+
+/** One small direct request (a manifest GET or HEAD): the whole answer is read into memory. */
+export interface DirectRequest {
+  url: URL;
+  method: 'GET' | 'HEAD';
+  /** Request headers besides Host and Connection (lower-case names). */
+  headers: Readonly<Record<string, string>>;
+  tls: Readonly<Record<string, unknown>>;
+  timeouts: Timeouts;
+  signal?: AbortSignal | undefined;
+  /** A longer body is declined (left to the general way, which applies its own cap). */
+  maxBodyBytes: number;
+}
+
+/** A whole answer of `directRequest`, whatever its status. */
+export interface DirectResponse {
+  status: number;
+  /** Header fields by lower-case name (repeats joined with `, `). */
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/**
+ * How `directRequest` ended: the answer, or declined — a body without `Content-Length`, coded or over
+ * the cap, a head that is not HTTP/1.x, a connection that failed or timed out before the whole answer
+ * (`stale` when a kept connection turned out closed) — so the caller sends the request the general way.
+ */
+export type DirectRequestOutcome = { response: DirectResponse } | { declined: string; stale?: boolean };
+
+/**
+ * Sends one GET or HEAD on a kept direct connection of `connections` (or a new one) and reads the
+ * whole answer, any status: what a manifest request needs, without loading undici. Only an abort
+ * rejects (`ERR_ABORTED`); everything else that goes wrong is declined.
+ */
+export function directRequest(
+  request: DirectRequest,
+  connections: DirectConnections,
+): Promise<DirectRequestOutcome> {
+  return new Promise((resolve, reject) => {
+    const { timeouts, signal } = request;
+    const origin = request.url.origin;
+    let phase: 'connect' | 'head' | 'body' = 'connect';
+    let head = '';
+    let status = 0;
+    let fields = new Map<string, string>();
+    let body = Buffer.alloc(0);
+    let received = 0;
+    let reusable = false;
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    let connection!: DirectConnection;
+    let reused = false;
+    /** The connection went back to `connections` (it keeps reading, for its idle watch). */
+    let given = false;
+
+    const stopTimer = () => {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    };
+    const finish = (outcome: DirectRequestOutcome | Error) => {
+      if (settled) return;
+      settled = true;
+      stopTimer();
+      signal?.removeEventListener('abort', onAbort);
+      given = !(outcome instanceof Error) && 'response' in outcome && reusable;
+      if (given) connections.give(origin, connection);
+      else connection.socket.destroy();
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    };
+    const decline = (reason: string, stale = false) =>
+      finish({ declined: reason, ...(stale ? { stale } : {}) });
+    const done = () => finish({ response: { status, headers: Object.fromEntries(fields), body } });
+    const onAbort = () => finish(new AbortedError(signal?.reason));
+    const broken = (reason: string) => {
+      if (settled) return;
+      decline(
+        reason === CONNECTION_CLOSED ? 'connection closed before the whole answer' : reason,
+        reused && phase === 'head' && head === '',
+      );
+    };
+    const bodyTimer = () => {
+      stopTimer();
+      timer = setTimeout(() => decline(`no data for ${timeouts.bodyIdle} ms`), timeouts.bodyIdle);
+    };
+
+    const onRead = (length: number, buffer: Uint8Array): boolean => {
+      const backing = buffer as Buffer;
+      try {
+        if (settled) return false;
+        let view = Buffer.from(backing.buffer, backing.byteOffset, length);
+        if (phase !== 'body') {
+          head += view.toString('latin1');
+          const end = head.indexOf('\r\n\r\n');
+          if (end < 0) {
+            if (head.length > MAX_HEAD_BYTES) decline('response head too large');
+            return !settled;
+          }
+          const parsed = parseHead(head.slice(0, end));
+          if ('reason' in parsed) {
+            decline(parsed.reason);
+            return false;
+          }
+          ({ status, fields } = parsed);
+          reusable = parsed.keepAlive;
+          let bodyLength = 0;
+          if (request.method !== 'HEAD' && status !== 204 && status !== 304 && status >= 200) {
+            if (coded(fields.get('transfer-encoding'))) {
+              decline('transfer coding');
+              return false;
+            }
+            const length = fields.get('content-length');
+            if (length === undefined || !/^\d+$/.test(length)) {
+              decline('no Content-Length');
+              return false;
+            }
+            bodyLength = Number(length);
+            if (bodyLength > request.maxBodyBytes) {
+              decline('body over the cap');
+              return false;
+            }
+          }
+          view = view.subarray(length - (head.length - end - 4));
+          head = '';
+          phase = 'body';
+          body = Buffer.allocUnsafe(bodyLength);
+        }
+        if (view.byteLength > body.length - received) {
+          view = view.subarray(0, body.length - received);
+          reusable = false;
+        }
+        view.copy(body, received);
+        received += view.byteLength;
+        if (received === body.length) {
+          done();
+          return given;
+        }
+        bodyTimer();
+        return true;
+      } finally {
+        connection.free.push(backing);
+      }
+    };
+
+    const user: ConnectionUser = { onRead, broken };
+    const send = () => {
+      phase = 'head';
+      timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
+      let text = `${request.method} ${request.url.pathname}${request.url.search} HTTP/1.1\r\nhost: ${request.url.host}\r\n`;
+      for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`;
+      connection.socket.write(`${text}\r\n`);
+    };
+    const kept = connections.take(origin);
+    if (kept !== undefined) {
+      reused = true;
+      connection = kept;
+      connection.user = user;
+      connection.uses += 1;
+      connection.socket.resume();
+      send();
+    } else {
+      connection = new DirectConnection(request, user);
+      connection.uses += 1;
+      timer = setTimeout(() => decline(`connect timeout after ${timeouts.connect} ms`), timeouts.connect);
+      connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
+        if (settled) return;
+        stopTimer();
+        send();
+      });
+    }
+    if (signal) {
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+  });
 }
 
 /**

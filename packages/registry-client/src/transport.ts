@@ -16,8 +16,9 @@ let undiciParts: UndiciParts | undefined;
  * WebSocket, EventSource, the cache stores and the mock agents, which cost ~50 ms of every CLI start
  * (measured: 77 ms for `require('undici')`, 24 ms for these files). undici 7 has no `exports` map, so
  * these paths resolve (the version is pinned; every client test goes through them). With a proxy
- * configured the full package is loaded. Loaded when the first `Transport` is made, not with this
- * module: a pull served from the cache, `unpack` and `inspect` never pay for them (~25 ms).
+ * configured the full package is loaded. Loaded at the first request that goes through undici, not
+ * with this module or a client: a pull served from the cache, `unpack`, `inspect`, and a pull whose
+ * requests all go the direct way (manifests and blobs of a registry without auth) never pay for them.
  */
 function undici(): UndiciParts {
   undiciParts ??= {
@@ -95,7 +96,7 @@ function tlsRootCertificates(): readonly string[] {
  * `EnvHttpProxyAgent` honouring `NO_PROXY` for everything but loopback, which always stays direct.
  */
 export class Transport {
-  readonly #direct: Agent;
+  #direct: Agent | undefined;
   readonly #proxied = new Map<string, Dispatcher>();
   readonly #hosts = new Map<string, RegistryTransportOptions>();
   readonly #common: Agent.Options;
@@ -119,18 +120,28 @@ export class Transport {
       bodyTimeout: options.timeouts.bodyIdle,
       connect: { timeout: options.timeouts.connect },
     };
-    const { Agent: AgentClass, Pool: PoolClass } = undici();
-    this.#direct = new AgentClass({
-      ...this.#common,
-      factory: (origin, poolOptions) => {
-        const host = new URL(String(origin)).host;
-        const base = poolOptions as Pool.Options;
-        return new PoolClass(origin, {
-          ...base,
-          connect: { ...(base.connect as object), ...tlsOptions(this.#hosts.get(host)) },
-        });
-      },
-    });
+  }
+
+  /**
+   * undici's agent for requests without a proxy, made (and undici loaded) at the first request that
+   * needs it: a pull whose requests all go the direct way never loads undici (~35–50 ms of start-up).
+   */
+  #agent(): Agent {
+    if (this.#direct === undefined) {
+      const { Agent: AgentClass, Pool: PoolClass } = undici();
+      this.#direct = new AgentClass({
+        ...this.#common,
+        factory: (origin, poolOptions) => {
+          const host = new URL(String(origin)).host;
+          const base = poolOptions as Pool.Options;
+          return new PoolClass(origin, {
+            ...base,
+            connect: { ...(base.connect as object), ...tlsOptions(this.#hosts.get(host)) },
+          });
+        },
+      });
+    }
+    return this.#direct;
   }
 
   /** Records the TLS settings for an API host (`host:port`) before requests reach it. */
@@ -145,7 +156,7 @@ export class Transport {
 
   /** The dispatcher for a URL. */
   dispatcherFor(url: URL): Dispatcher {
-    if (!this.#viaProxy(url)) return this.#direct;
+    if (!this.#viaProxy(url)) return this.#agent();
     const key = url.host.toLowerCase();
     const options = this.#hosts.get(key);
     const tlsKey = options ? key : '';
@@ -183,7 +194,7 @@ export class Transport {
   /** Closes every connection. */
   async close(): Promise<void> {
     await Promise.all([
-      this.#direct.close(),
+      this.#direct?.close(),
       ...[...this.#proxied.values()].map((dispatcher) => dispatcher.close()),
     ]);
   }
