@@ -1012,10 +1012,16 @@ class Client implements RegistryClient {
     }
     if ('declined' in outcome) return undefined;
     const { status, headers: fields, body } = outcome.response;
+    // undici's body API as far as this client uses it: iteration, destroy, and dump (nothing to keep).
+    const stream = Object.assign(Readable.from(body.byteLength > 0 ? [body] : []), {
+      dump: async () => {
+        stream.destroy();
+      },
+    });
     return {
       statusCode: status,
       headers: fields,
-      body: Readable.from(body.byteLength > 0 ? [body] : []),
+      body: stream,
       trailers: {},
       opaque: null,
       context: {},

@@ -750,6 +750,21 @@ describe('directRequest (whole small answers, any status)', () => {
     pool.close();
   });
 
+  it('keeps a repeated header field apart, as undici does (two challenges stay two)', async () => {
+    respond = (_head, socket) =>
+      socket.write(
+        'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="https://auth/token"\r\nWWW-Authenticate: Basic realm="r"\r\nContent-Length: 0\r\n\r\n',
+      );
+    const pool = new DirectConnections();
+    expect(await directRequest(request(), pool)).toMatchObject({
+      response: {
+        status: 401,
+        headers: { 'www-authenticate': ['Bearer realm="https://auth/token"', 'Basic realm="r"'] },
+      },
+    });
+    pool.close();
+  });
+
   it('declines a chunked body, one over the cap, a closed connection and a silent one', async () => {
     const pool = new DirectConnections();
     respond = (_head, socket) =>

@@ -447,6 +447,8 @@ export function directHeadersSafe(headers: Readonly<Record<string, string>>): bo
 interface ParsedHead {
   status: number;
   fields: Map<string, string>;
+  /** Every field line in order (lower-case names), repeats kept apart. */
+  lines: Array<[string, string]>;
   /** HTTP/1.1 without `Connection: close`: the connection may carry another request afterwards. */
   keepAlive: boolean;
 }
@@ -457,18 +459,20 @@ function parseHead(text: string): ParsedHead | { reason: string; status?: number
   if (!statusLine) return { reason: 'not an HTTP/1.1 response' };
   const status = Number(statusLine[2]);
   const fields = new Map<string, string>();
+  const pairs: Array<[string, string]> = [];
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(':');
     if (colon <= 0) return { reason: 'malformed header line', status };
     const name = line.slice(0, colon).trim().toLowerCase();
     const value = line.slice(colon + 1).trim();
     fields.set(name, fields.has(name) ? `${fields.get(name)}, ${value}` : value);
+    pairs.push([name, value]);
   }
   const close = (fields.get('connection') ?? '')
     .toLowerCase()
     .split(',')
     .some((token) => token.trim() === 'close');
-  return { status, fields, keepAlive: statusLine[1] === '1' && !close };
+  return { status, fields, lines: pairs, keepAlive: statusLine[1] === '1' && !close };
 }
 
 /** Whether a transfer or content coding other than identity is named. */
@@ -519,8 +523,8 @@ export interface DirectRequest {
 /** A whole answer of `directRequest`, whatever its status. */
 export interface DirectResponse {
   status: number;
-  /** Header fields by lower-case name (repeats joined with `, `). */
-  headers: Record<string, string>;
+  /** Header fields by lower-case name; a repeated field is an array of its values (as undici gives it). */
+  headers: Record<string, string | string[]>;
   body: Buffer;
 }
 
@@ -547,6 +551,7 @@ export function directRequest(
     let head = '';
     let status = 0;
     let fields = new Map<string, string>();
+    let lines: Array<[string, string]> = [];
     let body = Buffer.alloc(0);
     let received = 0;
     let reusable = false;
@@ -574,7 +579,14 @@ export function directRequest(
     };
     const decline = (reason: string, stale = false) =>
       finish({ declined: reason, ...(stale ? { stale } : {}) });
-    const done = () => finish({ response: { status, headers: Object.fromEntries(fields), body } });
+    const done = () => {
+      const headers: Record<string, string | string[]> = {};
+      for (const [name, value] of lines) {
+        const seen = headers[name];
+        headers[name] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [seen, value];
+      }
+      finish({ response: { status, headers, body } });
+    };
     const onAbort = () => finish(new AbortedError(signal?.reason));
     const broken = (reason: string) => {
       if (settled) return;
@@ -605,7 +617,7 @@ export function directRequest(
             decline(parsed.reason);
             return false;
           }
-          ({ status, fields } = parsed);
+          ({ status, fields, lines } = parsed);
           reusable = parsed.keepAlive;
           let bodyLength = 0;
           if (request.method !== 'HEAD' && status !== 204 && status !== 304 && status >= 200) {
