@@ -180,6 +180,33 @@ interface Queued {
 }
 
 /**
+ * Puts `user` on a connection for `request`: a kept one of `connections` (`send` then runs in a
+ * microtask, once the caller holds the connection) or a new one (`connected` runs once it is up, and
+ * the returned timer declines after the connect timeout). Then listens for `signal`'s abort.
+ */
+function attach(
+  request: Pick<DirectBlobRequest, 'url' | 'tls' | 'timeouts' | 'signal'>,
+  connections: DirectConnections | undefined,
+  user: ConnectionUser & { send(): void; connected(): void; decline(reason: string): void; abort(): void },
+): { connection: DirectConnection; reused: boolean; timer?: NodeJS.Timeout } {
+  request.signal?.addEventListener('abort', user.abort, { once: true });
+  const kept = connections?.take(request.url.origin);
+  if (kept !== undefined) {
+    kept.user = user;
+    kept.uses += 1;
+    kept.socket.resume();
+    queueMicrotask(user.send);
+    return { connection: kept, reused: true };
+  }
+  const connection = new DirectConnection(request, user);
+  connection.uses += 1;
+  const { connect } = request.timeouts;
+  const timer = setTimeout(() => user.decline(`connect timeout after ${connect} ms`), connect);
+  connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', user.connected);
+  return { connection, reused: false, timer };
+}
+
+/**
  * Streams one blob body over a connection outside undici's pool — a kept one of `connections` when
  * there is one (keep-alive), else a new one (`Connection: close` without `connections`) — into `sink`, reading
  * with `onread` into a small ring of reused buffers: no allocation per read, no `Readable`, which is
@@ -397,37 +424,29 @@ export function directBlobGet(
       return true;
     };
 
-    const user: ConnectionUser = { onRead, broken };
     const send = () => {
+      if (settled) return;
       phase = 'head';
       timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
       connection.socket.write(requestText(request, connections !== undefined));
     };
-    const kept = connections?.take(origin);
-    if (kept !== undefined) {
-      reused = true;
-      connection = kept;
-      connection.user = user;
-      connection.uses += 1;
-      connection.socket.resume();
+    if (signal?.aborted) {
+      reject(new AbortedError(signal.reason));
+      return;
+    }
+    const connected = () => {
+      if (settled) return;
+      stopTimer();
       send();
-    } else {
-      connection = new DirectConnection(request, user);
-      connection.uses += 1;
-      timer = setTimeout(() => decline(`connect timeout after ${timeouts.connect} ms`), timeouts.connect);
-      connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
-        if (settled) return;
-        stopTimer();
-        send();
-      });
-    }
-    if (signal) {
-      if (signal.aborted) {
-        onAbort();
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
-    }
+    };
+    ({ connection, reused, timer } = attach(request, connections, {
+      onRead,
+      broken,
+      send,
+      connected,
+      decline,
+      abort: onAbort,
+    }));
   });
 }
 
@@ -658,39 +677,31 @@ export function directRequest(
       }
     };
 
-    const user: ConnectionUser = { onRead, broken };
     const send = () => {
+      if (settled) return;
       phase = 'head';
       timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
       let text = `${request.method} ${request.url.pathname}${request.url.search} HTTP/1.1\r\nhost: ${request.url.host}\r\n`;
       for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`;
       connection.socket.write(`${text}\r\n`);
     };
-    const kept = connections.take(origin);
-    if (kept !== undefined) {
-      reused = true;
-      connection = kept;
-      connection.user = user;
-      connection.uses += 1;
-      connection.socket.resume();
+    if (signal?.aborted) {
+      reject(new AbortedError(signal.reason));
+      return;
+    }
+    const connected = () => {
+      if (settled) return;
+      stopTimer();
       send();
-    } else {
-      connection = new DirectConnection(request, user);
-      connection.uses += 1;
-      timer = setTimeout(() => decline(`connect timeout after ${timeouts.connect} ms`), timeouts.connect);
-      connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
-        if (settled) return;
-        stopTimer();
-        send();
-      });
-    }
-    if (signal) {
-      if (signal.aborted) {
-        onAbort();
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
-    }
+    };
+    ({ connection, reused, timer } = attach(request, connections, {
+      onRead,
+      broken,
+      send,
+      connected,
+      decline,
+      abort: onAbort,
+    }));
   });
 }
 
