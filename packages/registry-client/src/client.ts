@@ -294,6 +294,8 @@ class Client implements RegistryClient {
   readonly #directSlots: DirectReadSlots;
   /** Kept-alive connections of direct reads, per origin. */
   readonly #directConnections = new DirectConnections();
+  /** Origins whose manifest answers the direct way declined for their form: asked through undici only. */
+  readonly #undiciManifestOrigins = new Set<string>();
   /** Aborted by `close()`: ends direct reads in flight and those waiting for a slot. */
   readonly #closing = new AbortController();
   #closed: Promise<void> | undefined;
@@ -994,6 +996,7 @@ class Client implements RegistryClient {
     spec: RequestSpec,
   ): Promise<Dispatcher.ResponseData | undefined> {
     if (this.#options.directBlobReads === false || !directHeadersSafe(headers)) return undefined;
+    if (this.#undiciManifestOrigins.has(url.origin)) return undefined;
     const options = this.#transport.directOptions(url);
     if (options === undefined) return undefined;
     const signal =
@@ -1010,7 +1013,11 @@ class Client implements RegistryClient {
     } finally {
       release();
     }
-    if ('declined' in outcome) return undefined;
+    if ('declined' in outcome) {
+      // The registry answers manifests in a way this path does not take: do not ask it twice each time.
+      if (outcome.lasting) this.#undiciManifestOrigins.add(url.origin);
+      return undefined;
+    }
     const { status, headers: fields, body } = outcome.response;
     // undici's body API as far as this client uses it: iteration, destroy, and dump (nothing to keep).
     const stream = Object.assign(Readable.from(body.byteLength > 0 ? [body] : []), {

@@ -549,10 +549,13 @@ export interface DirectResponse {
 
 /**
  * How `directRequest` ended: the answer, or declined — a body without `Content-Length`, coded or over
- * the cap, a head that is not HTTP/1.x, a connection that failed or timed out before the whole answer
- * (`stale` when a kept connection turned out closed) — so the caller sends the request the general way.
+ * the cap, a head that is not HTTP/1.x (`lasting`: the server will answer so again), a connection that
+ * failed or timed out before the whole answer (`stale` when a kept connection turned out closed) — so
+ * the caller sends the request the general way.
  */
-export type DirectRequestOutcome = { response: DirectResponse } | { declined: string; stale?: boolean };
+export type DirectRequestOutcome =
+  | { response: DirectResponse }
+  | { declined: string; stale?: boolean; lasting?: boolean };
 
 /**
  * Sends one GET or HEAD on a kept direct connection of `connections` (or a new one) and reads the
@@ -598,6 +601,8 @@ export function directRequest(
     };
     const decline = (reason: string, stale = false) =>
       finish({ declined: reason, ...(stale ? { stale } : {}) });
+    /** A decline for the kind of answer, not for one connection's fate. */
+    const declineLasting = (reason: string) => finish({ declined: reason, lasting: true });
     const done = () => {
       const headers: Record<string, string | string[]> = {};
       for (const [name, value] of lines) {
@@ -633,7 +638,7 @@ export function directRequest(
           }
           const parsed = parseHead(head.slice(0, end));
           if ('reason' in parsed) {
-            decline(parsed.reason);
+            declineLasting(parsed.reason);
             return false;
           }
           ({ status, fields, lines } = parsed);
@@ -641,17 +646,17 @@ export function directRequest(
           let bodyLength = 0;
           if (request.method !== 'HEAD' && status !== 204 && status !== 304 && status >= 200) {
             if (coded(fields.get('transfer-encoding'))) {
-              decline('transfer coding');
+              declineLasting('transfer coding');
               return false;
             }
             const length = fields.get('content-length');
             if (length === undefined || !/^\d+$/.test(length)) {
-              decline('no Content-Length');
+              declineLasting('no Content-Length');
               return false;
             }
             bodyLength = Number(length);
             if (bodyLength > request.maxBodyBytes) {
-              decline('body over the cap');
+              declineLasting('body over the cap');
               return false;
             }
           }
