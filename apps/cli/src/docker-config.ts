@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -75,7 +74,10 @@ function runHelper(
     );
   }
   return new Promise((resolve, reject) => {
-    const child = spawn(`docker-credential-${helper}`, [verb], { env, stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = childProcess().spawn(`docker-credential-${helper}`, [verb], {
+      env,
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     const errors: Buffer[] = [];
     child.stderr.on('data', (chunk: Buffer) => errors.push(chunk));
     child.stdin.on('error', () => {});
@@ -135,4 +137,12 @@ export async function removeCredentials(registry: string, env: NodeJS.ProcessEnv
   for (const key of keys) delete config.auths![key];
   await writeConfig(path, config);
   return true;
+}
+
+/**
+ * `node:child_process`, loaded at its first use: only a credential helper (or mknod/mkfifo) needs it,
+ * and importing it with everything else cost every run ~5 ms of start-up.
+ */
+function childProcess(): typeof import('node:child_process') {
+  return process.getBuiltinModule('node:child_process') as typeof import('node:child_process');
 }

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { ErrorCode, OciError } from '@ocipull/core';
@@ -986,7 +985,7 @@ function commandError(command: string, failure: CommandFailure): OciError {
 /** Runs a command; undefined when it succeeded, else what went wrong. */
 function tryRun(command: string, args: string[]): CommandFailure | undefined {
   // The C locale keeps the messages English: the caller matches "Operation not permitted".
-  const result = spawnSync(command, args, {
+  const result = childProcess().spawnSync(command, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, LC_ALL: 'C' },
   });
@@ -1130,4 +1129,12 @@ function isOpaque(dir: FsPath, format: WhiteoutFormat): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * `node:child_process`, loaded at its first use: only a credential helper (or mknod/mkfifo) needs it,
+ * and importing it with everything else cost every run ~5 ms of start-up.
+ */
+function childProcess(): typeof import('node:child_process') {
+  return process.getBuiltinModule('node:child_process') as typeof import('node:child_process');
 }

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -198,7 +197,7 @@ export async function runCredentialHelper(
       reject(new AbortedError(options.signal.reason));
       return;
     }
-    const child = spawn(program, ['get'], {
+    const child = childProcess().spawn(program, ['get'], {
       env: options.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
       timeout: options.timeoutMs ?? CREDENTIAL_HELPER_TIMEOUT_MS,
@@ -260,4 +259,12 @@ export async function runCredentialHelper(
   if (!secret) return undefined;
   if (username === '<token>') return { identityToken: secret };
   return { username, password: secret };
+}
+
+/**
+ * `node:child_process`, loaded at its first use: only a credential helper (or mknod/mkfifo) needs it,
+ * and importing it with everything else cost every run ~5 ms of start-up.
+ */
+function childProcess(): typeof import('node:child_process') {
+  return process.getBuiltinModule('node:child_process') as typeof import('node:child_process');
 }
