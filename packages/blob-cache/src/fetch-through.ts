@@ -15,6 +15,7 @@ import { syncDirectory } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 import type { CacheLayout } from './layout.ts';
 import { PartWriter } from './part-writer.ts';
+import { PumpGate } from './pump-gate.ts';
 
 /** How many fetches in a row may fail without delivering a byte before a download gives up. */
 export const DEFAULT_MAX_ATTEMPTS = 5;
@@ -110,8 +111,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   readonly #controller = new AbortController();
   #resolveCommitted!: () => void;
   #rejectCommitted!: (error: unknown) => void;
-  #demand: (() => void) | undefined;
-  #pump: Promise<void> | undefined;
+  readonly #gate = new PumpGate();
   #released = false;
   /** The source body being read, destroyed with the stream so a stalled socket cannot pin it. */
   #body: Readable | undefined;
@@ -184,20 +184,15 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   }
 
   override _read(): void {
-    if (this.#pump === undefined) {
-      this.#pump = this.#run();
-      return;
-    }
-    const demand = this.#demand;
-    this.#demand = undefined;
-    demand?.();
+    this.#gate.read(() => this.#run());
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
-    this.#demand?.();
+    this.#gate.release();
     this.#body?.destroy();
-    const settled = this.#pump ?? this.#finish(error ?? new AbortedError('the blob stream was destroyed'));
+    const settled =
+      this.#gate.pump ?? this.#finish(error ?? new AbortedError('the blob stream was destroyed'));
     settled.then(
       () => callback(error),
       () => callback(error),
@@ -226,10 +221,7 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
       return;
     }
     if (this.push(chunk)) return;
-    await new Promise<void>((resolve) => {
-      this.#demand = resolve;
-      if (this.#controller.signal.aborted) resolve();
-    });
+    await this.#gate.wait(this.#controller.signal);
     this.#throwIfStopped();
   }
 

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { AbortedError, type Descriptor, ErrorCode, isOciError, OciError } from '@ocipull/core';
 import type { BlobStream, FetchThroughInfo, FetchThroughStream } from './fetch-through.ts';
 import { fsError, isErrno } from './fs-errors.ts';
+import { PumpGate } from './pump-gate.ts';
 
 /** Largest read from the followed file. */
 const FOLLOW_CHUNK_BYTES = 1024 * 1024;
@@ -60,8 +61,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   #handle: FileHandle | undefined;
   /** Bytes delivered so far. */
   #position = 0;
-  #pump: Promise<void> | undefined;
-  #demand: (() => void) | undefined;
+  readonly #gate = new PumpGate();
   #wake: (() => void) | undefined;
   /** The fresh stream after a take-over. */
   #rest: BlobStream | undefined;
@@ -87,21 +87,16 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   }
 
   override _read(): void {
-    if (this.#pump === undefined) {
-      this.#pump = this.#run();
-      return;
-    }
-    const demand = this.#demand;
-    this.#demand = undefined;
-    demand?.();
+    this.#gate.read(() => this.#run());
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
-    this.#demand?.();
+    this.#gate.release();
     this.#wakeUp();
     this.#rest?.destroy();
-    const settled = this.#pump ?? this.#cleanUp(error ?? new AbortedError('the blob stream was destroyed'));
+    const settled =
+      this.#gate.pump ?? this.#cleanUp(error ?? new AbortedError('the blob stream was destroyed'));
     settled.then(
       () => callback(error),
       () => callback(error),
@@ -234,10 +229,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   /** Pushes a chunk; waits while the consumer is full. */
   async #deliver(chunk: Buffer): Promise<void> {
     if (this.push(chunk)) return;
-    await new Promise<void>((resolve) => {
-      this.#demand = resolve;
-      if (this.#controller.signal.aborted) resolve();
-    });
+    await this.#gate.wait(this.#controller.signal);
     this.#throwIfStopped();
   }
 }
