@@ -590,29 +590,22 @@ class Client implements RegistryClient {
     if (authorization) headers.authorization = authorization;
     if (offset > 0) headers.range = `bytes=${offset}-`;
     if (!directHeadersSafe(headers)) return false;
-    const direct =
-      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
-    const release = await this.#directSlots.acquire(endpoint.origin, direct);
-    let outcome: Awaited<ReturnType<typeof directBlobGet>>;
-    try {
-      const request = {
-        url,
-        headers,
-        ...connection,
-        signal: direct,
-        digest: descriptor.digest,
-        registry: endpoint.registry,
-        start: offset,
-        expected: descriptor.size - offset,
-      };
-      outcome = await directBlobGet(request, sink, this.#directConnections);
-      // A kept connection the server had closed meanwhile answered nothing: once more, on a fresh one
-      // unless another kept one is there.
-      if (!outcome.delivered && outcome.stale)
-        outcome = await directBlobGet(request, sink, this.#directConnections);
-    } finally {
-      release();
-    }
+    const outcome = await this.#directExchange(endpoint.origin, signal, (direct) =>
+      directBlobGet(
+        {
+          url,
+          headers,
+          ...connection,
+          signal: direct,
+          digest: descriptor.digest,
+          registry: endpoint.registry,
+          start: offset,
+          expected: descriptor.size - offset,
+        },
+        sink,
+        this.#directConnections,
+      ),
+    );
     if (outcome.delivered) return true;
     this.#emit({
       type: 'direct-read-declined',
@@ -981,7 +974,28 @@ class Client implements RegistryClient {
     }
   }
 
-  /** Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin. */
+  /**
+   * Runs one direct exchange in a slot of `origin` (direct connections keep to `maxConnectionsPerHost`
+   * on their own), with a signal that `close()` fires too. An exchange declined as `stale` — a kept
+   * connection the server had closed meanwhile answered nothing — runs once more, on a fresh connection
+   * unless another kept one is there.
+   */
+  async #directExchange<T extends object>(
+    origin: string,
+    signal: AbortSignal | undefined,
+    exchange: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const direct =
+      signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
+    const release = await this.#directSlots.acquire(origin, direct);
+    try {
+      const outcome = await exchange(direct);
+      return 'stale' in outcome && outcome.stale === true ? await exchange(direct) : outcome;
+    } finally {
+      release();
+    }
+  }
+
   /**
    * A manifest request the direct way (`directRequest`: a kept connection of the direct blob reads, the
    * whole answer in memory, any status), shaped like undici's answer so everything after it is the
@@ -999,20 +1013,12 @@ class Client implements RegistryClient {
     if (this.#undiciManifestOrigins.has(url.origin)) return undefined;
     const options = this.#transport.directOptions(url);
     if (options === undefined) return undefined;
-    const signal =
-      spec.signal === undefined ? this.#closing.signal : AbortSignal.any([spec.signal, this.#closing.signal]);
-    const release = await this.#directSlots.acquire(url.origin, signal);
-    let outcome: Awaited<ReturnType<typeof directRequest>>;
-    try {
-      const request = { url, method, headers, ...options, signal, maxBodyBytes: MAX_MANIFEST_BYTES };
-      outcome = await directRequest(request, this.#directConnections);
-      if ('declined' in outcome && outcome.stale)
-        outcome = await directRequest(request, this.#directConnections);
-    } catch (error) {
-      throw spec.signal?.aborted ? new AbortedError(spec.signal.reason) : error;
-    } finally {
-      release();
-    }
+    const outcome = await this.#directExchange(url.origin, spec.signal, (signal) =>
+      directRequest(
+        { url, method, headers, ...options, signal, maxBodyBytes: MAX_MANIFEST_BYTES },
+        this.#directConnections,
+      ),
+    );
     if ('declined' in outcome) {
       // The registry answers manifests in a way this path does not take: do not ask it twice each time.
       if (outcome.lasting) this.#undiciManifestOrigins.add(url.origin);
@@ -1035,6 +1041,7 @@ class Client implements RegistryClient {
     } as unknown as Dispatcher.ResponseData;
   }
 
+  /** Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin. */
   async #send(
     endpoint: Endpoint,
     spec: RequestSpec,

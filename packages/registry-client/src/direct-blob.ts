@@ -61,8 +61,8 @@ class DirectConnection {
   readonly socket: Socket;
   readonly free: Buffer[] = [];
   user: ConnectionUser;
-  /** Requests this connection has carried (more than 0: it is a reused one). */
-  uses = 0;
+  /** While the connection is idle in `DirectConnections`: the timer that closes it. */
+  idleTimer: NodeJS.Timeout | undefined;
 
   constructor(request: Pick<DirectBlobRequest, 'url' | 'tls'>, user: ConnectionUser) {
     this.user = user;
@@ -134,12 +134,11 @@ export class DirectConnections {
     }
     idle.add(connection);
     const leave = () => {
-      clearTimeout(timer);
       this.#forget(origin, connection);
       connection.socket.destroy();
     };
-    const timer = setTimeout(leave, IDLE_CONNECTION_MS);
-    timer.unref();
+    connection.idleTimer = setTimeout(leave, IDLE_CONNECTION_MS);
+    connection.idleTimer.unref();
     connection.socket.unref();
     connection.user = {
       // Nothing may arrive between answers: whatever does makes the connection unusable.
@@ -150,8 +149,6 @@ export class DirectConnections {
       broken: leave,
     };
     connection.socket.resume();
-    // Taken again: the new user cancels the idle watch.
-    idleTimers.set(connection, timer);
   }
 
   /** Closes every idle connection; later ones are closed as they are given back. */
@@ -165,14 +162,11 @@ export class DirectConnections {
     const idle = this.#idle.get(origin);
     idle?.delete(connection);
     if (idle?.size === 0) this.#idle.delete(origin);
-    const timer = idleTimers.get(connection);
-    if (timer) clearTimeout(timer);
-    idleTimers.delete(connection);
+    clearTimeout(connection.idleTimer);
+    connection.idleTimer = undefined;
     connection.socket.ref();
   }
 }
-
-const idleTimers = new WeakMap<DirectConnection, NodeJS.Timeout>();
 
 interface Queued {
   view: Buffer;
@@ -181,28 +175,30 @@ interface Queued {
 
 /**
  * Puts `user` on a connection for `request`: a kept one of `connections` (`send` then runs in a
- * microtask, once the caller holds the connection) or a new one (`connected` runs once it is up, and
- * the returned timer declines after the connect timeout). Then listens for `signal`'s abort.
+ * microtask, once the caller holds the connection) or a new one (`send` runs once it is up; the
+ * returned timer declines after the connect timeout, and is cleared then). Then listens for
+ * `signal`'s abort. `send` must do nothing once the request has settled.
  */
 function attach(
   request: Pick<DirectBlobRequest, 'url' | 'tls' | 'timeouts' | 'signal'>,
   connections: DirectConnections | undefined,
-  user: ConnectionUser & { send(): void; connected(): void; decline(reason: string): void; abort(): void },
+  user: ConnectionUser & { send(): void; decline(reason: string): void; abort(): void },
 ): { connection: DirectConnection; reused: boolean; timer?: NodeJS.Timeout } {
   request.signal?.addEventListener('abort', user.abort, { once: true });
   const kept = connections?.take(request.url.origin);
   if (kept !== undefined) {
     kept.user = user;
-    kept.uses += 1;
     kept.socket.resume();
     queueMicrotask(user.send);
     return { connection: kept, reused: true };
   }
   const connection = new DirectConnection(request, user);
-  connection.uses += 1;
   const { connect } = request.timeouts;
   const timer = setTimeout(() => user.decline(`connect timeout after ${connect} ms`), connect);
-  connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', user.connected);
+  connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
+    clearTimeout(timer);
+    user.send();
+  });
   return { connection, reused: false, timer };
 }
 
@@ -428,32 +424,31 @@ export function directBlobGet(
       if (settled) return;
       phase = 'head';
       timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
-      connection.socket.write(requestText(request, connections !== undefined));
+      connection.socket.write(requestText('GET', request.url, request.headers, connections !== undefined));
     };
     if (signal?.aborted) {
       reject(new AbortedError(signal.reason));
       return;
     }
-    const connected = () => {
-      if (settled) return;
-      stopTimer();
-      send();
-    };
     ({ connection, reused, timer } = attach(request, connections, {
       onRead,
       broken,
       send,
-      connected,
       decline,
       abort: onAbort,
     }));
   });
 }
 
-/** The request head; undefined header values are left out. HTTP/1.1 keeps a connection by default. */
-function requestText(request: DirectBlobRequest, keepAlive: boolean): string {
-  let text = `GET ${request.url.pathname}${request.url.search} HTTP/1.1\r\nhost: ${request.url.host}\r\n`;
-  for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`;
+/** A request head. HTTP/1.1 keeps a connection by default; without `keepAlive` it says `close`. */
+function requestText(
+  method: 'GET' | 'HEAD',
+  url: URL,
+  headers: Readonly<Record<string, string>>,
+  keepAlive: boolean,
+): string {
+  let text = `${method} ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\n`;
+  for (const [name, value] of Object.entries(headers)) text += `${name}: ${value}\r\n`;
   return `${text}${keepAlive ? '' : 'connection: close\r\n'}\r\n`;
 }
 
@@ -686,24 +681,16 @@ export function directRequest(
       if (settled) return;
       phase = 'head';
       timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
-      let text = `${request.method} ${request.url.pathname}${request.url.search} HTTP/1.1\r\nhost: ${request.url.host}\r\n`;
-      for (const [name, value] of Object.entries(request.headers)) text += `${name}: ${value}\r\n`;
-      connection.socket.write(`${text}\r\n`);
+      connection.socket.write(requestText(request.method, request.url, request.headers, true));
     };
     if (signal?.aborted) {
       reject(new AbortedError(signal.reason));
       return;
     }
-    const connected = () => {
-      if (settled) return;
-      stopTimer();
-      send();
-    };
     ({ connection, reused, timer } = attach(request, connections, {
       onRead,
       broken,
       send,
-      connected,
       decline,
       abort: onAbort,
     }));
