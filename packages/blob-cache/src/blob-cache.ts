@@ -202,14 +202,7 @@ export class BlobCache implements BlobStore {
       const current = this.#gates.get(name);
       if (current === undefined) break;
       if (!wait) throw new OciError(ErrorCode.LockTimeout, `lock ${name} is held in this process`);
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(new AbortedError(signal?.reason));
-        signal?.addEventListener('abort', onAbort, { once: true });
-        current.then(() => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        });
-      });
+      await settledUnlessAborted(current, signal);
     }
     let open!: () => void;
     this.#gates.set(

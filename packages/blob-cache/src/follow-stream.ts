@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { AbortedError, type Descriptor, ErrorCode, isOciError, OciError } from '@ocipull/core';
 import type { BlobStream, FetchThroughInfo, FetchThroughStream } from './fetch-through.ts';
 import { fsError, isErrno } from './fs-errors.ts';
-import { PumpGate } from './pump-gate.ts';
+import { PumpGate, Waiter } from './pump-gate.ts';
 
 /** Largest read from the followed file. */
 const FOLLOW_CHUNK_BYTES = 1024 * 1024;
@@ -62,7 +62,8 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   /** Bytes delivered so far. */
   #position = 0;
   readonly #gate = new PumpGate();
-  #wake: (() => void) | undefined;
+  /** Woken by more bytes on disk, the download's verdict or a stop. */
+  readonly #news = new Waiter();
   /** The fresh stream after a take-over. */
   #rest: BlobStream | undefined;
 
@@ -80,7 +81,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
       () => this.#settle({}),
       (error: unknown) => this.#settle({ error }),
     );
-    this.#unwatch = leader.watch(() => this.#wakeUp());
+    this.#unwatch = leader.watch(() => this.#news.wake());
     this.#onCallerAbort = () => this.destroy(new AbortedError(job.signal?.reason));
     if (job.signal?.aborted) queueMicrotask(this.#onCallerAbort);
     else job.signal?.addEventListener('abort', this.#onCallerAbort, { once: true });
@@ -93,7 +94,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
     this.#gate.release();
-    this.#wakeUp();
+    this.#news.wake();
     this.#rest?.destroy();
     const settled =
       this.#gate.pump ?? this.#cleanUp(error ?? new AbortedError('the blob stream was destroyed'));
@@ -105,21 +106,12 @@ export class FollowStream extends Readable implements FetchThroughInfo {
 
   #settle(verdict: { error?: unknown }): void {
     this.#verdict = verdict;
-    this.#wakeUp();
-  }
-
-  #wakeUp(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#news.wake();
   }
 
   /** Waits for more bytes on disk, the download's verdict or a stop. */
   async #sleep(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      if (this.#controller.signal.aborted) resolve();
-    });
+    await this.#news.wait(this.#controller.signal);
     this.#throwIfStopped();
   }
 
