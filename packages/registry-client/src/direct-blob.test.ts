@@ -557,65 +557,87 @@ describe('directBlobGet against a scripted HTTP server', () => {
   });
 });
 
+/**
+ * A raw HTTP/1.1 server on 127.0.0.1 that keeps connections and hands every request head to `respond`
+ * with its socket and how many requests that connection has carried (this one included).
+ */
+async function keepAliveServer() {
+  const sockets = new Set<Socket>();
+  const state = {
+    port: 0,
+    /** Connections accepted since the last `reset`. */
+    accepted: 0,
+    sockets,
+    respond: (_head: string, _socket: Socket, _served: number): void => {},
+    /** Drops every connection and the count. */
+    reset() {
+      state.accepted = 0;
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+  const server = createServer((socket) => {
+    state.accepted++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let buffered = '';
+    let served = 0;
+    socket.on('data', (data) => {
+      buffered += data.toString('latin1');
+      for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
+        const head = buffered.slice(0, end);
+        buffered = buffered.slice(end + 4);
+        served++;
+        state.respond(head, socket, served);
+        if (socket.destroyed) return;
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.port = (server.address() as AddressInfo).port;
+  return state;
+}
+
 describe('kept direct connections (keep-alive)', () => {
   const body = Buffer.alloc(300_000);
   for (let index = 0; index < body.length; index++) body[index] = (index * 7) & 0xff;
-  let server: Server;
-  let port = 0;
-  let accepted = 0;
+  let http: Awaited<ReturnType<typeof keepAliveServer>>;
   const heads: string[] = [];
-  const sockets = new Set<Socket>();
   /** How the server answers: keep the connection, say `Connection: close`, send a byte too many, hang up
    * after the answer, or drop the connection at its second request without answering. */
   let mode: 'keep' | 'close-header' | 'extra-byte' | 'hang-up' | 'drop-second' = 'keep';
 
   beforeAll(async () => {
-    server = createServer((socket) => {
-      accepted++;
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => {});
-      let buffered = '';
-      let served = 0;
-      socket.on('data', (data) => {
-        buffered += data.toString('latin1');
-        for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
-          heads.push(buffered.slice(0, end));
-          buffered = buffered.slice(end + 4);
-          served++;
-          if (mode === 'drop-second' && served === 2) {
-            socket.destroy();
-            return;
-          }
-          const close = mode === 'close-header' ? 'Connection: close\r\n' : '';
-          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${close}\r\n`);
-          socket.write(mode === 'extra-byte' ? Buffer.concat([body, Buffer.from('!')]) : body);
-          if (mode === 'hang-up') socket.end();
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.address() as AddressInfo).port;
+    http = await keepAliveServer();
+    http.respond = (head, socket, served) => {
+      heads.push(head);
+      if (mode === 'drop-second' && served === 2) {
+        socket.destroy();
+        return;
+      }
+      const close = mode === 'close-header' ? 'Connection: close\r\n' : '';
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${close}\r\n`);
+      socket.write(mode === 'extra-byte' ? Buffer.concat([body, Buffer.from('!')]) : body);
+      if (mode === 'hang-up') socket.end();
+    };
   });
 
   afterEach(() => {
     mode = 'keep';
-    accepted = 0;
     heads.length = 0;
-    for (const socket of sockets) socket.destroy();
+    http.reset();
   });
 
-  afterAll(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  afterAll(() => http.close());
 
   const request = (): DirectBlobRequest => ({
-    url: new URL(`http://127.0.0.1:${port}/v2/x/blobs/sha256:${'b'.repeat(64)}`),
+    url: new URL(`http://127.0.0.1:${http.port}/v2/x/blobs/sha256:${'b'.repeat(64)}`),
     headers: { 'user-agent': 'test' },
     tls: {},
     timeouts: { connect: 2000, headers: 2000, bodyIdle: 2000 },
     digest: `sha256:${'b'.repeat(64)}`,
-    registry: `127.0.0.1:${port}`,
+    registry: `127.0.0.1:${http.port}`,
     start: 0,
     expected: body.length,
   });
@@ -630,22 +652,22 @@ describe('kept direct connections (keep-alive)', () => {
   it('carries the next read of the same origin on the same connection, with HTTP/1.1 keep-alive', async () => {
     const pool = new DirectConnections();
     for (let round = 0; round < 3; round++) expect(await read(pool)).toEqual({ delivered: true });
-    expect(accepted).toBe(1);
+    expect(http.accepted).toBe(1);
     expect(heads).toHaveLength(3);
     for (const head of heads) expect(head.toLowerCase()).not.toContain('connection:');
     pool.close();
     await delay(50);
-    expect(sockets.size).toBe(0);
+    expect(http.sockets.size).toBe(0);
   });
 
   it('an answer with Connection: close, or with bytes past its body, ends its connection', async () => {
     for (const answer of ['close-header', 'extra-byte'] as const) {
       mode = answer;
-      accepted = 0;
+      http.accepted = 0;
       const pool = new DirectConnections();
       expect(await read(pool)).toEqual({ delivered: true });
       expect(await read(pool)).toEqual({ delivered: true });
-      expect(accepted).toBe(2);
+      expect(http.accepted).toBe(2);
       pool.close();
     }
   });
@@ -656,7 +678,7 @@ describe('kept direct connections (keep-alive)', () => {
     expect(await read(pool)).toEqual({ delivered: true });
     await delay(50);
     expect(await read(pool)).toEqual({ delivered: true });
-    expect(accepted).toBe(2);
+    expect(http.accepted).toBe(2);
     pool.close();
   });
 
@@ -667,50 +689,27 @@ describe('kept direct connections (keep-alive)', () => {
     expect(await read(pool)).toMatchObject({ delivered: false, stale: true });
     // A fresh connection (what the client then tries) reads it.
     expect(await read(pool)).toEqual({ delivered: true });
-    expect(accepted).toBe(2);
+    expect(http.accepted).toBe(2);
     pool.close();
   });
 });
 
 describe('directRequest (whole small answers, any status)', () => {
-  let server: Server;
-  let port = 0;
-  let accepted = 0;
-  const sockets = new Set<Socket>();
+  let http: Awaited<ReturnType<typeof keepAliveServer>>;
   /** Writes the answer to one request head. */
   let respond: (head: string, socket: Socket) => void = () => {};
 
   beforeAll(async () => {
-    server = createServer((socket) => {
-      accepted++;
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => {});
-      let buffered = '';
-      socket.on('data', (data) => {
-        buffered += data.toString('latin1');
-        for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
-          const head = buffered.slice(0, end);
-          buffered = buffered.slice(end + 4);
-          respond(head, socket);
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.address() as AddressInfo).port;
+    http = await keepAliveServer();
+    http.respond = (head, socket) => respond(head, socket);
   });
 
-  afterEach(() => {
-    accepted = 0;
-    for (const socket of sockets) socket.destroy();
-  });
+  afterEach(() => http.reset());
 
-  afterAll(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  afterAll(() => http.close());
 
   const request = (method: 'GET' | 'HEAD' = 'GET', maxBodyBytes = 1024): DirectRequest => ({
-    url: new URL(`http://127.0.0.1:${port}/v2/x/manifests/latest`),
+    url: new URL(`http://127.0.0.1:${http.port}/v2/x/manifests/latest`),
     method,
     headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
     tls: {},
@@ -749,7 +748,7 @@ describe('directRequest (whole small answers, any status)', () => {
     expect(head).toMatchObject({ response: { headers: { 'docker-content-digest': 'sha256:x' } } });
     const missing = await directRequest(request(), pool);
     expect(missing).toMatchObject({ response: { status: 404, body: Buffer.from('{"errors":[]') } });
-    expect(accepted).toBe(1);
+    expect(http.accepted).toBe(1);
     expect(heads.map((text) => text.split('\r\n')[0])).toEqual([
       'GET /v2/x/manifests/latest HTTP/1.1',
       'HEAD /v2/x/manifests/latest HTTP/1.1',
@@ -817,7 +816,7 @@ describe('directRequest (whole small answers, any status)', () => {
     try {
       const registryClient = client();
       for (let round = 0; round < 2; round++) {
-        const fetched = await registryClient.fetchManifest(`127.0.0.1:${port}/x:latest`);
+        const fetched = await registryClient.fetchManifest(`127.0.0.1:${http.port}/x:latest`);
         expect(fetched.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
       }
       expect(seen).toEqual(['direct', 'pool', 'pool']);
