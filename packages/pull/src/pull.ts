@@ -603,19 +603,12 @@ class LazyClient {
     return this.#client;
   }
 
+  /** The repository's blobs, through the client made at the first fetch (what `client.blobSource` is). */
   blobSource(reference: Reference): BlobSource {
-    let source: BlobSource | undefined;
-    const open = () => {
-      source ??= this.client().blobSource(reference);
-      return source;
-    };
     return {
-      fetch: (descriptor, options) => open().fetch(descriptor, options),
-      fetchInto: async (descriptor, sink, options) => {
-        const opened = open();
-        if (opened.fetchInto) return opened.fetchInto(descriptor, sink, options);
-        for await (const chunk of await opened.fetch(descriptor, options)) await sink(chunk as Buffer);
-      },
+      fetch: (descriptor, options) => this.client().fetchBlob(reference, descriptor, options),
+      fetchInto: (descriptor, sink, options) =>
+        this.client().fetchBlobInto(reference, descriptor, sink, options),
     };
   }
 
