@@ -393,6 +393,43 @@ describe('pull', () => {
     await cache.close();
   });
 
+  it.each([
+    { trees: true, index: 1, layer: 'top' },
+    { trees: false, index: 0, layer: 'bottom' },
+    { trees: false, index: 1, layer: 'top' },
+  ])(
+    'names the digest mismatch when the rootfs reader trips over the bad bytes first (trees: $trees, $layer layer)',
+    async ({ trees, index }) => {
+      const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+      const layer = probe.manifest.layers[index]!;
+      // The bad byte arrives at once, the rest over about a second: whoever decodes the bytes on disk
+      // fails long before the download can tell why. (Byte 12 is past gzip's 10-byte header.)
+      registry.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'corrupt', offset: 12 },
+        times: Number.POSITIVE_INFINITY,
+      });
+      registry.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'throttle', bytesPerSecond: layer.size },
+      });
+      const rootfs = join(cacheRoot, 'rootfs');
+      const error = await pull(ref('test/oci'), {
+        cache: cacheRoot,
+        platform: 'linux/amd64',
+        rootfs,
+        layers: trees,
+      }).catch((e) => e);
+      expect(isOciError(error)).toBe(true);
+      expect(error.code).toBe(ErrorCode.DigestMismatch);
+      expect(existsSync(rootfs)).toBe(false);
+      const cache = await openCache({ root: cacheRoot });
+      expect(await cache.listImages()).toEqual([]);
+      expect(await cache.has(layer)).toBe(false);
+      await cache.close();
+    },
+  );
+
   it('stops on abort with ERR_ABORTED and a later pull completes', async () => {
     registry.faults.add({ match: { kind: 'blob' }, action: { type: 'throttle', bytesPerSecond: 200 } });
     const controller = new AbortController();

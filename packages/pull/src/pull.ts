@@ -173,10 +173,13 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // The flattener takes each layer through the cache when its turn comes: a blob already committed
     // is read from disk; one a layer task is downloading is waited for (the per-digest lock); one
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
+    // The layer the flattener reads now (it opens them one after another).
+    let flattening: Descriptor | undefined;
     const rootfsWork = options.rootfs
       ? flattenLayers(
           layers.map((layer, index) => ({
             open: async () => {
+              flattening = layer;
               const progress = downloads[index]!;
               const stream = await cache.fetchThrough(layer, source, {
                 signal,
@@ -192,7 +195,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             diffId: diffIds[index]!,
           })),
           { ...options.extract, destination: options.rootfs, signal },
-        ).catch(fail)
+        ).catch(async (error: unknown) => {
+          fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
+        })
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork]);
     if (failure) throw failure.error;
@@ -503,6 +508,30 @@ async function explainExtractFailure(
   stream.resume();
   try {
     await stream.committed;
+  } catch (verdict) {
+    if (isOciError(verdict, ErrorCode.DigestMismatch) || isOciError(verdict, ErrorCode.SizeMismatch))
+      return verdict;
+  }
+  return error;
+}
+
+/**
+ * The flattener reads a layer as it arrives, often from the `.part` a layer task is still writing, so it
+ * can trip over bytes corrupted in transit before any download can tell: a layer it could not read or
+ * whose diff_id did not match gets the cache's verdict on its blob first (waiting for the running download
+ * or finishing it), and a digest or size mismatch is reported as the cause. Other errors pass as they are.
+ */
+async function explainFlattenFailure(
+  cache: BlobCache,
+  source: BlobSource,
+  layer: Descriptor,
+  error: unknown,
+  signal: AbortSignal,
+): Promise<unknown> {
+  if (!isOciError(error, ErrorCode.InvalidLayer) && !isOciError(error, ErrorCode.DiffIdMismatch))
+    return error;
+  try {
+    await cache.ingest(layer, source, { signal });
   } catch (verdict) {
     if (isOciError(verdict, ErrorCode.DigestMismatch) || isOciError(verdict, ErrorCode.SizeMismatch))
       return verdict;
