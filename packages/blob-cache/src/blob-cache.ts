@@ -93,6 +93,13 @@ export interface FetchThroughOptions {
   signal?: AbortSignal;
   /** Called as bytes reach the `.part` file (not for a cached blob). */
   onProgress?: (event: FetchProgress) => void;
+  /**
+   * End a downloading stream as soon as every byte is out and the digest matched, without waiting
+   * for the fsync and rename that commit the blob (a consumer that only needs the bytes need not wait
+   * for the disk); `committed` still settles with the commit's outcome, so await it before relying on
+   * the blob being in the cache. A commit failure after the end no longer errors the stream.
+   */
+  endWhenVerified?: boolean;
 }
 
 /** Options for `commitLayer`. */
@@ -298,7 +305,8 @@ export class BlobCache implements BlobStore {
    * replays the `.part` prefix and then the source's bytes from `source.fetch(descriptor, { offset })`
    * as they are appended. Bytes are verified as they flow; a cut or retryable failure re-fetches from
    * the new offset (bounded), so the consumer sees one continuous stream. The stream ends only after
-   * the blob is fsynced, made read-only and renamed into `blobs/`; on a digest or size mismatch the
+   * the blob is fsynced, made read-only and renamed into `blobs/` (with `endWhenVerified`, once its
+   * digest matched; the commit follows and `committed` reports it); on a digest or size mismatch the
    * `.part` is deleted and the stream errors with `ERR_DIGEST_MISMATCH` / `ERR_SIZE_MISMATCH`.
    * The stream holds the blob's lock until it ends, errors or is destroyed: consume or destroy it.
    */
@@ -329,8 +337,13 @@ export class BlobCache implements BlobStore {
         descriptor: { ...descriptor, digest },
         partPath: this.layout.partPath(digest),
         blobPath: this.layout.blobPath(digest),
-        takeOver: (signal) => this.fetchThrough(descriptor, source, { signal }),
+        takeOver: (signal) =>
+          this.fetchThrough(descriptor, source, {
+            signal,
+            endWhenVerified: options.endWhenVerified ?? false,
+          }),
         signal: options.signal,
+        endWhenVerified: options.endWhenVerified,
       });
     }
 
@@ -368,6 +381,7 @@ export class BlobCache implements BlobStore {
         release,
         lockLost: release.signal,
         drain,
+        endWhenVerified: options.endWhenVerified,
       });
       this.#downloads.set(digest, stream);
       const forget = () => {

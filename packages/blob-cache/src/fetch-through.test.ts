@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -175,6 +175,41 @@ describe.each([
     await expectCode(cache.ingest(descriptor, source), ErrorCode.DigestMismatch);
     expect(await cache.has(descriptor)).toBe(false);
     expect(await readdir(cache.layout.ingest)).toEqual([]);
+  });
+
+  it('endWhenVerified: ends once the digest matched, before the commit, which follows in the background', async () => {
+    const cache = await freshCache();
+    const { bytes, descriptor } = await blob(1_000_003);
+    source.add(bytes, descriptor.digest);
+    const stream = await cache.fetchThrough(descriptor, source, { endWhenVerified: true });
+    let committedAtEnd: boolean | undefined;
+    stream.on('end', () => {
+      committedAtEnd = existsSync(cache.blobPath(descriptor.digest));
+    });
+    expect((await buffer(stream)).equals(bytes)).toBe(true);
+    expect(committedAtEnd).toBe(false);
+    await stream.committed;
+    expect(await cache.has(descriptor)).toBe(true);
+    expect(await readdir(cache.layout.ingest)).toEqual([]);
+  });
+
+  it('endWhenVerified: bad bytes still fail the stream; a commit failing after the end only rejects committed', async () => {
+    const cache = await freshCache();
+    const bad = await blob(300_000, 7);
+    source.add(bad.bytes, bad.descriptor.digest);
+    source.faults.push({ type: 'corrupt', offset: 123_456 });
+    const corrupt = await cache.fetchThrough(bad.descriptor, source, { endWhenVerified: true });
+    await expectCode(buffer(corrupt), ErrorCode.DigestMismatch);
+    await expectCode(corrupt.committed, ErrorCode.DigestMismatch);
+
+    const { bytes, descriptor } = await blob(300_000, 8);
+    source.add(bytes, descriptor.digest);
+    const stream = await cache.fetchThrough(descriptor, source, { endWhenVerified: true });
+    // The blobs directory vanishes as the stream ends: the rename that commits the blob must fail.
+    stream.on('end', () => rmSync(dirname(cache.blobPath(descriptor.digest)), { recursive: true }));
+    expect((await buffer(stream)).equals(bytes)).toBe(true);
+    await expect(stream.committed).rejects.toThrow(/committing blob/);
+    expect(existsSync(cache.blobPath(descriptor.digest))).toBe(false);
   });
 
   it('more bytes than declared: ERR_SIZE_MISMATCH at once, part deleted', async () => {
@@ -377,6 +412,32 @@ describe('a second reader while the blob downloads in this process', () => {
     await follower.committed;
     expect(committedAtEnd).toBe(true);
     expect(source.fetches).toEqual([{ digest: descriptor.digest, offset: 0 }]);
+  });
+
+  it('endWhenVerified: a follower ends once the download verified the bytes; committed waits for the commit', async () => {
+    const cache = await freshCache();
+    const source = new MemorySource({ fetchInto: true });
+    const { bytes, descriptor } = await blob(8_000_000);
+    source.add(bytes, descriptor.digest);
+    const { leader, finish } = await leaderAt(cache, source, descriptor, 500_000);
+    const follower = await cache.fetchThrough(descriptor, source, { endWhenVerified: true });
+    let committedAtEnd: boolean | undefined;
+    follower.on('end', () => {
+      committedAtEnd = existsSync(cache.blobPath(descriptor.digest));
+    });
+    let followerCommitted = false;
+    follower.committed.then(() => {
+      followerCommitted = true;
+    });
+    const followed = buffer(follower);
+    expect((await finish()).equals(bytes)).toBe(true);
+    expect((await followed).equals(bytes)).toBe(true);
+    // The leader waits for its commit (default); the follower did not.
+    expect(committedAtEnd).toBe(false);
+    await leader.committed;
+    await follower.committed;
+    expect(followerCommitted).toBe(true);
+    expect(source.fetches).toHaveLength(1);
   });
 
   it('reads along before the download is done: the follower is not held until the commit', async () => {

@@ -70,6 +70,11 @@ export interface FetchThroughJob {
    * `.part` without a copy.
    */
   drain?: boolean;
+  /**
+   * End the stream once every byte is out and the digest matched, before the fsync and rename:
+   * `committed` still settles only when the blob is committed (or its commit failed).
+   */
+  endWhenVerified?: boolean | undefined;
 }
 
 /** Errors a re-fetch from the current offset may cure: a cut body, a reset connection, a 5xx. */
@@ -99,7 +104,9 @@ class Fatal {
  * `.part` prefix replayed from disk, then the source's bytes from the prefix's end as they are
  * appended to the `.part`; every byte is hashed and counted on the way. It ends only after the blob
  * is verified, fsynced, made read-only and renamed into `blobs/`, so a consumer that saw `end` can
- * rely on the blob being committed. Pulls nothing from the source faster than its consumer reads.
+ * rely on the blob being committed — or, with `endWhenVerified`, as soon as the digest matched, the
+ * commit following in the background (`committed` tells its outcome; a failure then no longer errors
+ * the ended stream). Pulls nothing from the source faster than its consumer reads.
  */
 export class FetchThroughStream extends Readable implements FetchThroughInfo {
   readonly cached = false;
@@ -113,6 +120,9 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   #rejectCommitted!: (error: unknown) => void;
   readonly #gate = new PumpGate();
   #released = false;
+  #verified = false;
+  /** The stream ended at verification (`endWhenVerified`); the commit runs on. */
+  #endedEarly = false;
   /** The source body being read, destroyed with the stream so a stalled socket cannot pin it. */
   #body: Readable | undefined;
   readonly #onCallerAbort: () => void;
@@ -149,6 +159,11 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   /** Bytes of the blob in the `.part` on disk so far (written, not necessarily fsynced), prefix included. */
   get bytesOnDisk(): number {
     return this.#writer.written;
+  }
+
+  /** True once every byte is in the `.part` and the digest matched (the commit may still be running). */
+  get verified(): boolean {
+    return this.#verified;
   }
 
   /** True once the download has begun to settle (commit done or failure): it writes no more. */
@@ -188,6 +203,12 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // Ended at verification (this is usually the auto-destroy after `end`): the commit runs on, and
+    // `committed` tells its outcome.
+    if (this.#endedEarly) {
+      callback(error);
+      return;
+    }
     this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
     this.#gate.release();
     this.#body?.destroy();
@@ -203,15 +224,20 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     try {
       await this.#replayPrefix();
       await this.#download();
+      this.#verify();
+      if (this.#job.endWhenVerified) {
+        this.#endedEarly = true;
+        this.push(null);
+      }
       await this.#commit();
     } catch (caught) {
       const error = caught instanceof Fatal ? caught.error : caught;
       await this.#finish(error);
-      if (!this.destroyed) this.destroy(error as Error);
+      if (!this.destroyed && !this.#endedEarly) this.destroy(error as Error);
       return;
     }
     await this.#finish(undefined);
-    this.push(null);
+    if (!this.#endedEarly) this.push(null);
   }
 
   /** Waits until the consumer wants more, or the stream is destroyed. A drained stream yields nothing. */
@@ -330,14 +356,20 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     }
   }
 
-  /** Verify, fsync, read-only, rename, fsync the directory: only then is the blob visible. */
-  async #commit(): Promise<void> {
-    const { layout, descriptor, part } = this.#job;
+  /** Checks the digest and size of every byte; followers hear of it. */
+  #verify(): void {
     try {
       this.#verifier.finish();
     } catch (error) {
       throw new Fatal(error);
     }
+    this.#verified = true;
+    this.#wakeWatchers();
+  }
+
+  /** fsync, read-only, rename, fsync the directory: only then is the verified blob visible. */
+  async #commit(): Promise<void> {
+    const { layout, descriptor, part } = this.#job;
     try {
       await this.#writer.flush();
       await part.sync();

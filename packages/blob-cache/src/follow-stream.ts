@@ -34,13 +34,15 @@ export interface FollowJob {
    */
   takeOver: (signal: AbortSignal) => Promise<BlobStream>;
   signal?: AbortSignal | undefined;
+  /** End once the download has verified every byte, not committed them (`committed` still waits). */
+  endWhenVerified?: boolean | undefined;
 }
 
 /**
  * A second reader of a blob this process is downloading right now (`FetchThroughStream`): it reads
  * the `.part` from byte 0 as the download appends to it, from its own file descriptor, so neither
- * waits for the other, and ends only once the download has committed the blob — the same promise as
- * the download's own stream. If the download fails with bad bytes or a full disk, so does the
+ * waits for the other, and ends only once the download has committed the blob (or, with
+ * `endWhenVerified`, verified it) — `committed` is the download's own promise. If the download fails with bad bytes or a full disk, so does the
  * follower; if it stops for any other reason (its caller gave up, its retries ran out, its lock was
  * lost), the follower carries on through a fresh `fetchThrough` and skips what it already delivered.
  * It holds no lock: the download's own lock covers the `.part`.
@@ -66,6 +68,8 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   readonly #news = new Waiter();
   /** The fresh stream after a take-over. */
   #rest: BlobStream | undefined;
+  /** The commit this stream's `committed` reports: the download's, or the take-over's. */
+  #commit: Promise<void>;
 
   constructor(leader: FetchThroughStream, job: FollowJob) {
     super({ highWaterMark: FOLLOW_CHUNK_BYTES });
@@ -77,6 +81,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
       this.#rejectCommitted = reject;
     });
     this.committed.catch(() => {});
+    this.#commit = leader.committed;
     leader.committed.then(
       () => this.#settle({}),
       (error: unknown) => this.#settle({ error }),
@@ -137,7 +142,7 @@ export class FollowStream extends Readable implements FetchThroughInfo {
     const handle = this.#handle;
     this.#handle = undefined;
     await handle?.close().catch(() => {});
-    if (error === undefined) this.#resolveCommitted();
+    if (error === undefined) this.#commit.then(this.#resolveCommitted, this.#rejectCommitted);
     else this.#rejectCommitted(error);
   }
 
@@ -177,9 +182,12 @@ export class FollowStream extends Readable implements FetchThroughInfo {
       this.#position += bytesRead;
       await this.#deliver(buffer.subarray(0, bytesRead));
     }
-    // Every byte is out; the stream ends only once the download has verified and committed them.
-    while (this.#verdict === undefined) await this.#sleep();
-    if (this.#verdict.error !== undefined) return this.#takeOver(this.#verdict.error);
+    // Every byte is out; the stream ends only once the download has verified and committed them
+    // (or only verified them: `endWhenVerified`).
+    while (this.#verdict === undefined && !(this.#job.endWhenVerified && this.#leader.verified)) {
+      await this.#sleep();
+    }
+    if (this.#verdict?.error !== undefined) return this.#takeOver(this.#verdict.error);
   }
 
   /** The `.part`, or the committed blob if the download renamed it meanwhile; undefined if neither. */
@@ -215,7 +223,8 @@ export class FollowStream extends Readable implements FetchThroughInfo {
       this.#position += chunk.length;
       await this.#deliver(chunk);
     }
-    await rest.committed;
+    this.#commit = rest.committed;
+    if (!this.#job.endWhenVerified) await rest.committed;
   }
 
   /** Pushes a chunk; waits while the consumer is full. */

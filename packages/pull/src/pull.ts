@@ -175,6 +175,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
     // The layer the flattener reads now (it opens them one after another).
     let flattening: Descriptor | undefined;
+    // The flattener's streams end once their bytes are verified, before the blob's fsync and rename
+    // (the next layer need not wait for the disk); the pull still waits for every commit.
+    const flattenCommits: Promise<void>[] = [];
     const rootfsWork = options.rootfs
       ? flattenLayers(
           layers.map((layer, index) => ({
@@ -184,7 +187,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               const stream = await cache.fetchThrough(layer, source, {
                 signal,
                 onProgress: progress.onProgress,
+                endWhenVerified: true,
               });
+              flattenCommits.push(stream.committed);
               stream.committed.then(
                 () => progress.end(stream.cached, stream.resumedFrom),
                 () => {},
@@ -195,9 +200,19 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             diffId: diffIds[index]!,
           })),
           { ...options.extract, destination: options.rootfs, signal },
-        ).catch(async (error: unknown) => {
-          fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
-        })
+        )
+          .then(async () => {
+            try {
+              await Promise.all(flattenCommits);
+            } catch (error) {
+              // A blob the rootfs came from could not be committed: the pull fails, so no rootfs either.
+              await rm(options.rootfs!, { recursive: true, force: true });
+              throw error;
+            }
+          })
+          .catch(async (error: unknown) => {
+            fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
+          })
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork]);
     if (failure) throw failure.error;
@@ -424,7 +439,12 @@ async function pullLayerTree(
   const temp = await cache.createLayerTemp(diffId);
   const tree = join(temp, 'tree');
   try {
-    const stream = await cache.fetchThrough(layer, source, { signal, onProgress: progress.onProgress });
+    // The stream ends once its bytes are verified; the tree is committed only after the blob (below).
+    const stream = await cache.fetchThrough(layer, source, {
+      signal,
+      onProgress: progress.onProgress,
+      endWhenVerified: true,
+    });
     stream.committed.then(
       () => progress.end(stream.cached, stream.resumedFrom),
       () => {},
