@@ -3,6 +3,7 @@ import { type Descriptor, ErrorCode, type ImageIndex, MediaType, OciError } from
 import { isDigest } from '@ocipull/digest';
 import { writeFileAtomic } from './atomic-file.ts';
 import { fsError } from './fs-errors.ts';
+import { isLost } from './layout.ts';
 
 /** The annotation that names an image in an OCI layout's `index.json` (annotations.md). */
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -18,7 +19,7 @@ export interface ImageRecord {
   descriptor: Descriptor;
 }
 
-/** Reads and checks `index.json`; a missing file reads as an empty index. */
+/** Reads and checks `index.json`; a missing file, or one a power loss emptied, reads as an empty index. */
 export async function readIndex(path: string): Promise<ImageIndex> {
   let text: string;
   try {
@@ -27,6 +28,8 @@ export async function readIndex(path: string): Promise<ImageIndex> {
     if ((error as { code?: string }).code === 'ENOENT') return emptyIndex();
     throw fsError(error, `reading ${path}`);
   }
+  // Emptied by a power loss before the layout's first (unsynced) index.json reached the disk.
+  if (isLost(text)) return emptyIndex();
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -1,9 +1,9 @@
-import { access, link, mkdir, unlink, writeFile } from 'node:fs/promises';
+import { access, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '@ocipull/core';
 import { MediaType } from '@ocipull/core';
 import { digestAlgorithm, digestEncoded } from '@ocipull/digest';
-import { syncDirectory, uniqueSuffix } from './atomic-file.ts';
+import { uniqueSuffix, writeFileAtomic } from './atomic-file.ts';
 import { fsError, isErrno } from './fs-errors.ts';
 
 /** The `oci-layout` file content (image-layout.md). */
@@ -78,23 +78,44 @@ export class CacheLayout {
  * window where two processes overwrite each other: write a temp file, then `link()` it into place
  * (fails with EEXIST when another process won), then drop the temp name. A file that already exists
  * is left alone without any temp file, so a process killed while opening an initialised cache leaves
- * nothing behind. Returns whether this call created the file.
+ * nothing behind. Not fsynced (two fsyncs and a directory fsync less on every new cache): after a power
+ * loss such a file may be there but empty or zero-filled, which `isLost` recognises.
  */
-async function createFileOnce(path: string, content: string, tempDirectory: string): Promise<boolean> {
-  if (await exists(path)) return false;
+async function createFileOnce(path: string, content: string, tempDirectory: string): Promise<void> {
+  if (await exists(path)) return;
   const temp = join(tempDirectory, `.init.${uniqueSuffix()}.tmp`);
   try {
-    await writeFile(temp, content, { flag: 'wx', flush: true });
+    await writeFile(temp, content, { flag: 'wx' });
     try {
       await link(temp, path);
-      return true;
     } catch (error) {
       if (!isErrno(error, 'EEXIST')) throw error;
-      return false;
     }
   } finally {
     await unlink(temp).catch(() => {});
   }
+}
+
+/** Content of an init file whose data a power loss took: nothing, or only zero bytes. */
+export function isLost(content: string | Uint8Array): boolean {
+  const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+  return bytes.every((byte) => byte === 0);
+}
+
+/**
+ * Rewrites `oci-layout` if a power loss emptied it (its content is fixed, so a concurrent rewrite by
+ * another process writes the same bytes). A lost `index.json` is not rewritten here: `readIndex`
+ * reads it as empty and the next `putImage` replaces it under the index lock.
+ */
+async function repairOciLayout(layout: CacheLayout): Promise<void> {
+  let content: Buffer;
+  try {
+    content = await readFile(layout.ociLayout);
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return;
+    throw error;
+  }
+  if (isLost(content)) await writeFileAtomic(layout.ociLayout, OCI_LAYOUT_CONTENT);
 }
 
 /**
@@ -112,13 +133,13 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
     ]) {
       await mkdir(directory, { recursive: true });
     }
-    const createdLayout = await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
-    const createdIndex = await createFileOnce(
+    await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
+    await repairOciLayout(layout);
+    await createFileOnce(
       layout.indexJson,
       `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] }, null, 2)}\n`,
       layout.ingest,
     );
-    if (createdLayout || createdIndex) await syncDirectory(layout.root);
   } catch (error) {
     throw fsError(error, `creating the cache layout in ${layout.root}`);
   }

@@ -366,6 +366,26 @@ describe('verify and usage', () => {
   });
 });
 
+describe('a new layout after a power loss', () => {
+  it('an emptied oci-layout is rewritten on open; an emptied or zero-filled index.json reads as empty', async () => {
+    const root = await tempDir();
+    const first = await openCache({ root });
+    await first.close();
+    // What unsynced init files can look like after a power loss: no data, or zero blocks.
+    await writeFile(join(root, 'oci-layout'), '');
+    await writeFile(join(root, 'index.json'), Buffer.alloc(64));
+    const cache = await openCache({ root });
+    expect(await readFile(join(root, 'oci-layout'), 'utf8')).toBe('{"imageLayoutVersion":"1.0.0"}');
+    expect(await cache.listImages()).toEqual([]);
+    const manifest = await cache.writeBlob('{}', { mediaType: MediaType.OciManifest });
+    await cache.putImage('example.com/app:v1', manifest);
+    expect((await cache.listImages()).map((record) => record.ref)).toEqual(['example.com/app:v1']);
+    await writeFile(join(root, 'index.json'), '');
+    expect(await cache.listImages()).toEqual([]);
+    await cache.close();
+  });
+});
+
 describe('errors', () => {
   it('a corrupt index.json is reported as ERR_CACHE_CORRUPT', async () => {
     const root = await tempDir();

@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import {
   type BlobSource,
@@ -99,12 +100,23 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       ? options.cache
       : await openCache(options.cache === undefined ? {} : { root: options.cache });
   const clients = new LazyClient(options, emit);
+  // Blob commits that run in the background: awaited before the image is recorded, and settled
+  // before the pull returns either way.
+  const stored: Stored[] = [];
   try {
     emit({ type: 'resolve-start', reference: reference.toString() });
-    const resolved = await resolveManifest(reference, cache, clients, { ...options, policy, signal });
+    const { resolved, stored: manifestStored } = await resolveManifestLater(reference, cache, clients, {
+      ...options,
+      policy,
+      signal,
+    });
+    stored.push(manifestStored);
+    manifestStored.catch(() => {});
     const source = policy === 'never' ? notCachedSource(reference) : clients.blobSource(reference);
 
-    const config = await readConfig(resolved.manifest, cache, source, signal);
+    const { config, stored: configStored } = await readConfigLater(resolved.manifest, cache, source, signal);
+    stored.push(configStored);
+    configStored.catch(() => {});
     const diffIds = config.rootfs?.diff_ids;
     if (!Array.isArray(diffIds) || diffIds.length !== resolved.manifest.layers.length) {
       throw new OciError(
@@ -219,6 +231,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
 
     // Record the image only once every blob it needs is committed: index.json never names an
     // incomplete image, so the cache stays a valid OCI layout at every instant.
+    await Promise.all(stored);
     const top = topDescriptor(resolved);
     if (!resolved.offline || !(await cache.resolveImage(reference.toString()))) {
       await cache.putImage(reference.toString(), top);
@@ -246,6 +259,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       durationMs,
     };
   } finally {
+    await Promise.allSettled(stored);
     options.signal?.removeEventListener('abort', forwardAbort);
     await clients.close();
     if (ownsCache) await cache.close();
@@ -262,10 +276,28 @@ export async function resolveManifest(
   clients: { client(): RegistryClient },
   options: Pick<PullOptions, 'platform' | 'variantFallback' | 'policy'> & { signal?: AbortSignal },
 ): Promise<ResolvedManifest> {
+  const { resolved, stored } = await resolveManifestLater(reference, cache, clients, options);
+  await stored;
+  return resolved;
+}
+
+/** Work a pull waits for only before it records the image: blob commits that run in the background. */
+type Stored = Promise<unknown>;
+
+/**
+ * `resolveManifest` without waiting for the index and manifest blobs to be committed (their fsyncs
+ * need not hold up the config and the layers): `stored` settles once they are.
+ */
+async function resolveManifestLater(
+  reference: Reference,
+  cache: BlobCache,
+  clients: { client(): RegistryClient },
+  options: Pick<PullOptions, 'platform' | 'variantFallback' | 'policy'> & { signal?: AbortSignal },
+): Promise<{ resolved: ResolvedManifest; stored: Stored }> {
   const policy = options.policy ?? DEFAULT_PULL_POLICY;
   if (policy !== 'always' || reference.digest) {
     const local = await resolveFromCache(reference, cache, options);
-    if (local) return local;
+    if (local) return { resolved: local, stored: Promise.resolve() };
     if (policy === 'never') {
       throw new OciError(
         ErrorCode.NotCached,
@@ -279,14 +311,16 @@ export async function resolveManifest(
     ...(options.variantFallback ? { variantFallback: true } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  if (remote.index) {
-    await cache.writeBlob(remote.index.bytes, {
-      digest: remote.index.digest,
-      mediaType: remote.index.mediaType,
-    });
-  }
-  await cache.writeBlob(remote.manifestBytes, { digest: remote.manifestDigest, mediaType: remote.mediaType });
-  return {
+  const stored = Promise.all([
+    remote.index
+      ? cache.writeBlob(remote.index.bytes, {
+          digest: remote.index.digest,
+          mediaType: remote.index.mediaType,
+        })
+      : undefined,
+    cache.writeBlob(remote.manifestBytes, { digest: remote.manifestDigest, mediaType: remote.mediaType }),
+  ]);
+  const resolved: ResolvedManifest = {
     reference: remote.reference,
     manifestDigest: remote.manifestDigest,
     manifest: remote.manifest,
@@ -296,6 +330,7 @@ export async function resolveManifest(
     ...(remote.platform ? { platform: remote.platform } : {}),
     offline: false,
   };
+  return { resolved, stored };
 }
 
 async function resolveFromCache(
@@ -361,8 +396,27 @@ export async function readConfig(
   source: BlobSource,
   signal?: AbortSignal,
 ): Promise<ImageConfig> {
-  await cache.ingest(manifest.config, source, signal ? { signal } : {});
-  const bytes = await cache.readBlob(manifest.config.digest);
+  const { config, stored } = await readConfigLater(manifest, cache, source, signal);
+  await stored;
+  return config;
+}
+
+/** `readConfig` without waiting for the config blob's commit: `stored` settles once it is committed. */
+async function readConfigLater(
+  manifest: ImageManifest,
+  cache: BlobCache,
+  source: BlobSource,
+  signal?: AbortSignal,
+): Promise<{ config: ImageConfig; stored: Stored }> {
+  const stream = await cache.fetchThrough(manifest.config, source, {
+    ...(signal ? { signal } : {}),
+    endWhenVerified: true,
+  });
+  const bytes = await buffer(stream);
+  return { config: parseConfig(manifest, bytes), stored: stream.committed };
+}
+
+function parseConfig(manifest: ImageManifest, bytes: Buffer): ImageConfig {
   let config: unknown;
   try {
     config = JSON.parse(bytes.toString('utf8'));
