@@ -21,6 +21,7 @@ import type { WorkerJob, WorkerResult } from './worker.ts';
 const here = import.meta.dirname;
 const repoRoot = resolve(here, '../../..');
 const cliBin = join(repoRoot, 'apps/cli/bin/ocipull.js');
+const cliLauncher = join(repoRoot, 'apps/cli/bin/ocipull');
 const workerFile = join(here, `worker${extname(import.meta.filename)}`);
 /** Built layouts are kept here between bench runs, keyed by spec. */
 const IMAGE_CACHE = '/tmp/ocipull-bench-cache';
@@ -80,11 +81,11 @@ async function worker(
 }
 
 /**
- * The built CLI, with the Node running this script (Node 24 under pnpm) and the Node flags of the
- * bin's shebang (`#!/usr/bin/env -S node --max-semi-space-size=1 …`), as a user's shell would run it.
+ * The built CLI as users run it: the package's bin, the launcher `bin/ocipull`, which starts the Node
+ * that built the startup snapshot from it (see apps/cli/README.md), with the flags of `bin/ocipull.js`.
  */
 function cli(args: string[]): [string, string[]] {
-  return [process.execPath, [...cliNodeFlags(), cliBin, ...args]];
+  return [cliLauncher, args];
 }
 
 let shebangFlags: string[] | undefined;
@@ -761,6 +762,8 @@ async function machine() {
     memoryGiB: Number((totalmem() / 1024 ** 3).toFixed(1)),
     kernel: release(),
     node: process.version,
+    // How the CLI starts here: from its startup snapshot (the launcher's normal way) or its modules.
+    ocipullStart: (await run(cliLauncher, ['--version', '--debug'])).stdout.split('\n')[1] ?? 'unknown',
     tools: {
       skopeo: await version('skopeo', ['--version']),
       umoci: await version('umoci', ['--version']),

@@ -1,21 +1,7 @@
 #!/usr/bin/env node
 import module from 'node:module';
 
-// Eight thread-pool threads unless the user chose: a pull keeps several blob fsyncs in flight, each
-// holding a thread for as long as the disk takes, and with libuv's default four they starved the
-// decompression and the `.part` writes of the layer being extracted (a 5-layer pull stalled ~100 ms;
-// cold `pull --rootfs` of it 0.785 → 0.725 s median, 6 interleaved runs). Read when the pool starts,
-// at the first thread-pool job, which is later than this.
-process.env.UV_THREADPOOL_SIZE ??= '8';
 // Cache compiled bytecode between runs (Node 22.1+): start-up is a large part of a warm pull.
 module.enableCompileCache?.();
-const { main } = await import('./main.ts');
-
-// ^C cancels the running command cleanly (the cache stays consistent); a second ^C exits at once.
-const controller = new AbortController();
-process.once('SIGINT', () => {
-  controller.abort(new Error('interrupted'));
-  process.once('SIGINT', () => process.exit(130));
-});
-process.once('SIGTERM', () => controller.abort(new Error('terminated')));
-process.exitCode = await main(process.argv.slice(2), { signal: controller.signal });
+const { runCli } = await import('./run.ts');
+await runCli(process.argv.slice(2));

@@ -1,6 +1,16 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import {
+  copyFile,
+  symlink as link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,19 +33,17 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
-const bin = join(import.meta.dirname, 'bin.ts');
 let work: string;
 
-/** What users run: the bin, which loads the bundled build (`pnpm run build` makes it). */
-const shippedBin = join(import.meta.dirname, '..', 'bin', 'ocipull.js');
-
 /**
- * Runs the real CLI as a child process: from the sources (Node 24 strips the types; workspace
- * packages via the export condition), or `shipped` as users run it.
+ * What users run: the launcher, which starts Node from the startup snapshot of the build (or, without
+ * one, runs `bin/ocipull.js`, which loads the bundle). `pnpm run build` makes them.
  */
-function cli(args: string[], env: NodeJS.ProcessEnv = {}, shipped = false) {
-  const argv = shipped ? [shippedBin, ...args] : ['--conditions=@ocipull/source', bin, ...args];
-  return run(process.execPath, argv, {
+const launcher = join(import.meta.dirname, '..', 'bin', 'ocipull');
+
+/** Runs the real CLI as a child process, the way users run it. */
+function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return run(launcher, args, {
     env: { ...process.env, ...env },
     maxBuffer: 16 * 1024 * 1024,
   }).then(
@@ -144,19 +152,57 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
     expect(existsSync(join(rootfs, 'opt/old'))).toBe(false);
   });
 
-  it('the shipped bin (the bundled build) pulls the same tree as umoci and knows its version', async () => {
-    expect(existsSync(shippedBin), 'build the CLI first: pnpm run build').toBe(true);
-    const version = await cli(['--version'], {}, true);
-    expect(version.code, version.stderr).toBe(0);
-    expect(version.stdout).toMatch(/^ocipull \d+\.\d+\.\d+/);
-    const cache = join(work, 'cache-shipped');
-    const rootfs = join(work, 'rootfs-shipped');
+  it('starts from the startup snapshot, or from the modules without it, and pulls the same tree both ways', async () => {
+    expect(existsSync(launcher), 'build the CLI first: pnpm run build').toBe(true);
+    const snapshot = await cli(['--version', '--debug']);
+    expect(snapshot.code, snapshot.stderr).toBe(0);
+    expect(snapshot.stdout).toMatch(
+      /^ocipull \d+\.\d+\.\d+\nnode v[\d.]+, started from the startup snapshot\n$/,
+    );
+    const modules = await cli(['--version', '--debug'], { OCIPULL_NO_SNAPSHOT: '1' });
+    expect(modules.stdout).toMatch(/, started from modules\n$/);
     const reference = `${http.host}/e2e/image:zstd`;
-    const result = await cli(['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'], {}, true);
-    expect(result.code, result.stderr).toBe(0);
     const theirs = await umociRootfs(`${http.host}/e2e/image:overlay`, 'shipped');
     const options = { owners: true, modes: true };
-    expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
+    for (const [way, env] of [
+      ['snapshot', {}],
+      ['modules', { OCIPULL_NO_SNAPSHOT: '1' }],
+    ] as const) {
+      const rootfs = join(work, `rootfs-${way}`);
+      const result = await cli(
+        ['pull', reference, '--cache', join(work, `cache-${way}`), '--rootfs', rootfs, '--quiet'],
+        env,
+      );
+      expect(result.code, result.stderr).toBe(0);
+      expect(formatTree(await listTree(rootfs), options)).toEqual(
+        formatTree(await listTree(theirs), options),
+      );
+    }
+  });
+
+  it('the launcher does not start from a snapshot another Node binary made, nor one whose binary changed', async () => {
+    // A copy of the install (linked to the real build) whose record names the right binary and
+    // identity, then a changed identity, then a binary that is not there.
+    const copy = await mkdtemp(join(work, 'install-'));
+    const cliRoot = join(import.meta.dirname, '..');
+    await mkdir(join(copy, 'bin'));
+    await mkdir(join(copy, 'dist', 'snapshot'), { recursive: true });
+    await copyFile(launcher, join(copy, 'bin', 'ocipull'));
+    await copyFile(join(cliRoot, 'bin', 'ocipull.js'), join(copy, 'bin', 'ocipull.js'));
+    await link(join(cliRoot, 'dist', 'bundle'), join(copy, 'dist', 'bundle'));
+    await link(
+      join(cliRoot, 'dist', 'snapshot', 'ocipull.blob'),
+      join(copy, 'dist', 'snapshot', 'ocipull.blob'),
+    );
+    const recorded = (await readFile(join(cliRoot, 'dist', 'snapshot', 'node'), 'utf8')).split('\n');
+    const startedFrom = async (nodeFile: string) => {
+      await writeFile(join(copy, 'dist', 'snapshot', 'node'), nodeFile);
+      const result = await run(join(copy, 'bin', 'ocipull'), ['--version', '--debug']);
+      return /started from (.*)\n$/.exec(result.stdout)?.[1];
+    };
+    expect(await startedFrom(`${recorded[0]}\n${recorded[1]}\n`)).toBe('the startup snapshot');
+    expect(await startedFrom(`${recorded[0]}\n1:2:3\n`)).toBe('modules');
+    expect(await startedFrom(`/nonexistent/node\n${recorded[1]}\n`)).toBe('modules');
   });
 
   it('pulls zstd layers and a Docker v2 schema 2 image to the same tree as the gzip OCI twin, and picks a platform from an index', async () => {
@@ -299,13 +345,9 @@ describe('ocipull CLI killed mid-pull', () => {
       });
       const cache = join(work, 'cache-kill');
       const reference = `${registry.host}/kill/me:v1`;
-      const child: ChildProcess = spawn(
-        process.execPath,
-        ['--conditions=@ocipull/source', bin, 'pull', reference, '--cache', cache, '--quiet'],
-        {
-          stdio: 'ignore',
-        },
-      );
+      const child: ChildProcess = spawn(launcher, ['pull', reference, '--cache', cache, '--quiet'], {
+        stdio: 'ignore',
+      });
       const part = join(cache, 'ingest', `${layer.digest.slice('sha256:'.length)}.part`);
       const deadline = Date.now() + 30_000;
       for (;;) {

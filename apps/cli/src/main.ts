@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { ErrorCode, isOciError, OciError } from '@ocipull/core';
 import type { Command, CommandContext } from './context.ts';
 import { ExitCode, exitCodeFor, hintFor } from './exit-codes.ts';
@@ -170,6 +171,8 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   const { globals, rest } = splitGlobals(argv);
   if (globals.version) {
     stdout.write(`ocipull ${await version()}\n`);
+    // How this process started: from the startup snapshot (bin/ocipull) or the bundle's modules.
+    if (globals.debug) stdout.write(`node ${process.version}, started from ${startedFrom()}\n`);
     return ExitCode.Ok;
   }
   const [name, ...args] = rest;
@@ -243,7 +246,6 @@ async function registryOf(name: string, args: string[]): Promise<string | undefi
 }
 
 async function version(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
   // Resolved through the package's own exports, so it works from dist/ and from the bundle in dist/bundle/.
   const manifest = JSON.parse(
     await readFile(new URL(import.meta.resolve('@ocipull/cli/package.json')), 'utf8'),
@@ -251,4 +253,13 @@ async function version(): Promise<string> {
     version: string;
   };
   return manifest.version;
+}
+
+/** Set by the startup snapshot's entry (`snapshot-entry.ts`) when the process was started from it. */
+export const STARTED_FROM_SNAPSHOT = Symbol.for('ocipull.startedFromSnapshot');
+
+function startedFrom(): string {
+  return (globalThis as Record<symbol, unknown>)[STARTED_FROM_SNAPSHOT] === true
+    ? 'the startup snapshot'
+    : 'modules';
 }

@@ -2,7 +2,12 @@ import { createRequire } from 'node:module';
 import type { Agent, Dispatcher, EnvHttpProxyAgent, Pool } from 'undici';
 import { isLoopbackRegistry } from './reference.ts';
 
-const requireUndici = createRequire(import.meta.url);
+/** Made at the first use, not at load: the CLI's startup snapshot evaluates this module ahead of time. */
+let undiciRequire: NodeJS.Require | undefined;
+function requireUndici(id: string): unknown {
+  undiciRequire ??= createRequire(import.meta.url);
+  return undiciRequire(id);
+}
 
 interface UndiciParts {
   Agent: typeof Agent;
