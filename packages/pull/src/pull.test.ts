@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCache } from '@ocipull/blob-cache';
-import { ErrorCode, isOciError, MediaType } from '@ocipull/core';
+import { type Descriptor, ErrorCode, isOciError, MediaType } from '@ocipull/core';
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   buildImage,
@@ -370,6 +370,17 @@ describe('pull', () => {
     expect(gets.reduce((sum, r) => sum + r.bytesSent, 0)).toBe(layer.size);
   });
 
+  /** The pull failed with ERR_DIGEST_MISMATCH and left no rootfs, image record, blob or tree behind. */
+  async function expectRefusedAsCorrupt(error: unknown, rootfs: string, layer: Descriptor, diffId?: string) {
+    expect(isOciError(error, ErrorCode.DigestMismatch), String(error)).toBe(true);
+    expect(existsSync(rootfs)).toBe(false);
+    const cache = await openCache({ root: cacheRoot });
+    expect(await cache.listImages()).toEqual([]);
+    expect(await cache.has(layer)).toBe(false);
+    if (diffId !== undefined) expect(await cache.hasLayer(diffId)).toBe(false);
+    await cache.close();
+  }
+
   it('refuses a corrupted layer and leaves no record, no tree and no rootfs behind', async () => {
     const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
     const layer = probe.manifest.layers[1]!;
@@ -382,15 +393,8 @@ describe('pull', () => {
     const error = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', rootfs }).catch(
       (e) => e,
     );
-    expect(isOciError(error)).toBe(true);
     // The zstd decoder fails first; the cache's verifier names the cause.
-    expect(error.code).toBe(ErrorCode.DigestMismatch);
-    expect(existsSync(rootfs)).toBe(false);
-    const cache = await openCache({ root: cacheRoot });
-    expect(await cache.listImages()).toEqual([]);
-    expect(await cache.has(layer)).toBe(false);
-    expect(await cache.hasLayer(probe.layers[1]!.diffId)).toBe(false);
-    await cache.close();
+    await expectRefusedAsCorrupt(error, rootfs, layer, probe.layers[1]!.diffId);
   });
 
   it.each([
@@ -420,13 +424,7 @@ describe('pull', () => {
         rootfs,
         layers: trees,
       }).catch((e) => e);
-      expect(isOciError(error)).toBe(true);
-      expect(error.code).toBe(ErrorCode.DigestMismatch);
-      expect(existsSync(rootfs)).toBe(false);
-      const cache = await openCache({ root: cacheRoot });
-      expect(await cache.listImages()).toEqual([]);
-      expect(await cache.has(layer)).toBe(false);
-      await cache.close();
+      await expectRefusedAsCorrupt(error, rootfs, layer);
     },
   );
 
