@@ -363,10 +363,9 @@ async function startupRow(context: Context): Promise<Row> {
     const [node, args] = cli(['--version']);
     times.push((await measure(node, args, context.work)).ms);
   }
-  const [node] = cli([]);
   const bare: number[] = [];
   for (let index = 0; index < context.args.runs; index++) {
-    bare.push((await measure(node, ['-e', '0'], context.work)).ms);
+    bare.push((await measure(process.execPath, ['-e', '0'], context.work)).ms);
   }
   return {
     section: 'cli',

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
@@ -93,6 +94,10 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
   options.signal?.addEventListener('abort', forwardAbort, { once: true });
   if (options.signal?.aborted) forwardAbort();
   const signal = controller.signal;
+  // Every running download, follower and request listens to it: more than 10 at once is normal for an
+  // image of many small layers (4 per slot). Node 24 sets no limit on an AbortSignal; Node 20 warned
+  // at 10 (seen on a 40-layer pull), and this keeps any Node that does quiet.
+  setMaxListeners(0, signal);
 
   const ownsCache = typeof options.cache !== 'object';
   const cache =

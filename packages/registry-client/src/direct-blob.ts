@@ -10,6 +10,18 @@ const RING_BUFFERS = 4;
 const BUFFER_BYTES = 1024 * 1024;
 /** A response head larger than this is not a blob answer this reader takes. */
 const MAX_HEAD_BYTES = 64 * 1024;
+
+/**
+ * `head` plus what of `view` can still be part of a response head (with its blank line, at most
+ * MAX_HEAD_BYTES + 4 in all), as latin1 text: the first read usually carries the start of the body
+ * too, up to a whole read buffer, and decoding it all cost ~0.4 ms per small blob.
+ */
+function headText(head: string, view: Buffer): string {
+  return (
+    head +
+    view.toString('latin1', 0, Math.max(0, Math.min(view.byteLength, MAX_HEAD_BYTES + 4 - head.length)))
+  );
+}
 /**
  * How long a direct connection waits, idle, for the next read before it is closed. Short: it only
  * needs to span the gap between one layer and the next of a pull.
@@ -374,7 +386,8 @@ export function directBlobGet(
       }
       let view = Buffer.from(backing.buffer, backing.byteOffset, length);
       if (phase !== 'body') {
-        head += view.toString('latin1');
+        const before = head.length;
+        head = headText(head, view);
         const end = head.indexOf('\r\n\r\n');
         if (end < 0) {
           connection.free.push(backing);
@@ -388,7 +401,7 @@ export function directBlobGet(
           return false;
         }
         reusable = verdict.keepAlive;
-        view = view.subarray(length - (head.length - end - 4));
+        view = view.subarray(end + 4 - before);
         head = '';
         phase = 'body';
         bodyTimer();
@@ -625,7 +638,8 @@ export function directRequest(
         if (settled) return false;
         let view = Buffer.from(backing.buffer, backing.byteOffset, length);
         if (phase !== 'body') {
-          head += view.toString('latin1');
+          const before = head.length;
+          head = headText(head, view);
           const end = head.indexOf('\r\n\r\n');
           if (end < 0) {
             if (head.length > MAX_HEAD_BYTES) decline('response head too large');
@@ -655,7 +669,7 @@ export function directRequest(
               return false;
             }
           }
-          view = view.subarray(length - (head.length - end - 4));
+          view = view.subarray(end + 4 - before);
           head = '';
           phase = 'body';
           body = Buffer.allocUnsafe(bodyLength);
