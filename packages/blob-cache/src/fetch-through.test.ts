@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Descriptor, type Digest, ErrorCode, isOciError } from '@ocipull/core';
 import { digestOf } from '@ocipull/digest';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import type { FetchThroughStream } from './fetch-through.ts';
+import { FollowStream } from './follow-stream.ts';
 import { type BlobCache, openCache, withCache } from './index.ts';
 import { MemorySource } from './testing/fixtures/memory-source.ts';
 
@@ -415,29 +417,61 @@ describe('a second reader while the blob downloads in this process', () => {
   });
 
   it('endWhenVerified: a follower ends once the download verified the bytes; committed waits for the commit', async () => {
-    const cache = await freshCache();
-    const source = new MemorySource({ fetchInto: true });
-    const { bytes, descriptor } = await blob(8_000_000);
-    source.add(bytes, descriptor.digest);
-    const { leader, finish } = await leaderAt(cache, source, descriptor, 500_000);
-    const follower = await cache.fetchThrough(descriptor, source, { endWhenVerified: true });
-    let committedAtEnd: boolean | undefined;
-    follower.on('end', () => {
-      committedAtEnd = existsSync(cache.blobPath(descriptor.digest));
+    // A scripted download: its bytes are all in the .part and verified, its commit held until released.
+    const dir = await mkdtemp(join(tmpdir(), 'blob-cache-follow-'));
+    roots.push(dir);
+    const { bytes, descriptor } = await blob(3_000_000);
+    const partPath = join(dir, 'blob.part');
+    await writeFile(partPath, bytes);
+    let commit!: () => void;
+    const committed = new Promise<void>((resolve) => {
+      commit = resolve;
     });
-    let followerCommitted = false;
-    follower.committed.then(() => {
-      followerCommitted = true;
+    const watchers = new Set<() => void>();
+    const leader = {
+      resumedFrom: 0,
+      committed,
+      bytesOnDisk: bytes.length,
+      settling: false,
+      verified: false,
+      watch(watcher: () => void) {
+        watchers.add(watcher);
+        return () => watchers.delete(watcher);
+      },
+    };
+    const follow = (endWhenVerified: boolean) =>
+      new FollowStream(leader as unknown as FetchThroughStream, {
+        descriptor,
+        partPath,
+        blobPath: join(dir, 'blob'),
+        takeOver: () => Promise.reject(new Error('no take-over expected')),
+        endWhenVerified,
+      });
+    const early = follow(true);
+    const late = follow(false);
+    const lateRead = buffer(late);
+    let lateEnded = false;
+    lateRead.then(() => {
+      lateEnded = true;
     });
-    const followed = buffer(follower);
-    expect((await finish()).equals(bytes)).toBe(true);
-    expect((await followed).equals(bytes)).toBe(true);
-    // The leader waits for its commit (default); the follower did not.
-    expect(committedAtEnd).toBe(false);
-    await leader.committed;
-    await follower.committed;
-    expect(followerCommitted).toBe(true);
-    expect(source.fetches).toHaveLength(1);
+    let earlyCommitted = false;
+    early.committed.then(() => {
+      earlyCommitted = true;
+    });
+    // Not verified yet: every byte is out, but the stream does not end.
+    const earlyRead = buffer(early);
+    await sleep(50);
+    expect(early.readableEnded).toBe(false);
+    leader.verified = true;
+    for (const watcher of watchers) watcher();
+    expect((await earlyRead).equals(bytes)).toBe(true);
+    // Ended at verification; its `committed` and the default follower wait for the commit.
+    await sleep(20);
+    expect(earlyCommitted).toBe(false);
+    expect(lateEnded).toBe(false);
+    commit();
+    await early.committed;
+    expect((await lateRead).equals(bytes)).toBe(true);
   });
 
   it('reads along before the download is done: the follower is not held until the commit', async () => {
