@@ -33,8 +33,10 @@ await build({
 // The startup snapshot (see src/snapshot-entry.ts and bin/ocipull): the same code as one CommonJS file
 // (`--build-snapshot` runs a script, not ES modules), evaluated by `node --build-snapshot` into
 // dist/snapshot/ocipull.blob. What must not be evaluated ahead of time is loaded at its first use:
-// proper-lockfile (signal-exit installs signal handlers when loaded, and a snapshot cannot hold them),
-// the xattr addon (native) and the test harness (loaded at run time from this install).
+// proper-lockfile (signal-exit installs signal handlers when loaded, and a snapshot cannot hold them;
+// graceful-fs replaces process.cwd with one that caches its first answer, which a snapshot would keep
+// from the build: relative paths then resolved against the build's directory), the xattr addon
+// (native) and the test harness (loaded at run time from this install).
 const snapshotDir = join(root, 'dist', 'snapshot');
 await rm(snapshotDir, { recursive: true, force: true });
 const requireHere = createRequire(join(root, 'package.json'));

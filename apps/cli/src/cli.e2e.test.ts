@@ -42,8 +42,9 @@ let work: string;
 const launcher = join(import.meta.dirname, '..', 'bin', 'ocipull');
 
 /** Runs the real CLI as a child process, the way users run it. */
-function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+function cli(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string) {
   return run(launcher, args, {
+    ...(cwd ? { cwd } : {}),
     env: { ...process.env, ...env },
     maxBuffer: 16 * 1024 * 1024,
   }).then(
@@ -168,13 +169,16 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
       ['snapshot', {}],
       ['modules', { OCIPULL_NO_SNAPSHOT: '1' }],
     ] as const) {
-      const rootfs = join(work, `rootfs-${way}`);
+      // Relative paths resolve against the directory the command runs in (a snapshot must not keep
+      // the build's: graceful-fs caches process.cwd, so it is not evaluated ahead of time).
       const result = await cli(
-        ['pull', reference, '--cache', join(work, `cache-${way}`), '--rootfs', rootfs, '--quiet'],
+        ['pull', reference, '--cache', `cache-${way}`, '--rootfs', `rootfs-${way}`, '--quiet'],
         env,
+        work,
       );
       expect(result.code, result.stderr).toBe(0);
-      expect(formatTree(await listTree(rootfs), options)).toEqual(
+      expect(existsSync(join(work, `cache-${way}`, 'index.json'))).toBe(true);
+      expect(formatTree(await listTree(join(work, `rootfs-${way}`)), options)).toEqual(
         formatTree(await listTree(theirs), options),
       );
     }
