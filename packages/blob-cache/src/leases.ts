@@ -110,7 +110,9 @@ export interface LeaseScan {
 
 /**
  * Reads every lease; a lease whose lock can be taken at once belongs to a dead process (its holder
- * stopped refreshing it) and is deleted, the others' keys are returned as live.
+ * stopped refreshing it) and is deleted, the others' keys are returned as live. A holder lock without
+ * a lease file is what a process killed between taking the lock and creating the file leaves: taken
+ * and released (removed) once it is stale; while its process lives it cannot be taken.
  */
 export async function readLeases(
   leasesDirectory: string,
@@ -124,7 +126,15 @@ export async function readLeases(
     if (isErrno(error, 'ENOENT')) return scan;
     throw fsError(error, 'reading cache leases');
   }
+  const holderLock = `${HOLDER_SUFFIX}.lock`;
   for (const name of names) {
+    if (name.endsWith(holderLock)) {
+      const id = name.slice(0, -holderLock.length);
+      if (names.includes(`${id}${LEASE_SUFFIX}`)) continue;
+      const release = await takeHolder(leasesDirectory, id, options);
+      await release?.().catch(() => {});
+      continue;
+    }
     if (!name.endsWith(LEASE_SUFFIX)) continue;
     const path = join(leasesDirectory, name);
     const id = name.slice(0, -LEASE_SUFFIX.length);

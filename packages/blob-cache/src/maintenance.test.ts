@@ -246,6 +246,21 @@ describe('gc', () => {
     expect(after.removedLayers).toEqual([layer.diffId]);
   });
 
+  it('removes the holder lock a process killed before it wrote its lease left, once it is stale', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root, lockStaleMs: 2000 });
+    const leases = cache.layout.leases;
+    // Killed between taking its lease's lock and creating the lease file: a lock dir, no lease.
+    await mkdir(join(leases, '1-dead.holder.lock'));
+    const old = new Date(Date.now() - 60_000);
+    await utimes(join(leases, '1-dead.holder.lock'), old, old);
+    // One that is being set up right now (fresh lock, no lease file yet) must stay.
+    await mkdir(join(leases, '2-live.holder.lock'));
+    await cache.gc();
+    expect((await readdir(leases)).sort()).toEqual(['2-live.holder.lock']);
+    await cache.close();
+  });
+
   it('skips a part whose download is in progress (its lock is held)', async () => {
     const root = await tempDir();
     const cache = await openCache({ root });
