@@ -428,6 +428,65 @@ describe('pull', () => {
     },
   );
 
+  it('downloads layers while the config is fetched, and still reports resolve-end before any layer event', async () => {
+    const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+    const config = probe.manifest.config;
+    // The config's body takes ~0.4 s.
+    registry.faults.add({
+      match: { kind: 'blob', digest: config.digest },
+      action: { type: 'throttle', bytesPerSecond: Math.ceil(config.size / 0.4) },
+    });
+    registry.clearRequests();
+    const events: ProgressEvent[] = [];
+    const result = await pull(ref('test/oci'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      layers: false,
+      onProgress: (event) => events.push(event),
+    });
+    expect(result.config.rootfs.diff_ids).toEqual(probe.config.rootfs.diff_ids);
+    const gets = registry.requests.filter((request) => request.kind === 'blob' && request.method === 'GET');
+    const configGet = gets.find((request) => request.digest === config.digest)!;
+    const layerGets = gets.filter((request) => request.digest !== config.digest);
+    expect(layerGets).toHaveLength(2);
+    for (const get of layerGets) expect(get.startedAt).toBeLessThan(configGet.finishedAt!);
+    const types = events.map((event) => event.type);
+    const resolveEnd = types.indexOf('resolve-end');
+    expect(resolveEnd).toBeGreaterThan(0);
+    expect(types.findIndex((type) => type.startsWith('layer-'))).toBeGreaterThan(resolveEnd);
+    expect(types.filter((type) => type === 'layer-download-end')).toHaveLength(2);
+  });
+
+  it('a config that fails verification fails the pull, stops the layer downloads begun meanwhile, and reports no layer', async () => {
+    const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+    const config = probe.manifest.config;
+    registry.faults.add({
+      match: { kind: 'blob', digest: config.digest },
+      action: { type: 'corrupt', offset: 3 },
+      times: Number.POSITIVE_INFINITY,
+    });
+    // Slow layers: still downloading when the config is refused.
+    for (const layer of probe.manifest.layers) {
+      registry.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'throttle', bytesPerSecond: 50 },
+      });
+    }
+    const events: ProgressEvent[] = [];
+    const error = await pull(ref('test/oci'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      layers: false,
+      onProgress: (event) => events.push(event),
+    }).catch((e) => e);
+    expect(isOciError(error, ErrorCode.DigestMismatch), String(error)).toBe(true);
+    expect(events.map((event) => event.type)).toEqual(['resolve-start']);
+    const cache = await openCache({ root: cacheRoot });
+    expect(await cache.listImages()).toEqual([]);
+    for (const layer of probe.manifest.layers) expect(await cache.has(layer)).toBe(false);
+    await cache.close();
+  });
+
   it('stops on abort with ERR_ABORTED and a later pull completes', async () => {
     registry.faults.add({ match: { kind: 'blob' }, action: { type: 'throttle', bytesPerSecond: 200 } });
     const controller = new AbortController();

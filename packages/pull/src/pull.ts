@@ -119,41 +119,57 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     manifestStored.catch(() => {});
     const source = policy === 'never' ? notCachedSource(reference) : clients.blobSource(reference);
 
-    const { config, stored: configStored } = await readConfigLater(resolved.manifest, cache, source, signal);
-    stored.push(configStored);
-    configStored.catch(() => {});
-    const diffIds = config.rootfs?.diff_ids;
-    if (!Array.isArray(diffIds) || diffIds.length !== resolved.manifest.layers.length) {
-      throw new OciError(
-        ErrorCode.InvalidManifest,
-        `the config lists ${Array.isArray(diffIds) ? diffIds.length : 'no'} diff_ids for ${resolved.manifest.layers.length} layers`,
-      );
-    }
-    const platform = resolved.platform ?? {
-      os: config.os,
-      architecture: config.architecture,
-      ...(config.variant ? { variant: config.variant } : {}),
-    };
     const layers = resolved.manifest.layers;
-    emit({
-      type: 'resolve-end',
-      manifestDigest: resolved.manifestDigest,
-      platform,
-      layers: layers.map((layer) => ({ digest: layer.digest, size: layer.size })),
-      totalBytes: layers.reduce((sum, layer) => sum + layer.size, 0),
-    });
+    // The config is fetched while the layer blobs start downloading (their bytes need no diff_id), as
+    // containerd does: one request's latency less before the first layer byte. Layer events wait for
+    // `resolve-end`, which carries the platform the config names.
+    let resolveEnded = false;
+    const held: ProgressEvent[] = [];
+    const layerEmit: Emit = (event) => {
+      if (resolveEnded) emit(event);
+      else held.push(event);
+    };
+    const configReady = readConfigLater(resolved.manifest, cache, source, signal).then(
+      ({ config, stored: configStored }) => {
+        stored.push(configStored);
+        configStored.catch(() => {});
+        const diffIds = config.rootfs?.diff_ids;
+        if (!Array.isArray(diffIds) || diffIds.length !== layers.length) {
+          throw new OciError(
+            ErrorCode.InvalidManifest,
+            `the config lists ${Array.isArray(diffIds) ? diffIds.length : 'no'} diff_ids for ${layers.length} layers`,
+          );
+        }
+        const platform: Platform = resolved.platform ?? {
+          os: config.os,
+          architecture: config.architecture,
+          ...(config.variant ? { variant: config.variant } : {}),
+        };
+        emit({
+          type: 'resolve-end',
+          manifestDigest: resolved.manifestDigest,
+          platform,
+          layers: layers.map((layer) => ({ digest: layer.digest, size: layer.size })),
+          totalBytes: layers.reduce((sum, layer) => sum + layer.size, 0),
+        });
+        resolveEnded = true;
+        for (const event of held.splice(0)) emit(event);
+        return { config, diffIds: diffIds as string[], platform };
+      },
+    );
+    // Handled below (a failure fails the pull); until then it must not count as unhandled.
+    configReady.catch(() => {});
 
     const wantTrees = options.layers ?? true;
     // One progress tracker per layer, shared by whichever path downloads it (a layer task or the
     // rootfs flattener), so each layer reports one start and one end.
-    const downloads = layers.map((layer, index) => downloadProgress(layer, index, emit));
+    const downloads = layers.map((layer, index) => downloadProgress(layer, index, layerEmit));
     // Resolved with each layer's committed tree: a layer with a hardlink into a lower layer waits for
     // the trees below it and copies the target up (see `extractLayer`'s `lowerLayers`).
     const treeReady = layers.map(() => deferred<string>());
     for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
     const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
-      const diffId = parseDigest(diffIds[index]);
       // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
       // the other layers are prefetched into the cache meanwhile.
       if (!wantTrees && options.rootfs && index === 0) return undefined;
@@ -163,7 +179,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               cache,
               source,
               layer,
-              diffId,
+              parseDigest((await configReady).diffIds[index]),
               index,
               { ...options, signal },
               emit,
@@ -196,28 +212,31 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // (the next layer need not wait for the disk); the pull still waits for every commit.
     const flattenCommits: Promise<void>[] = [];
     const rootfsWork = options.rootfs
-      ? flattenLayers(
-          layers.map((layer, index) => ({
-            open: async () => {
-              flattening = layer;
-              const progress = downloads[index]!;
-              const stream = await cache.fetchThrough(layer, source, {
-                signal,
-                onProgress: progress.onProgress,
-                endWhenVerified: true,
-              });
-              flattenCommits.push(stream.committed);
-              stream.committed.then(
-                () => progress.end(stream.cached, stream.resumedFrom),
-                () => {},
-              );
-              return stream;
-            },
-            mediaType: layer.mediaType,
-            diffId: diffIds[index]!,
-          })),
-          { ...options.extract, destination: options.rootfs, signal },
-        )
+      ? configReady
+          .then(({ diffIds }) =>
+            flattenLayers(
+              layers.map((layer, index) => ({
+                open: async () => {
+                  flattening = layer;
+                  const progress = downloads[index]!;
+                  const stream = await cache.fetchThrough(layer, source, {
+                    signal,
+                    onProgress: progress.onProgress,
+                    endWhenVerified: true,
+                  });
+                  flattenCommits.push(stream.committed);
+                  stream.committed.then(
+                    () => progress.end(stream.cached, stream.resumedFrom),
+                    () => {},
+                  );
+                  return stream;
+                },
+                mediaType: layer.mediaType,
+                diffId: diffIds[index]!,
+              })),
+              { ...options.extract, destination: options.rootfs!, signal },
+            ),
+          )
           .then(async () => {
             try {
               await Promise.all(flattenCommits);
@@ -231,8 +250,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
           })
       : undefined;
-    const [paths] = await Promise.all([layerWork, rootfsWork]);
+    const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);
     if (failure) throw failure.error;
+    const { config, diffIds, platform } = await configReady;
 
     // Record the image only once every blob it needs is committed: index.json never names an
     // incomplete image, so the cache stays a valid OCI layout at every instant.
