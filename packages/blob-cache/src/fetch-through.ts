@@ -205,15 +205,17 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     // Ended at verification (this is usually the auto-destroy after `end`): the commit runs on, and
     // `committed` tells its outcome.
-    if (this.#endedEarly) {
+    // Or the auto-destroy after a normal end: the download has settled, there is nothing to stop (and
+    // an error object with its stack trace per stream cost ~0.1 ms each on a 40-layer pull).
+    if (this.#endedEarly || (error === null && this.#released)) {
       callback(error);
       return;
     }
-    this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
+    const reason = error ?? new AbortedError('the blob stream was destroyed');
+    this.#controller.abort(reason);
     this.#gate.release();
     this.#body?.destroy();
-    const settled =
-      this.#gate.pump ?? this.#finish(error ?? new AbortedError('the blob stream was destroyed'));
+    const settled = this.#gate.pump ?? this.#finish(reason);
     settled.then(
       () => callback(error),
       () => callback(error),

@@ -68,6 +68,8 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   readonly #news = new Waiter();
   /** The fresh stream after a take-over. */
   #rest: BlobStream | undefined;
+  /** Every byte delivered and cleaned up: the stream has ended (or is about to) normally. */
+  #ended = false;
   /** The commit this stream's `committed` reports: the download's, or the take-over's. */
   #commit: Promise<void>;
 
@@ -97,12 +99,17 @@ export class FollowStream extends Readable implements FetchThroughInfo {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#controller.abort(error ?? new AbortedError('the blob stream was destroyed'));
+    // The auto-destroy after a normal end: everything is cleaned up already.
+    if (error === null && this.#ended) {
+      callback(error);
+      return;
+    }
+    const reason = error ?? new AbortedError('the blob stream was destroyed');
+    this.#controller.abort(reason);
     this.#gate.release();
     this.#news.wake();
     this.#rest?.destroy();
-    const settled =
-      this.#gate.pump ?? this.#cleanUp(error ?? new AbortedError('the blob stream was destroyed'));
+    const settled = this.#gate.pump ?? this.#cleanUp(reason);
     settled.then(
       () => callback(error),
       () => callback(error),
@@ -132,8 +139,10 @@ export class FollowStream extends Readable implements FetchThroughInfo {
       failure = error;
     }
     await this.#cleanUp(failure);
-    if (failure === undefined) this.push(null);
-    else if (!this.destroyed) this.destroy(failure as Error);
+    if (failure === undefined) {
+      this.#ended = true;
+      this.push(null);
+    } else if (!this.destroyed) this.destroy(failure as Error);
   }
 
   async #cleanUp(error: unknown): Promise<void> {
