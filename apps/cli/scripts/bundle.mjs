@@ -2,7 +2,8 @@
 // dist/bundle/: one entry plus a chunk per lazily loaded command. Resolving and linking ~100 ES
 // modules cost ~50–75 ms of every run (measured with `ocipull pull`); one file costs a few.
 // Left outside: undici (registry-client loads it file by file through createRequire), the native
-// xattr addon and the test harness (only `ocipull demo` loads it).
+// xattr addon and the test harness (only `ocipull demo` loads it). Then the same code once more as
+// the V8 startup snapshot bin/ocipull starts from (below).
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
@@ -44,11 +45,11 @@ const atRunTime = (name) => `globalThis.__ocipullRequire(${JSON.stringify(name)}
 const deferred = {
   name: 'deferred-modules',
   setup(build) {
-    build.onResolve({ filter: /^(proper-lockfile|@napi-rs\/xattr|@ocipull\/test-harness)$/ }, (args) =>
-      args.pluginData === 'real'
-        ? undefined
-        : { path: args.path, namespace: 'deferred', pluginData: args.resolveDir },
-    );
+    build.onResolve({ filter: /^(proper-lockfile|@napi-rs\/xattr|@ocipull\/test-harness)$/ }, (args) => ({
+      path: args.path,
+      namespace: 'deferred',
+      pluginData: args.resolveDir,
+    }));
     build.onLoad({ filter: /.*/, namespace: 'deferred' }, async (args) => {
       if (args.path === 'proper-lockfile') {
         // Bundled, but evaluated at the first lock: `require` of the real file inside the getter.
