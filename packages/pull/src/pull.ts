@@ -208,9 +208,6 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
     // The layer the flattener reads now (it opens them one after another).
     let flattening: Descriptor | undefined;
-    // The flattener's streams end once their bytes are verified, before the blob's fsync and rename
-    // (the next layer need not wait for the disk); the pull still waits for every commit.
-    const flattenCommits: Promise<void>[] = [];
     const rootfsWork = options.rootfs
       ? configReady
           .then(({ diffIds }) =>
@@ -219,12 +216,14 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
                 open: async () => {
                   flattening = layer;
                   const progress = downloads[index]!;
+                  // Ends once its bytes are verified, before the blob's fsync and rename (the next
+                  // layer need not wait for the disk); the commit joins the background ones.
                   const stream = await cache.fetchThrough(layer, source, {
                     signal,
                     onProgress: progress.onProgress,
                     endWhenVerified: true,
                   });
-                  flattenCommits.push(stream.committed);
+                  stored.push(stream.committed);
                   stream.committed.then(
                     () => progress.end(stream.cached, stream.resumedFrom),
                     () => {},
@@ -237,15 +236,6 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               { ...options.extract, destination: options.rootfs!, signal },
             ),
           )
-          .then(async () => {
-            try {
-              await Promise.all(flattenCommits);
-            } catch (error) {
-              // A blob the rootfs came from could not be committed: the pull fails, so no rootfs either.
-              await rm(options.rootfs!, { recursive: true, force: true });
-              throw error;
-            }
-          })
           .catch(async (error: unknown) => {
             fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
           })
@@ -256,7 +246,13 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
 
     // Record the image only once every blob it needs is committed: index.json never names an
     // incomplete image, so the cache stays a valid OCI layout at every instant.
-    await Promise.all(stored);
+    try {
+      await Promise.all(stored);
+    } catch (error) {
+      // A blob could not be committed: the pull fails, so no rootfs either (flattenLayers made it).
+      if (options.rootfs) await rm(options.rootfs, { recursive: true, force: true });
+      throw error;
+    }
     const top = topDescriptor(resolved);
     if (!resolved.offline || !(await cache.resolveImage(reference.toString()))) {
       await cache.putImage(reference.toString(), top);
