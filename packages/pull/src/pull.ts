@@ -601,11 +601,16 @@ async function explainExtractFailure(
   }
   stream.unpipe(counter);
   stream.resume();
+  return badBytesOr(stream.committed, error);
+}
+
+/** The blob's verdict when it says the bytes were bad (digest or size mismatch), else `error`. */
+async function badBytesOr(verdict: Promise<unknown>, error: unknown): Promise<unknown> {
   try {
-    await stream.committed;
-  } catch (verdict) {
-    if (isOciError(verdict, ErrorCode.DigestMismatch) || isOciError(verdict, ErrorCode.SizeMismatch))
-      return verdict;
+    await verdict;
+  } catch (failure) {
+    if (isOciError(failure, ErrorCode.DigestMismatch) || isOciError(failure, ErrorCode.SizeMismatch))
+      return failure;
   }
   return error;
 }
@@ -625,13 +630,7 @@ async function explainFlattenFailure(
 ): Promise<unknown> {
   if (!isOciError(error, ErrorCode.InvalidLayer) && !isOciError(error, ErrorCode.DiffIdMismatch))
     return error;
-  try {
-    await cache.ingest(layer, source, { signal });
-  } catch (verdict) {
-    if (isOciError(verdict, ErrorCode.DigestMismatch) || isOciError(verdict, ErrorCode.SizeMismatch))
-      return verdict;
-  }
-  return error;
+  return badBytesOr(cache.ingest(layer, source, { signal }), error);
 }
 
 /** Download progress of one layer: one start, throttling left to the listener, one end. */
