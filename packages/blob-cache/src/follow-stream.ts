@@ -42,9 +42,10 @@ export interface FollowJob {
  * A second reader of a blob this process is downloading right now (`FetchThroughStream`): it reads
  * the `.part` from byte 0 as the download appends to it, from its own file descriptor, so neither
  * waits for the other, and ends only once the download has committed the blob (or, with
- * `endWhenVerified`, verified it) — `committed` is the download's own promise. If the download fails with bad bytes or a full disk, so does the
- * follower; if it stops for any other reason (its caller gave up, its retries ran out, its lock was
- * lost), the follower carries on through a fresh `fetchThrough` and skips what it already delivered.
+ * `endWhenVerified`, verified it); `committed` reports the download's commit. If the download fails
+ * with bad bytes or a full disk, so does the follower; if it stops for any other reason (its caller
+ * gave up, its retries ran out, its lock was lost), the follower carries on through a fresh
+ * `fetchThrough` and skips what it already delivered.
  * It holds no lock: the download's own lock covers the `.part`.
  */
 export class FollowStream extends Readable implements FetchThroughInfo {

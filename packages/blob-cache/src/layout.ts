@@ -103,19 +103,20 @@ export function isLost(content: string | Uint8Array): boolean {
 }
 
 /**
- * Rewrites `oci-layout` if a power loss emptied it (its content is fixed, so a concurrent rewrite by
- * another process writes the same bytes). A lost `index.json` is not rewritten here: `readIndex`
- * reads it as empty and the next `putImage` replaces it under the index lock.
+ * Creates `oci-layout` once, or rewrites it if a power loss emptied it (its content is fixed, so a
+ * concurrent rewrite by another process writes the same bytes): one read on an existing cache. A lost
+ * `index.json` is not rewritten here: `readIndex` reads it as empty and the next `putImage` replaces
+ * it under the index lock.
  */
-async function repairOciLayout(layout: CacheLayout): Promise<void> {
-  let content: Buffer;
+async function ensureOciLayout(layout: CacheLayout): Promise<void> {
+  let content: Buffer | undefined;
   try {
     content = await readFile(layout.ociLayout);
   } catch (error) {
-    if (isErrno(error, 'ENOENT')) return;
-    throw error;
+    if (!isErrno(error, 'ENOENT')) throw error;
   }
-  if (isLost(content)) await writeFileAtomic(layout.ociLayout, OCI_LAYOUT_CONTENT);
+  if (content === undefined) await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
+  else if (isLost(content)) await writeFileAtomic(layout.ociLayout, OCI_LAYOUT_CONTENT);
 }
 
 /**
@@ -133,8 +134,7 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
     ]) {
       await mkdir(directory, { recursive: true });
     }
-    await createFileOnce(layout.ociLayout, OCI_LAYOUT_CONTENT, layout.ingest);
-    await repairOciLayout(layout);
+    await ensureOciLayout(layout);
     await createFileOnce(
       layout.indexJson,
       `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] }, null, 2)}\n`,
