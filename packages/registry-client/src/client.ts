@@ -150,9 +150,9 @@ export interface RegistryClientOptions {
   blobUrls?: boolean;
   /**
    * Let `fetchBlobInto` read blobs over kept-alive connections of its own into reused buffers, about
-   * twice the throughput of a stream on a fast link and far less CPU per small blob; it falls back to the general path
-   * (undici) for anything but a plain 200/206 answer, and is not used through a proxy, with mirrors or
-   * `urls`. Default true.
+   * twice the throughput of a stream on a fast link and far less CPU per small blob; it falls back to
+   * the general path (undici) for anything but a plain 200/206 answer, and is not used through a
+   * proxy, with mirrors or `urls`. Default true.
    */
   directBlobReads?: boolean;
 }
