@@ -12,7 +12,7 @@
  */
 import { realpathSync } from 'node:fs';
 import module from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
 import { imagesCommand, unpackCommand } from './commands/cache-commands.ts';

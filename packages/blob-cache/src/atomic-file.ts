@@ -9,9 +9,13 @@ export function uniqueSuffix(): string {
 
 /**
  * Flushes a directory's entries to disk, so a rename or unlink in it survives a power loss (POSIX
- * leaves directory durability to an explicit fsync of the directory).
+ * leaves directory durability to an explicit fsync of the directory). Concurrent calls for the same
+ * directory share fsyncs (see `groupSync`): a pull committing 40 blobs into `blobs/sha256` made 40
+ * directory fsyncs, each a journal commit that stalls every file create on the filesystem meanwhile.
  */
-export async function syncDirectory(path: string): Promise<void> {
+export const syncDirectory: (path: string) => Promise<void> = groupSync(fsyncDirectory);
+
+async function fsyncDirectory(path: string): Promise<void> {
   let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
     handle = await open(path, 'r');
@@ -24,6 +28,37 @@ export async function syncDirectory(path: string): Promise<void> {
   } finally {
     await handle?.close();
   }
+}
+
+/**
+ * Group commit: wraps `sync(key)` so that each call resolves after a run of `sync(key)` that *started
+ * after the call* (what it changed before the call is covered), and calls made while a run is in
+ * flight all wait for the one next run instead of one each. At most two runs per key exist at a
+ * time: the one in flight and the one queued behind it. A failed run rejects exactly the calls it served.
+ */
+export function groupSync(sync: (key: string) => Promise<void>): (key: string) => Promise<void> {
+  type Group = { running: Promise<void>; queued?: Promise<void> };
+  const groups = new Map<string, Group>();
+  const start = (key: string): Promise<void> => {
+    const running = sync(key);
+    const group: Group = { running };
+    groups.set(key, group);
+    const settle = () => {
+      if (groups.get(key) === group && group.queued === undefined) groups.delete(key);
+    };
+    running.then(settle, settle);
+    return running;
+  };
+  return (key) => {
+    const group = groups.get(key);
+    if (group === undefined) return start(key);
+    if (group.queued !== undefined) return group.queued;
+    // The run in flight may have started before this caller's change: the next run serves it (and
+    // becomes the one in flight, so later callers queue behind it).
+    const after = () => start(key);
+    group.queued = group.running.then(after, after);
+    return group.queued;
+  };
 }
 
 /** Options for `writeFileAtomic`. */

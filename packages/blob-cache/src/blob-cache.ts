@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream, existsSync, type Stats } from 'node:fs';
+import { type FileHandle, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
@@ -35,7 +35,7 @@ import {
   FetchThroughStream,
 } from './fetch-through.ts';
 import { FollowStream } from './follow-stream.ts';
-import { fsError, isErrno } from './fs-errors.ts';
+import { fsError, isErrno, statIfExists } from './fs-errors.ts';
 import {
   checkRef,
   type ImageRecord,
@@ -239,13 +239,13 @@ export class BlobCache implements BlobStore {
 
   /** The size of a committed blob, or undefined when it is not in the cache. */
   async stat(digest: Digest | string): Promise<{ size: number } | undefined> {
+    let stats: Stats | undefined;
     try {
-      const stats = await stat(this.blobPath(digest));
-      return stats.isFile() ? { size: stats.size } : undefined;
+      stats = statIfExists(this.blobPath(digest));
     } catch (error) {
-      if (isErrno(error, 'ENOENT', 'ENOTDIR')) return undefined;
       throw fsError(error, `checking blob ${digest}`);
     }
+    return stats?.isFile() ? { size: stats.size } : undefined;
   }
 
   /**
@@ -275,9 +275,12 @@ export class BlobCache implements BlobStore {
   async #openCommittedHandle(descriptor: Descriptor, options: FetchOptions): Promise<FileHandle | undefined> {
     const digest = checkDescriptor(descriptor);
     throwIfAborted(options.signal);
+    const path = this.layout.blobPath(digest);
     let handle: FileHandle;
     try {
-      handle = await open(this.layout.blobPath(digest), 'r');
+      // Most calls are for blobs not there yet: find that out without a failing open (see statIfExists).
+      if (statIfExists(path) === undefined) return undefined;
+      handle = await open(path, 'r');
     } catch (error) {
       if (isErrno(error, 'ENOENT')) return undefined;
       throw fsError(error, `opening blob ${digest}`);
@@ -407,15 +410,18 @@ export class BlobCache implements BlobStore {
     const sidecarPath = this.layout.sidecarPath(digest);
     let partSize = 0;
     try {
-      partSize = (await stat(partPath)).size;
+      partSize = statIfExists(partPath)?.size ?? 0;
     } catch (error) {
-      if (!isErrno(error, 'ENOENT')) throw fsError(error, `checking the partial download of ${digest}`);
+      throw fsError(error, `checking the partial download of ${digest}`);
     }
     let sidecar: PartSidecar | undefined;
-    try {
-      sidecar = JSON.parse(await readFile(sidecarPath, 'utf8')) as PartSidecar;
-    } catch {
-      sidecar = undefined;
+    // Without a part there is nothing for a sidecar to explain: write a new one without reading.
+    if (partSize > 0) {
+      try {
+        sidecar = JSON.parse(await readFile(sidecarPath, 'utf8')) as PartSidecar;
+      } catch {
+        sidecar = undefined;
+      }
     }
     const matches = sidecar !== undefined && sidecar.digest === digest && sidecar.size === descriptor.size;
     if (partSize > 0 && (!matches || partSize > descriptor.size)) {
@@ -645,14 +651,10 @@ export class BlobCache implements BlobStore {
    * Called after leasing an item and before reusing what is committed: when a `gc` may be running
    * (its lock exists), takes the item's lock once. gc removes an item only under that lock after
    * reading the leases again, so either it sees this lease or the removal is done before we look.
-   * Without a gc running it costs one `stat`.
+   * Without a gc running it costs one `access()` (no Error when the lock is absent).
    */
   async #passGc(lockName: string, signal: AbortSignal | undefined): Promise<void> {
-    try {
-      await stat(lockDirectory(this.layout.locks, GC_LOCK));
-    } catch {
-      return;
-    }
+    if (!existsSync(lockDirectory(this.layout.locks, GC_LOCK))) return;
     const release = await this.lock(lockName, { signal });
     await release();
   }
@@ -660,9 +662,8 @@ export class BlobCache implements BlobStore {
   /** True when the extracted tree of `diffId` is committed. */
   async hasLayer(diffId: Digest | string): Promise<boolean> {
     try {
-      return (await stat(this.layerPath(diffId))).isDirectory();
+      return statIfExists(this.layerPath(diffId))?.isDirectory() ?? false;
     } catch (error) {
-      if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
       throw fsError(error, `checking layer ${diffId}`);
     }
   }

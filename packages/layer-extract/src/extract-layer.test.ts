@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -1005,6 +1006,61 @@ describe('streams, digests and media types', () => {
       'ERR_DIFF_ID_MISMATCH',
     );
     expect(listAll(parent)).toEqual([]);
+  });
+
+  it('flattenLayers asks a diff_id function only once the layer is read, and fails on its mismatch or rejection', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    const lower = await layerTarBytes([file('a', 'x')]);
+    const upper = await layerTarBytes([file('b', 'y')]);
+    const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    const asked: string[] = [];
+    const opened: string[] = [];
+    const layer = (name: string, bytes: Buffer, diffId: () => Promise<string>) => ({
+      open: () => {
+        opened.push(name);
+        return bufferStream(bytes);
+      },
+      diffId: async () => {
+        // The layer was opened (and read) before its diff_id is wanted.
+        expect(opened).toContain(name);
+        asked.push(name);
+        return diffId();
+      },
+    });
+    const result = await flattenLayers(
+      [
+        layer('lower', lower, async () => digestOf(lower)),
+        layer('upper', upper, async () => digestOf(upper)),
+      ],
+      { destination: join(parent, 'ok') },
+    );
+    expect(asked).toEqual(['lower', 'upper']);
+    expect(result.layers.map((one) => one.diffId)).toEqual([digestOf(lower), digestOf(upper)]);
+    expect(listAll(join(parent, 'ok')).sort()).toEqual(['a', 'b']);
+
+    const wrong = await expectCode(
+      flattenLayers([layer('lower', lower, async () => `sha256:${'0'.repeat(64)}`)], {
+        destination: join(parent, 'mismatch'),
+      }),
+      'ERR_DIFF_ID_MISMATCH',
+    );
+    expect((wrong as { actual: string }).actual).toBe(digestOf(lower));
+    opened.length = 0;
+    await expect(
+      flattenLayers(
+        [
+          layer('lower', lower, async () => {
+            throw new Error('config refused');
+          }),
+          layer('upper', upper, async () => digestOf(upper)),
+        ],
+        { destination: join(parent, 'rejected') },
+      ),
+    ).rejects.toThrow('config refused');
+    // The upper layer was never opened: the flatten stopped at the lower one.
+    expect(opened).toEqual(['lower']);
+    expect(fs.readdirSync(parent)).toEqual(['ok']);
   });
 
   it('closes the open file when a plain tar ends in the middle of a body', async () => {

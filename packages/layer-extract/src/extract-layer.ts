@@ -62,7 +62,12 @@ export interface FlattenLayer {
   /** Opens the layer's (compressed) byte stream; called once, when the layer's turn comes. */
   open: () => Promise<Readable> | Readable;
   mediaType?: string;
-  diffId?: Digest | string;
+  /**
+   * The config's diff_id of the layer, checked like `LayerStreamOptions.diffId`. A function is called
+   * once the layer's last byte is read and awaited then, so a caller whose config is still downloading
+   * can start the layers anyway; its rejection fails the flatten.
+   */
+  diffId?: Digest | string | (() => Promise<Digest | string | undefined>);
 }
 
 /** Options of `flattenLayers`. */
@@ -155,7 +160,12 @@ export async function flattenLayers(
       input.on('error', ignoreError);
       const layerOptions: LayerStreamOptions = { ...options };
       if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
-      if (layer.diffId !== undefined) layerOptions.diffId = layer.diffId;
+      const diffId = layer.diffId;
+      if (typeof diffId === 'function') {
+        results.push(await processLayer(input, temp, 'apply', layerOptions, undefined, diffId));
+        continue;
+      }
+      if (diffId !== undefined) layerOptions.diffId = diffId;
       results.push(await processLayer(input, temp, 'apply', layerOptions, undefined));
     }
     commit(temp, destination);
@@ -243,6 +253,7 @@ async function processLayer(
   mode: TreeMode,
   options: LayerStreamOptions,
   whiteoutFormat: WhiteoutFormat | undefined,
+  lateDiffId?: () => Promise<Digest | string | undefined>,
 ): Promise<LayerExtractResult> {
   const settings = resolveSettings(options, whiteoutFormat);
   const signal = options.signal;
@@ -370,8 +381,8 @@ async function processLayer(
     }
     writer.finish();
     const diffId = hasher.digest();
-    if (options.diffId !== undefined && options.diffId !== diffId)
-      throw new DiffIdMismatchError(options.diffId, diffId);
+    const expected = options.diffId ?? (await lateDiffId?.());
+    if (expected !== undefined && expected !== diffId) throw new DiffIdMismatchError(expected, diffId);
     report();
     const result: LayerExtractResult = {
       entries: writer.entries,

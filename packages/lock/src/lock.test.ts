@@ -5,6 +5,7 @@ import {
   rmdirSync,
   rmSync,
   statSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -115,6 +116,25 @@ describe('acquireLock', () => {
     const release = await acquireLock(target, { staleMs: 2000, timeoutMs: 1000 });
     expect(Date.now() - started).toBeLessThan(1000);
     await release();
+  });
+
+  it('takes over a stale lock even with timeoutMs 0 (one attempt, after the takeover)', async () => {
+    const target = fresh();
+    mkdirSync(`${target}.lock`);
+    const past = new Date(Date.now() - 5000);
+    utimesSync(`${target}.lock`, past, past);
+    const release = await acquireLock(target, { staleMs: 2000, timeoutMs: 0 });
+    expect(statSync(`${target}.lock`).mtimeMs).toBeGreaterThan(past.getTime() + 4000);
+    await release();
+  });
+
+  it('times out instead of spinning on a lock path that mkdir finds and stat does not', async () => {
+    const target = fresh();
+    symlinkSync(join(directory, 'nowhere'), `${target}.lock`);
+    const started = Date.now();
+    const error = await rejected(acquireLock(target, { staleMs: 2000, timeoutMs: 300 }));
+    expect(error.code).toBe(ErrorCode.LockTimeout);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
   });
 
   it('keeps mutual exclusion when many waiters find a stale lock at once', async () => {

@@ -117,11 +117,14 @@ async function ageOf(path: string): Promise<number | undefined> {
  * a time under a guard directory, and the age is checked again under the guard: without that, two
  * waiters that both saw the dead lock could each remove it, the second removing the lock the first had
  * just taken. The guard is held for milliseconds; one left by a process that died mid-takeover is
- * itself removed once older than `staleMs`.
+ * itself removed once older than `staleMs`. True when the lock is gone (removed here or by its holder),
+ * so the caller should try again at once.
  */
-async function takeOverIfStale(resolved: ResolvedOptions): Promise<void> {
+async function takeOverIfStale(resolved: ResolvedOptions): Promise<boolean> {
   const age = await ageOf(resolved.lockfilePath);
-  if (age === undefined || age <= resolved.staleMs) return;
+  // Gone meanwhile: worth another attempt at once.
+  if (age === undefined) return true;
+  if (age <= resolved.staleMs) return false;
   const guard = `${resolved.lockfilePath}.takeover`;
   try {
     await mkdir(guard);
@@ -129,15 +132,16 @@ async function takeOverIfStale(resolved: ResolvedOptions): Promise<void> {
     if (!isCode(error, 'EEXIST')) throw error;
     const guardAge = await ageOf(guard);
     if (guardAge !== undefined && guardAge > resolved.staleMs) await rmdir(guard).catch(() => {});
-    return;
+    return false;
   }
   try {
     const ageNow = await ageOf(resolved.lockfilePath);
-    if (ageNow !== undefined && ageNow > resolved.staleMs) {
-      await rmdir(resolved.lockfilePath).catch((error: unknown) => {
-        if (!isCode(error, 'ENOENT')) throw error;
-      });
-    }
+    if (ageNow === undefined) return true;
+    if (ageNow <= resolved.staleMs) return false;
+    await rmdir(resolved.lockfilePath).catch((error: unknown) => {
+      if (!isCode(error, 'ENOENT')) throw error;
+    });
+    return true;
   } finally {
     await rmdir(guard).catch(() => {});
   }
@@ -160,11 +164,9 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
   const deadline = Date.now() + resolved.timeoutMs;
   const compromised = new AbortController();
   let lastError: unknown;
+  let takeovers = 0;
   for (let attempt = 0; ; attempt++) {
     throwIfAborted(signal);
-    await takeOverIfStale(resolved).catch((error: unknown) => {
-      throw ioError(`cannot take over the stale lock ${resolved.lockfilePath}`, error);
-    });
     try {
       const unlock = await lockfile.lock(resolved.target, {
         realpath: false,
@@ -194,6 +196,15 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
       if (!isCode(error, 'ELOCKED')) throw ioError(`cannot lock ${resolved.target}`, error);
       lastError = error;
     }
+    // Staleness is checked only once the lock was found taken: an uncontended lock costs a mkdir and
+    // no stat that fails first (an Error with a stack per lock, and a threadpool round trip).
+    const gone = await takeOverIfStale(resolved).catch((error: unknown) => {
+      throw ioError(`cannot take over the stale lock ${resolved.lockfilePath}`, error);
+    });
+    // Gone: try again at once, even past the deadline (a stale lock is taken over with timeoutMs 0),
+    // but a few times in a row at most: a path that mkdir finds and stat does not (a dangling
+    // symlink) must not spin.
+    if (gone && takeovers++ < 3) continue;
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new LockTimeoutError(resolved.target, resolved.timeoutMs, lastError);
     const backoff = Math.min(RETRY_MAX_DELAY_MS, RETRY_MIN_DELAY_MS * 2 ** Math.min(attempt, 16));

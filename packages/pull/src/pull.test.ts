@@ -428,34 +428,46 @@ describe('pull', () => {
     },
   );
 
-  it('downloads layers while the config is fetched, and still reports resolve-end before any layer event', async () => {
-    const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
-    const config = probe.manifest.config;
-    // The config's body takes ~0.4 s.
-    registry.faults.add({
-      match: { kind: 'blob', digest: config.digest },
-      action: { type: 'throttle', bytesPerSecond: Math.ceil(config.size / 0.4) },
-    });
-    registry.clearRequests();
-    const events: ProgressEvent[] = [];
-    const result = await pull(ref('test/oci'), {
-      cache: cacheRoot,
-      platform: 'linux/amd64',
-      layers: false,
-      onProgress: (event) => events.push(event),
-    });
-    expect(result.config.rootfs.diff_ids).toEqual(probe.config.rootfs.diff_ids);
-    const gets = registry.requests.filter((request) => request.kind === 'blob' && request.method === 'GET');
-    const configGet = gets.find((request) => request.digest === config.digest)!;
-    const layerGets = gets.filter((request) => request.digest !== config.digest);
-    expect(layerGets).toHaveLength(2);
-    for (const get of layerGets) expect(get.startedAt).toBeLessThan(configGet.finishedAt!);
-    const types = events.map((event) => event.type);
-    const resolveEnd = types.indexOf('resolve-end');
-    expect(resolveEnd).toBeGreaterThan(0);
-    expect(types.findIndex((type) => type.startsWith('layer-'))).toBeGreaterThan(resolveEnd);
-    expect(types.filter((type) => type === 'layer-download-end')).toHaveLength(2);
-  });
+  it.each([
+    ['download only', false],
+    ['the rootfs flattener too (it takes the bottom layer itself)', true],
+  ])(
+    'downloads layers while the config is fetched, and still reports resolve-end before any layer event: %s',
+    async (_, withRootfs) => {
+      const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+      const config = probe.manifest.config;
+      // The config's body takes ~0.4 s.
+      registry.faults.add({
+        match: { kind: 'blob', digest: config.digest },
+        action: { type: 'throttle', bytesPerSecond: Math.ceil(config.size / 0.4) },
+      });
+      registry.clearRequests();
+      const events: ProgressEvent[] = [];
+      const rootfs = withRootfs ? join(cacheRoot, 'rootfs') : undefined;
+      const result = await pull(ref('test/oci'), {
+        cache: cacheRoot,
+        platform: 'linux/amd64',
+        layers: false,
+        ...(rootfs ? { rootfs } : {}),
+        onProgress: (event) => events.push(event),
+      });
+      expect(result.config.rootfs.diff_ids).toEqual(probe.config.rootfs.diff_ids);
+      if (rootfs) {
+        expect(existsSync(join(rootfs, 'bin/app'))).toBe(true);
+        expect(existsSync(join(rootfs, 'etc/motd'))).toBe(false);
+      }
+      const gets = registry.requests.filter((request) => request.kind === 'blob' && request.method === 'GET');
+      const configGet = gets.find((request) => request.digest === config.digest)!;
+      const layerGets = gets.filter((request) => request.digest !== config.digest);
+      expect(layerGets).toHaveLength(2);
+      for (const get of layerGets) expect(get.startedAt).toBeLessThan(configGet.finishedAt!);
+      const types = events.map((event) => event.type);
+      const resolveEnd = types.indexOf('resolve-end');
+      expect(resolveEnd).toBeGreaterThan(0);
+      expect(types.findIndex((type) => type.startsWith('layer-'))).toBeGreaterThan(resolveEnd);
+      expect(types.filter((type) => type === 'layer-download-end')).toHaveLength(2);
+    },
+  );
 
   it('a config that fails verification fails the pull, stops the layer downloads begun meanwhile, and reports no layer', async () => {
     const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });

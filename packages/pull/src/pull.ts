@@ -208,9 +208,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
     // The layer the flattener reads now (it opens them one after another).
     let flattening: Descriptor | undefined;
+    // It starts at once, without the config: each layer's diff_id is awaited only when the layer's
+    // bytes are all applied, so the bottom layer downloads while the config does.
     const rootfsWork = options.rootfs
-      ? configReady
-          .then(({ diffIds }) =>
+      ? Promise.resolve()
+          .then(() =>
             flattenLayers(
               layers.map((layer, index) => ({
                 open: async () => {
@@ -231,7 +233,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
                   return stream;
                 },
                 mediaType: layer.mediaType,
-                diffId: diffIds[index]!,
+                diffId: async () => (await configReady).diffIds[index]!,
               })),
               { ...options.extract, destination: options.rootfs!, signal },
             ),
