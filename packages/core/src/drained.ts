@@ -1,7 +1,12 @@
 import type { EventEmitter } from 'node:events';
 
-/** Resolves when a writable that refused a write wants more ('drain'), or is gone ('close'). */
-export function drained(stream: Pick<EventEmitter, 'on' | 'off'>): Promise<void> {
+/**
+ * Resolves when a writable that refused a write wants more ('drain'), or is gone ('close', or already
+ * destroyed: a stream destroyed before the call may have emitted its 'close' already, and waiting for
+ * one would never end).
+ */
+export function drained(stream: Pick<EventEmitter, 'on' | 'off'> & { destroyed?: boolean }): Promise<void> {
+  if (stream.destroyed === true) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const done = () => {
       stream.off('drain', done);

@@ -1063,6 +1063,78 @@ describe('streams, digests and media types', () => {
     expect(fs.readdirSync(parent)).toEqual(['ok']);
   });
 
+  it('flattenLayers with openAhead opens the next layer while one is applied, and destroys it when that one fails', async () => {
+    const parent = fresh();
+    fs.mkdirSync(parent);
+    const tars = await Promise.all(['a', 'b', 'c'].map((name) => layerTarBytes([file(name, name)])));
+    const run = async (openAhead: boolean, failAt?: number) => {
+      const log: string[] = [];
+      const streams: Readable[] = [];
+      const layers = tars.map((tar, index) => ({
+        open: () => {
+          log.push(`open ${index}`);
+          // Each layer's bytes arrive in two halves 30 ms apart: an open-ahead lands in between.
+          // The failing layer: gzip magic, then bytes that do not inflate.
+          const bytes =
+            index === failAt
+              ? Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.alloc(tar.length, 7)])
+              : tar;
+          const stream = new Readable({ read() {} });
+          stream.push(bytes.subarray(0, 512));
+          setTimeout(() => {
+            if (stream.destroyed) return;
+            log.push(`end ${index}`);
+            stream.push(bytes.subarray(512));
+            stream.push(null);
+          }, 30);
+          streams.push(stream);
+          return stream;
+        },
+      }));
+      const flattened = flattenLayers(layers, {
+        destination: join(parent, `${openAhead}-${failAt}`),
+        openAhead,
+        onLayerStart: (index) => log.push(`start ${index}`),
+      });
+      return {
+        log,
+        streams,
+        result: await flattened.then(
+          () => 'ok',
+          (error: unknown) => error,
+        ),
+      };
+    };
+
+    const at = (log: string[], line: string) => {
+      expect(log).toContain(line);
+      return log.indexOf(line);
+    };
+    const plain = await run(false);
+    expect(plain.result).toBe('ok');
+    for (const index of [1, 2]) {
+      // Opened only once the layer below was read to its end.
+      expect(at(plain.log, `open ${index}`)).toBeGreaterThan(at(plain.log, `end ${index - 1}`));
+    }
+    const ahead = await run(true);
+    expect(ahead.result).toBe('ok');
+    for (const index of [1, 2]) {
+      // Opened while the layer below was still being read, applied only after it.
+      expect(at(ahead.log, `open ${index}`)).toBeLessThan(at(ahead.log, `end ${index - 1}`));
+      expect(at(ahead.log, `start ${index}`)).toBeGreaterThan(at(ahead.log, `end ${index - 1}`));
+    }
+    expect(listAll(join(parent, 'true-undefined')).sort()).toEqual(['a', 'b', 'c']);
+
+    // Layer 1 does not decompress: layer 2, opened ahead, is destroyed; nothing is left.
+    const failed = await run(true, 1);
+    expect(isOciError(failed.result) && failed.result.code).toBe('ERR_INVALID_LAYER');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(failed.log.filter((line) => line.startsWith('open'))).toEqual(['open 0', 'open 1', 'open 2']);
+    expect(failed.streams[2]?.destroyed).toBe(true);
+    expect(fs.existsSync(join(parent, 'true-1'))).toBe(false);
+    expect(fs.readdirSync(parent).filter((name) => name.startsWith('.'))).toEqual([]);
+  });
+
   it('closes the open file when a plain tar ends in the middle of a body', async () => {
     const tar = await layerTarBytes([file('a', { size: 300_000, seed: 2 })]);
     const before = fs.readdirSync('/proc/self/fd').length;
@@ -1074,6 +1146,34 @@ describe('streams, digests and media types', () => {
     );
     expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
     expect(listAll(parent)).toEqual([]);
+  });
+
+  it('fails, not hangs, when a bad tar header arrives as a whole chunk and more bytes follow', async () => {
+    // The parser destroys itself at the bad header; feeding it the next chunk used to wait forever
+    // for a 'drain' (its 'close' had passed). Found with a 512-byte first chunk; other splits too.
+    for (const [first, delay] of [
+      [512, 0],
+      [512, 20],
+      [1024, 0],
+      [100, 0],
+    ] as const) {
+      const stream = new Readable({ read() {} });
+      stream.push(Buffer.alloc(first, 7));
+      setTimeout(() => {
+        stream.push(Buffer.alloc(4096, 7));
+        stream.push(null);
+      }, delay);
+      const destination = fresh();
+      const outcome = await Promise.race([
+        extractLayer(stream, { destination }).then(
+          () => 'extracted',
+          (error: unknown) => (isOciError(error) ? error.code : String(error)),
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('hung'), 3000)),
+      ]);
+      expect(outcome, `first chunk ${first} bytes, rest after ${delay} ms`).toBe('ERR_INVALID_LAYER');
+      expect(fs.existsSync(destination)).toBe(false);
+    }
   });
 
   it('fails on truncated or corrupt streams and unsupported media types', async () => {

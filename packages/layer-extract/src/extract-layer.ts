@@ -74,6 +74,14 @@ export interface FlattenLayer {
 export interface FlattenLayersOptions extends CommonExtractOptions {
   /** The rootfs directory to create; it must not exist yet (its parent must). */
   destination: string;
+  /**
+   * Open the next layer while this one is applied (its open and first read overlap the work), instead
+   * of when its turn comes. A layer opened ahead that is never applied (an earlier layer failed) is
+   * destroyed. Default false.
+   */
+  openAhead?: boolean;
+  /** Called when layer `index` starts being applied (with `openAhead`, later than its `open`). */
+  onLayerStart?: (index: number) => void;
 }
 
 /** The result of `extractLayer` and `applyLayer`, with device nodes that were recorded instead of created. */
@@ -149,15 +157,28 @@ export async function flattenLayers(
   const destination = path.resolve(options.destination);
   const temp = makeTempSibling(destination, undefined);
   const results: LayerExtractResult[] = [];
+  // From its open until the parser listens, an abort may already be destroying a layer's stream with
+  // an AbortError (a stream opened with the same signal): an 'error' nobody listens to would crash the
+  // process. The parser's own listeners still see every error.
+  const open = (layer: FlattenLayer): Promise<Readable> =>
+    Promise.resolve()
+      .then(() => layer.open())
+      .then((input) => input.on('error', ignoreError));
+  let ahead: Promise<Readable> | undefined;
   try {
     fs.chmodSync(temp, 0o755);
-    for (const layer of layers) {
+    for (const [index, layer] of layers.entries()) {
       throwIfAborted(options.signal);
-      const input = await layer.open();
-      // From here until the parser listens, an abort may already be destroying `input` with an
-      // AbortError (a stream opened with the same signal): an 'error' nobody listens to would crash
-      // the process. The parser's own listeners still see every error.
-      input.on('error', ignoreError);
+      const pending = ahead ?? open(layer);
+      ahead = undefined;
+      const input = await pending;
+      const next = layers[index + 1];
+      if (options.openAhead && next !== undefined) {
+        ahead = open(next);
+        // Its failure is reported when its turn comes, or never if this layer fails first.
+        ahead.catch(ignoreError);
+      }
+      options.onLayerStart?.(index);
       const layerOptions: LayerStreamOptions = { ...options };
       if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
       const diffId = layer.diffId;
@@ -170,6 +191,7 @@ export async function flattenLayers(
     }
     commit(temp, destination);
   } catch (error) {
+    if (ahead !== undefined) discardOpened(ahead);
     fs.rmSync(temp, { recursive: true, force: true });
     throw toOciError(error, `flattening layers into ${destination}`);
   }
@@ -359,6 +381,8 @@ async function processLayer(
           trailingData ||= !isZeros(chunk);
           continue;
         }
+        // A parser that failed (a bad header) is destroyed: its error is `parsed`'s, stop feeding it.
+        if (extract.destroyed) break;
         if (!extract.write(chunk)) await drained(extract);
       }
       if (failure === undefined) {
@@ -436,3 +460,8 @@ function wrapParseError(error: unknown): unknown {
 }
 
 function ignoreError(): void {}
+
+/** Destroys a layer stream opened ahead that will not be applied (once its open settles). */
+function discardOpened(opened: Promise<Readable>): void {
+  opened.then((input) => input.destroy(), ignoreError);
+}

@@ -126,7 +126,13 @@ export function unpackImage(
         mediaType: layer.mediaType,
         ...(config.rootfs?.diff_ids?.[index] ? { diffId: config.rootfs.diff_ids[index] } : {}),
       })),
-      { ...options.extract, destination, ...(options.signal ? { signal: options.signal } : {}) },
+      {
+        ...options.extract,
+        destination,
+        ...(options.signal ? { signal: options.signal } : {}),
+        // The next blob's open and first read overlap this layer's extraction.
+        openAhead: true,
+      },
     );
     return { destination, layers: layers.length };
   });

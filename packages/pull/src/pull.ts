@@ -206,7 +206,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // The flattener takes each layer through the cache when its turn comes: a blob already committed
     // is read from disk; one a layer task is downloading is waited for (the per-digest lock); one
     // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
-    // The layer the flattener reads now (it opens them one after another).
+    // The layer the flattener applies now (it opens the next one ahead).
     let flattening: Descriptor | undefined;
     // It starts at once, without the config: each layer's diff_id is awaited only when the layer's
     // bytes are all applied, so the bottom layer downloads while the config does.
@@ -216,7 +216,6 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             flattenLayers(
               layers.map((layer, index) => ({
                 open: async () => {
-                  flattening = layer;
                   const progress = downloads[index]!;
                   // Ends once its bytes are verified, before the blob's fsync and rename (the next
                   // layer need not wait for the disk); the commit joins the background ones.
@@ -235,7 +234,16 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
                 mediaType: layer.mediaType,
                 diffId: async () => (await configReady).diffIds[index]!,
               })),
-              { ...options.extract, destination: options.rootfs!, signal },
+              {
+                ...options.extract,
+                destination: options.rootfs!,
+                signal,
+                // The next layer's cache lookup, open and first read overlap this layer's extraction.
+                openAhead: true,
+                onLayerStart: (index) => {
+                  flattening = layers[index];
+                },
+              },
             ),
           )
           .catch(async (error: unknown) => {
