@@ -139,8 +139,9 @@ let trashed = 0;
 
 /**
  * Moves a finished output out of the way instead of deleting it. On a journal-less ext4 (this VM's
- * root), every inode allocated within 30 s of a large delete pays a rescan of the recently deleted
- * inodes (ext4 `recently_deleted`, measured at ~40% of all samples): deleting one tool's output
+ * root), the inode allocator skips inodes freed in the last 60 s (360 s while their inode-table block
+ * is dirty; ext4 `recently_deleted`, Linux 6.18), so every create after a large delete pays a rescan
+ * of them (measured at ~40% of all samples): deleting one tool's output
  * would slow whichever tool runs next, and the order of tools would decide the ratios. Everything is
  * deleted once, when the bench ends.
  */
