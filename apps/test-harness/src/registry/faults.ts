@@ -129,8 +129,26 @@ function defaultTimes(action: FaultAction): number {
     : 1;
 }
 
+const ACTION_TYPES = new Set(['cut', 'stall', 'corrupt', 'throttle', 'ignore-range', 'status', 'redirect']);
+const ROUTE_KINDS = new Set(['ping', 'manifest', 'blob', 'upload', 'tags', 'catalog', 'token', 'origin']);
+
 function validate(rule: FaultRule): void {
   const action = rule.action;
+  // A misspelt type or kind (from JavaScript, or a cast) would install a fault that never fires: the
+  // test using it would pass without testing anything.
+  if (typeof action !== 'object' || action === null || !ACTION_TYPES.has(action.type)) {
+    throw new RangeError(
+      `fault action type ${JSON.stringify((action as { type?: unknown } | null)?.type)} is not one of ${[...ACTION_TYPES].join(', ')}`,
+    );
+  }
+  const kinds = rule.match?.kind;
+  for (const kind of kinds === undefined ? [] : Array.isArray(kinds) ? kinds : [kinds]) {
+    if (!ROUTE_KINDS.has(kind)) {
+      throw new RangeError(
+        `fault match kind ${JSON.stringify(kind)} is not one of ${[...ROUTE_KINDS].join(', ')}`,
+      );
+    }
+  }
   const nonNegative = (value: number, what: string) => {
     if (!Number.isInteger(value) || value < 0)
       throw new RangeError(`fault ${action.type}: ${what} must be an integer >= 0`);

@@ -347,6 +347,16 @@ describe('faults', () => {
     expect(() => registry.faults.add({ action: { type: 'throttle', bytesPerSecond: 0 } })).toThrow(
       RangeError,
     );
+    // Misspelt from JavaScript: refused, not installed as a fault that never fires.
+    const untyped = (rule: unknown) => registry.faults.add(rule as Parameters<typeof registry.faults.add>[0]);
+    expect(() => untyped({ action: { type: 'truncate', at: 10 } })).toThrow(/"truncate" is not one of cut/);
+    expect(() => untyped({ match: { kind: 'blobs' }, action: { type: 'cut', afterBytes: 1 } })).toThrow(
+      /kind "blobs"/,
+    );
+    expect(() =>
+      untyped({ match: { kind: ['blob', 'manifests'] }, action: { type: 'ignore-range' } }),
+    ).toThrow(RangeError);
+    expect(registry.faults.list().map((handle) => handle.rule.action.type)).not.toContain('truncate');
   });
 });
 
