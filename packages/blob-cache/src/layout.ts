@@ -98,8 +98,9 @@ async function createFileOnce(path: string, content: string, tempDirectory: stri
 
 /** Content of an init file whose data a power loss took: nothing, or only zero bytes. */
 export function isLost(content: string | Uint8Array): boolean {
-  const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
-  return bytes.every((byte) => byte === 0);
+  // A string is the file read as UTF-8, where a zero byte is U+0000: no copy back to bytes needed.
+  if (typeof content === 'string') return /^\0*$/.test(content);
+  return content.every((byte) => byte === 0);
 }
 
 /**

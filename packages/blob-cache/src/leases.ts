@@ -127,10 +127,11 @@ export async function readLeases(
     throw fsError(error, 'reading cache leases');
   }
   const holderLock = `${HOLDER_SUFFIX}.lock`;
+  const present = new Set(names);
   for (const name of names) {
     if (name.endsWith(holderLock)) {
       const id = name.slice(0, -holderLock.length);
-      if (names.includes(`${id}${LEASE_SUFFIX}`)) continue;
+      if (present.has(`${id}${LEASE_SUFFIX}`)) continue;
       const release = await takeHolder(leasesDirectory, id, options);
       await release?.().catch(() => {});
       continue;

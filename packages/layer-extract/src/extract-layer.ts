@@ -182,12 +182,9 @@ export async function flattenLayers(
       const layerOptions: LayerStreamOptions = { ...options };
       if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
       const diffId = layer.diffId;
-      if (typeof diffId === 'function') {
-        results.push(await processLayer(input, temp, 'apply', layerOptions, undefined, diffId));
-        continue;
-      }
-      if (diffId !== undefined) layerOptions.diffId = diffId;
-      results.push(await processLayer(input, temp, 'apply', layerOptions, undefined));
+      if (typeof diffId === 'string') layerOptions.diffId = diffId;
+      const lateDiffId = typeof diffId === 'function' ? diffId : undefined;
+      results.push(await processLayer(input, temp, 'apply', layerOptions, undefined, lateDiffId));
     }
     commit(temp, destination);
   } catch (error) {

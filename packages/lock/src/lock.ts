@@ -202,7 +202,7 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
       throw ioError(`cannot take over the stale lock ${resolved.lockfilePath}`, error);
     });
     // Gone: try again at once, even past the deadline (a stale lock is taken over with timeoutMs 0),
-    // but a few times in a row at most: a path that mkdir finds and stat does not (a dangling
+    // but three times per acquire at most: a path that mkdir finds and stat does not (a dangling
     // symlink) must not spin.
     if (gone && takeovers++ < 3) continue;
     const remaining = deadline - Date.now();

@@ -211,44 +211,40 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // It starts at once, without the config: each layer's diff_id is awaited only when the layer's
     // bytes are all applied, so the bottom layer downloads while the config does.
     const rootfsWork = options.rootfs
-      ? Promise.resolve()
-          .then(() =>
-            flattenLayers(
-              layers.map((layer, index) => ({
-                open: async () => {
-                  const progress = downloads[index]!;
-                  // Ends once its bytes are verified, before the blob's fsync and rename (the next
-                  // layer need not wait for the disk); the commit joins the background ones.
-                  const stream = await cache.fetchThrough(layer, source, {
-                    signal,
-                    onProgress: progress.onProgress,
-                    endWhenVerified: true,
-                  });
-                  stored.push(stream.committed);
-                  stream.committed.then(
-                    () => progress.end(stream.cached, stream.resumedFrom),
-                    () => {},
-                  );
-                  return stream;
-                },
-                mediaType: layer.mediaType,
-                diffId: async () => (await configReady).diffIds[index]!,
-              })),
-              {
-                ...options.extract,
-                destination: options.rootfs!,
+      ? flattenLayers(
+          layers.map((layer, index) => ({
+            open: async () => {
+              const progress = downloads[index]!;
+              // Ends once its bytes are verified, before the blob's fsync and rename (the next
+              // layer need not wait for the disk); the commit joins the background ones.
+              const stream = await cache.fetchThrough(layer, source, {
                 signal,
-                // The next layer's cache lookup, open and first read overlap this layer's extraction.
-                openAhead: true,
-                onLayerStart: (index) => {
-                  flattening = layers[index];
-                },
-              },
-            ),
-          )
-          .catch(async (error: unknown) => {
-            fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
-          })
+                onProgress: progress.onProgress,
+                endWhenVerified: true,
+              });
+              stored.push(stream.committed);
+              stream.committed.then(
+                () => progress.end(stream.cached, stream.resumedFrom),
+                () => {},
+              );
+              return stream;
+            },
+            mediaType: layer.mediaType,
+            diffId: async () => (await configReady).diffIds[index]!,
+          })),
+          {
+            ...options.extract,
+            destination: options.rootfs,
+            signal,
+            // The next layer's cache lookup, open and first read overlap this layer's extraction.
+            openAhead: true,
+            onLayerStart: (index) => {
+              flattening = layers[index];
+            },
+          },
+        ).catch(async (error: unknown) => {
+          fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
+        })
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);
     if (failure) throw failure.error;
