@@ -25,12 +25,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   applyLayer,
   extractLayer,
+  type FlattenResult,
   flattenLayers,
   isMissingLinkTarget,
   OVERRIDE_STAT_XATTR,
 } from './index.ts';
 import {
   bufferStream,
+  comparableTree,
   layerStream,
   listAll,
   type NodeSnapshot,
@@ -63,13 +65,33 @@ afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
+/**
+ * Flattens `layers` layer by layer, and again with every upper layer extracted ahead and merged
+ * (`stageAhead`): both must give the same tree and results, or fail with the same error code.
+ */
 async function flatten(layers: TreeEntry[][], options: Parameters<typeof flattenLayers>[1] | object = {}) {
-  const destination = fresh();
-  const result = await flattenLayers(
-    layers.map((entries) => ({ open: () => layerStream(entries), mediaType: OCI_TAR })),
-    { destination, ...options },
-  );
-  return { destination, result, tree: snapshotTree(destination) };
+  const since = Date.now() - 1000;
+  const run = async (stageAhead: number) => {
+    const destination = fresh();
+    const result = await flattenLayers(
+      layers.map((entries) => ({ open: () => layerStream(entries), mediaType: OCI_TAR })),
+      { destination, ...options, stageAhead },
+    );
+    return { destination, result, tree: snapshotTree(destination) };
+  };
+  const staged = await run(4).catch((error: unknown) => ({ error }));
+  const sequential = await run(0).catch(async (error: unknown) => {
+    expect('error' in staged && (staged.error as { code?: string }).code).toBe(
+      (error as { code?: string }).code,
+    );
+    throw error;
+  });
+  if ('error' in staged) throw staged.error;
+  expect(comparableTree(staged.destination, since)).toEqual(comparableTree(sequential.destination, since));
+  const summary = (result: FlattenResult) =>
+    result.layers.map((layer) => ({ ...layer, warnings: [...layer.warnings].sort() }));
+  expect(summary(staged.result)).toEqual(summary(sequential.result));
+  return sequential;
 }
 
 async function expectCode(promise: Promise<unknown>, code: string) {

@@ -23,6 +23,7 @@ import {
 import { createTarExtract, type TarHeader } from './tar-parse.ts';
 import {
   type BodySink,
+  InPlaceOnlyError,
   type RecordedDevice,
   type TreeMode,
   type TreeSettings,
@@ -59,7 +60,11 @@ export interface ApplyLayerOptions extends LayerStreamOptions {
 
 /** One layer for `flattenLayers`. */
 export interface FlattenLayer {
-  /** Opens the layer's (compressed) byte stream; called once, when the layer's turn comes. */
+  /**
+   * Opens the layer's (compressed) byte stream: once, when the layer's turn comes (or ahead of it, see
+   * `openAhead` and `stageAhead`). With `stageAhead`, a second time when the layer extracted ahead has
+   * to be applied in place after all: it must give the same bytes again.
+   */
   open: () => Promise<Readable> | Readable;
   mediaType?: string;
   /**
@@ -68,6 +73,8 @@ export interface FlattenLayer {
    * can start the layers anyway; its rejection fails the flatten.
    */
   diffId?: Digest | string | (() => Promise<Digest | string | undefined>);
+  /** What the layer counts against `stageAhead` while it is extracted ahead. Default 1. */
+  weight?: number;
 }
 
 /** Options of `flattenLayers`. */
@@ -80,8 +87,21 @@ export interface FlattenLayersOptions extends CommonExtractOptions {
    * destroyed. Default false.
    */
   openAhead?: boolean;
+  /**
+   * Extract the layers above the bottom one ahead of their turn, concurrently, each into its own
+   * staging directory next to the destination, while the layers below are applied; when its turn
+   * comes, a staged layer is moved into the rootfs by renames (a directory the rootfs does not have
+   * yet in one rename), with the result applying it there would give. The number is how many layers
+   * (by `FlattenLayer.weight`) are extracted ahead at once; default 0: each layer is read when its turn
+   * comes. A staged layer whose result depends on the layers below in a way renames cannot reproduce
+   * (a hardlink to a lower file, a directory over a lower symlink, …) is discarded and applied in
+   * place, opening its stream again. A staged layer's failure fails the flatten at once.
+   */
+  stageAhead?: number;
   /** Called when layer `index` starts being applied (with `openAhead`, later than its `open`). */
   onLayerStart?: (index: number) => void;
+  /** Called with the layer whose failure fails the flatten (not for an abort from `signal`), before it rejects. */
+  onLayerError?: (index: number, error: unknown) => void;
 }
 
 /** The result of `extractLayer` and `applyLayer`, with device nodes that were recorded instead of created. */
@@ -113,7 +133,7 @@ export async function extractLayer(
   const destination = path.resolve(options.destination);
   const temp = makeTempSibling(destination, input);
   try {
-    const result = await processLayer(input, temp, 'layer', options, options.whiteoutFormat);
+    const { result } = await processLayer(input, temp, 'layer', options, options.whiteoutFormat);
     if (!rootHasEntry(result)) fs.chmodSync(temp, 0o755);
     commit(temp, destination);
     return result;
@@ -140,7 +160,7 @@ export async function applyLayer(input: Readable, options: ApplyLayerOptions): P
     throw new OciError(ErrorCode.InvalidArgument, `root ${root} is not a directory`);
   }
   try {
-    return await processLayer(input, root, 'apply', options, undefined);
+    return (await processLayer(input, root, 'apply', options, undefined)).result;
   } catch (error) {
     throw toOciError(error, `applying layer onto ${root}`);
   }
@@ -157,40 +177,79 @@ export async function flattenLayers(
   const destination = path.resolve(options.destination);
   const temp = makeTempSibling(destination, undefined);
   const results: LayerExtractResult[] = [];
-  // From its open until the parser listens, an abort may already be destroying a layer's stream with
-  // an AbortError (a stream opened with the same signal): an 'error' nobody listens to would crash the
-  // process. The parser's own listeners still see every error.
-  const open = (layer: FlattenLayer): Promise<Readable> =>
-    Promise.resolve()
-      .then(() => layer.open())
-      .then((input) => input.on('error', ignoreError));
+  // A staged layer's failure stops the layer being applied (and the other stages) at once.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const layerOptions = (layer: FlattenLayer): LayerStreamOptions & { lateDiffId?: LateDiffId } => {
+    const result: LayerStreamOptions & { lateDiffId?: LateDiffId } = { ...options, signal };
+    if (layer.mediaType !== undefined) result.mediaType = layer.mediaType;
+    if (typeof layer.diffId === 'string') result.diffId = layer.diffId;
+    if (typeof layer.diffId === 'function') result.lateDiffId = layer.diffId;
+    return result;
+  };
+  const stages = new Stages(
+    layers,
+    destination,
+    options.stageAhead ?? 0,
+    layerOptions,
+    stop.signal,
+    (index, error) => {
+      failed ??= { index, error };
+      stop.abort(error);
+    },
+  );
+  let failed: { index: number; error: unknown } | undefined;
+  let current = 0;
   let ahead: Promise<Readable> | undefined;
   try {
     fs.chmodSync(temp, 0o755);
     for (const [index, layer] of layers.entries()) {
-      throwIfAborted(options.signal);
-      const pending = ahead ?? open(layer);
-      ahead = undefined;
-      const input = await pending;
-      const next = layers[index + 1];
-      if (options.openAhead && next !== undefined) {
-        ahead = open(next);
-        // Its failure is reported when its turn comes, or never if this layer fails first.
-        ahead.catch(ignoreError);
+      current = index;
+      throwIfAborted(signal);
+      stages.startAbove(index);
+      const staged = stages.take(index);
+      let input: Promise<Readable> | undefined;
+      if (staged !== undefined) {
+        const outcome = await staged;
+        if (outcome.error !== undefined) throw outcome.error;
+        options.onLayerStart?.(index);
+        if (outcome.staged !== undefined) {
+          const merger = new TreeWriter(temp, 'apply', resolveSettings(options, undefined));
+          if (merger.mergeStage(outcome.staged.writer)) {
+            outcome.staged.result.warnings.push(...merger.warnings);
+            results.push(outcome.staged.result);
+            removeStage(outcome);
+            continue;
+          }
+        }
+        // Not mergeable: the layer is applied in place, from its stream opened again.
+        removeStage(outcome);
+        input = openLayer(layer);
+      } else {
+        input = ahead ?? openLayer(layer);
+        ahead = undefined;
+        const next = layers[index + 1];
+        if (options.openAhead && next !== undefined && !stages.covers(index + 1)) {
+          ahead = openLayer(next);
+          // Its failure is reported when its turn comes, or never if this layer fails first.
+          ahead.catch(ignoreError);
+        }
+        options.onLayerStart?.(index);
       }
-      options.onLayerStart?.(index);
-      const layerOptions: LayerStreamOptions = { ...options };
-      if (layer.mediaType !== undefined) layerOptions.mediaType = layer.mediaType;
-      const diffId = layer.diffId;
-      if (typeof diffId === 'string') layerOptions.diffId = diffId;
-      const lateDiffId = typeof diffId === 'function' ? diffId : undefined;
-      results.push(await processLayer(input, temp, 'apply', layerOptions, undefined, lateDiffId));
+      const { lateDiffId, ...streamOptions } = layerOptions(layer);
+      const { result } = await processLayer(await input, temp, 'apply', streamOptions, undefined, lateDiffId);
+      results.push(result);
     }
     commit(temp, destination);
   } catch (error) {
+    // A staged layer that failed first stopped this one: its error is the one to report.
+    const first = failed ?? { index: current, error };
+    stop.abort(error);
     if (ahead !== undefined) discardOpened(ahead);
+    await stages.discard();
     fs.rmSync(temp, { recursive: true, force: true });
-    throw toOciError(error, `flattening layers into ${destination}`);
+    if (!options.signal?.aborted) options.onLayerError?.(first.index, first.error);
+    throw toOciError(first.error, `flattening layers into ${destination}`);
   }
   let entries = 0;
   let bytes = 0;
@@ -199,6 +258,137 @@ export async function flattenLayers(
     bytes += result.bytes;
   }
   return { layers: results, entries, bytes };
+}
+
+type LateDiffId = () => Promise<Digest | string | undefined>;
+
+/** A layer extracted ahead: its tree (to merge), or why it cannot be used. */
+interface StageOutcome {
+  /** The staging directory (unset when it could not be made). */
+  dir?: string;
+  /** Set when the tree is complete and verified. */
+  staged?: { writer: TreeWriter; result: LayerExtractResult };
+  /** A failure that fails the flatten (a layer to apply in place has neither this nor `staged`). */
+  error?: unknown;
+}
+
+/**
+ * The layers `flattenLayers` extracts ahead: each into its own `stage`-mode tree next to the
+ * destination, as many at once as the budget allows (by weight, at least one), in layer order.
+ */
+class Stages {
+  readonly #layers: FlattenLayer[];
+  readonly #destination: string;
+  readonly #budget: number;
+  readonly #options: (layer: FlattenLayer) => LayerStreamOptions & { lateDiffId?: LateDiffId };
+  readonly #onFailure: (index: number, error: unknown) => void;
+  readonly #stopped: AbortSignal;
+  readonly #pending = new Map<number, Promise<StageOutcome>>();
+  readonly #all: Promise<StageOutcome>[] = [];
+  #next = 1;
+  #used = 0;
+  #running = 0;
+
+  constructor(
+    layers: FlattenLayer[],
+    destination: string,
+    budget: number,
+    options: (layer: FlattenLayer) => LayerStreamOptions & { lateDiffId?: LateDiffId },
+    stopped: AbortSignal,
+    onFailure: (index: number, error: unknown) => void,
+  ) {
+    this.#stopped = stopped;
+    this.#layers = layers;
+    this.#destination = destination;
+    this.#budget = budget;
+    this.#options = options;
+    this.#onFailure = onFailure;
+  }
+
+  /** True when layer `index` is (or will be) extracted ahead rather than opened in turn. */
+  covers(index: number): boolean {
+    return this.#budget > 0 && index >= 1 && index < this.#layers.length;
+  }
+
+  /** Starts extracting layers above `index` while the budget allows. */
+  startAbove(index: number): void {
+    if (this.#budget <= 0 || this.#stopped.aborted) return;
+    if (this.#next <= index) this.#next = index + 1;
+    while (this.#next < this.#layers.length) {
+      const layer = this.#layers[this.#next] as FlattenLayer;
+      const weight = layer.weight ?? 1;
+      if (this.#running > 0 && this.#used + weight > this.#budget) break;
+      this.#used += weight;
+      this.#running++;
+      const index = this.#next++;
+      const outcome = this.#stage(layer, index).finally(() => {
+        this.#used -= weight;
+        this.#running--;
+        this.startAbove(index);
+      });
+      this.#pending.set(index, outcome);
+      this.#all.push(outcome);
+    }
+  }
+
+  /** The outcome of layer `index` extracted ahead, if it was. */
+  take(index: number): Promise<StageOutcome> | undefined {
+    const outcome = this.#pending.get(index);
+    this.#pending.delete(index);
+    return outcome;
+  }
+
+  /** After a failure (the stages were aborted): waits for every stage to stop and removes its tree. */
+  async discard(): Promise<void> {
+    const outcomes = await Promise.allSettled(this.#all);
+    for (const settled of outcomes) if (settled.status === 'fulfilled') removeStage(settled.value);
+  }
+
+  async #stage(layer: FlattenLayer, index: number): Promise<StageOutcome> {
+    let dir: string | undefined;
+    try {
+      dir = fs.mkdtempSync(
+        path.join(path.dirname(this.#destination), `.${path.basename(this.#destination)}.stage-`),
+      );
+      const input = await openLayer(layer);
+      const { lateDiffId, ...streamOptions } = this.#options(layer);
+      return { dir, staged: await processLayer(input, dir, 'stage', streamOptions, undefined, lateDiffId) };
+    } catch (error) {
+      // Applied in place, the layer may well be fine (its result depends on the layers below), or
+      // fail earlier, on a lower entry, with another error: that run gives the answer.
+      if (!this.#stopped.aborted && appliesInPlace(error)) return dir === undefined ? {} : { dir };
+      this.#onFailure(index, error);
+      return dir === undefined ? { error } : { dir, error };
+    }
+  }
+}
+
+/**
+ * True for a staged layer's failure that applying the layer in place may not share: an entry that
+ * needs the lower layers, or a tree error (an unsafe path, a filesystem error), which in place could
+ * come at another entry or not at all. Errors of the bytes themselves (decompression, tar format,
+ * diff_id, the stream) fail the flatten at once.
+ */
+function appliesInPlace(error: unknown): boolean {
+  if (error instanceof InPlaceOnlyError) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === ErrorCode.UnsafePath || code === ErrorCode.Io || code === ErrorCode.NoSpace) return true;
+  return typeof (error as { syscall?: unknown } | null)?.syscall === 'string';
+}
+
+function removeStage(outcome: StageOutcome): void {
+  if (outcome.dir !== undefined) fs.rmSync(outcome.dir, { recursive: true, force: true });
+}
+
+/**
+ * Opens a layer's stream. From its open until the parser listens, an abort may already be destroying
+ * it with an AbortError (a stream opened with the same signal): an 'error' nobody listens to would
+ * crash the process. The parser's own listeners still see every error.
+ */
+function openLayer(layer: FlattenLayer): Promise<Readable> {
+  return Promise.resolve()
+    .then(() => layer.open())
+    .then((input) => input.on('error', ignoreError));
 }
 
 /** Renames the finished tree into place; another writer winning the race is reported like an existing destination. */
@@ -272,8 +462,8 @@ async function processLayer(
   mode: TreeMode,
   options: LayerStreamOptions,
   whiteoutFormat: WhiteoutFormat | undefined,
-  lateDiffId?: () => Promise<Digest | string | undefined>,
-): Promise<LayerExtractResult> {
+  lateDiffId?: LateDiffId,
+): Promise<{ result: LayerExtractResult; writer: TreeWriter }> {
   const settings = resolveSettings(options, whiteoutFormat);
   const signal = options.signal;
   if (signal?.aborted) {
@@ -414,7 +604,7 @@ async function processLayer(
       devices: writer.devices,
     };
     if (rootEntry) Object.defineProperty(result, ROOT_ENTRY, { value: true, enumerable: false });
-    return result;
+    return { result, writer };
   } finally {
     active?.abort();
     signal?.removeEventListener('abort', onAbort);
@@ -447,7 +637,7 @@ function wrapStreamError(error: unknown): unknown {
 }
 
 function wrapParseError(error: unknown): unknown {
-  if (OciError.isInstance(error)) return error;
+  if (OciError.isInstance(error) || error instanceof InPlaceOnlyError) return error;
   if (error instanceof Error && /header|tar|Unexpected end/i.test(error.message)) {
     return new OciError(ErrorCode.InvalidLayer, `not a readable tar stream: ${error.message}`, {
       cause: error,

@@ -10,8 +10,12 @@ import { paxXattrs, type TarHeader } from './tar-parse.ts';
 /** A path for `node:fs`: a Buffer when a name in it is not UTF-8 (see raw-name.ts). */
 type FsPath = string | Buffer;
 
-/** `layer`: one layer's own tree, whiteouts kept; `apply`: overlay semantics onto an existing rootfs. */
-export type TreeMode = 'layer' | 'apply';
+/**
+ * `layer`: one layer's own tree, whiteouts kept; `apply`: overlay semantics onto an existing rootfs;
+ * `stage`: one layer's own tree for `TreeWriter.mergeStage`, whiteouts recorded (not written) and
+ * directory metadata left for the merge.
+ */
+export type TreeMode = 'layer' | 'apply' | 'stage';
 
 /** The settings a `TreeWriter` runs with, every default already resolved. */
 export interface TreeSettings {
@@ -52,6 +56,30 @@ interface DirMeta {
   uid: number;
   gid: number;
   mtime: number | undefined;
+  /** Stage mode: the entries whose PAX xattrs the merge sets on the directory, in tar order. */
+  xattrs?: Array<{ name: string; header: TarHeader }>;
+}
+
+/** A whiteout a stage-mode writer recorded, as apply mode would have acted on it at that point of the tar. */
+interface StageOp {
+  /**
+   * `remove`: the rootfs's entry at `path` goes (a whiteout, or the layer replaced its own entry there,
+   * which in place replaced the lower one with it); `opaque`: the lower content below `path` goes.
+   */
+  kind: 'remove' | 'opaque';
+  /** The path in the layer (and, when the merge goes ahead, in the rootfs). */
+  path: string;
+}
+
+/**
+ * Thrown by a stage-mode writer for an entry whose result depends on the lower layers in a way a merge
+ * cannot reproduce (a hardlink to a file the layer does not have, …): apply the layer in place instead.
+ */
+export class InPlaceOnlyError extends Error {
+  constructor(name: string, why: string) {
+    super(`${name}: ${why}`);
+    this.name = 'InPlaceOnlyError';
+  }
 }
 
 /** The xattr overlayfs reads to mark a directory opaque (Documentation/filesystems/overlayfs.rst). */
@@ -59,6 +87,10 @@ export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** The xattr containers-storage and fuse-overlayfs read for rootless ownership: `uid:gid:0mode`. */
 export const OVERRIDE_STAT_XATTR = 'user.containers.override_stat';
 
+/** S_ISGID: a directory whose new entries take its group (and, for directories, the bit). */
+const SETGID = 0o2000;
+/** A directory's default ACL (acl(5)): what is made inside inherits it. */
+const DEFAULT_ACL_XATTR = 'system.posix_acl_default';
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 /** AUFS's own metadata names start so (`.wh..wh.plnk`, `.wh..wh.orph`, `.wh..wh.aufs`). */
@@ -105,6 +137,13 @@ export class TreeWriter {
   #rawNames = false;
   /** Counter for `#temporaryPath`. */
   #temporaries = 0;
+  /** Stage mode: whiteouts to act on at the merge, in tar order. */
+  #stageOps: StageOp[] = [];
+  /**
+   * Stage mode: every directory made as a parent the layer does not name, even if removed later. Apply
+   * mode would have looked at the rootfs there (following a lower symlink, refusing a file).
+   */
+  #implicitDirs = new Set<string>();
 
   constructor(root: string, mode: TreeMode, settings: TreeSettings) {
     this.root = root;
@@ -277,6 +316,8 @@ export class TreeWriter {
   /** Applies deferred work: opaque directories (apply mode), then directory metadata deepest first. */
   finish(): void {
     for (const top of this.#aufsMeta) fs.rmSync(this.#full(top), { recursive: true, force: true });
+    // The merge acts on the opaque directories and sets the directory metadata, in the rootfs.
+    if (this.mode === 'stage') return;
     if (this.mode === 'apply' && this.#opaques.size > 0) {
       const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
       for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
@@ -291,6 +332,103 @@ export class TreeWriter {
       this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime);
     }
     this.#deferred.clear();
+  }
+
+  /**
+   * Moves a layer that a `stage` writer extracted into its own directory onto this `apply` writer's
+   * root, with the result applying the same layer here entry by entry would give: the recorded
+   * whiteouts remove lower entries, each staged entry is renamed into place (a whole directory at once
+   * where the root has nothing there; into it where the root has a directory), opaque directories are
+   * emptied of what the layer did not add, and the layer's directory metadata is set, deepest first.
+   *
+   * Returns false, having changed nothing, when that equivalence does not hold without looking at the
+   * entries' order against the root — a staged directory where the root has a symlink or file (apply
+   * mode follows a lower symlink, or refuses), a whiteout below a root symlink, nested opaque
+   * directories: then apply the layer itself. The staging directory is left empty on success.
+   */
+  mergeStage(stage: TreeWriter): boolean {
+    if (this.mode !== 'apply' || stage.mode !== 'stage') {
+      throw new Error('mergeStage merges a stage writer into an apply writer');
+    }
+    if (stage.#rawNames) this.#rawNames = true;
+    for (const path of stage.#implicitDirs) {
+      let stat: fs.Stats | undefined;
+      try {
+        stat = fs.lstatSync(this.#full(path), { throwIfNoEntry: false });
+      } catch (error) {
+        // ENOTDIR: a file above it, which in place refused the entry.
+        if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') return false;
+        throw error;
+      }
+      if (stat !== undefined && !stat.isDirectory()) return false;
+    }
+    const removed = new Set<string>();
+    const opaques: string[] = [];
+    for (const op of stage.#stageOps) {
+      // Every component must be a directory of the root or missing (apply mode would follow a symlink).
+      const parts = op.path === '' ? [] : op.path.split('/');
+      const checked = op.kind === 'opaque' ? parts.length : parts.length - 1;
+      let prefix = '';
+      for (let index = 0; index < checked; index++) {
+        prefix = join(prefix, parts[index] as string);
+        const stat = fs.lstatSync(this.#full(prefix), { throwIfNoEntry: false });
+        if (stat === undefined) break;
+        if (!stat.isDirectory()) return false;
+      }
+      if (op.kind === 'remove') removed.add(op.path);
+      else opaques.push(op.path);
+    }
+    for (const outer of opaques) {
+      for (const inner of opaques) {
+        if (inner !== outer && (outer === '' || inner.startsWith(`${outer}/`))) return false;
+      }
+    }
+    /** Entries to rename, in walk order, with what the root has there now (removed first). */
+    const moves: Array<{ path: string; replaced: fs.Stats | undefined }> = [];
+    const walk = (dir: string, stat: fs.Stats): boolean => {
+      // What is made in a setgid directory or one with a default ACL takes its group or ACL: made
+      // in the staging tree, it did not.
+      if ((stat.mode & SETGID) !== 0 || this.#hasDefaultAcl(this.#full(dir))) return false;
+      for (const entry of fs.readdirSync(stage.#full(dir), { withFileTypes: true, encoding: 'buffer' })) {
+        const path = join(dir, this.#decoded(entry.name));
+        const here = removed.has(path)
+          ? undefined
+          : fs.lstatSync(this.#full(path), { throwIfNoEntry: false });
+        if (here !== undefined && entry.isDirectory()) {
+          if (!here.isDirectory()) return false;
+          if (!walk(path, here)) return false;
+          continue;
+        }
+        moves.push({ path, replaced: here });
+      }
+      return true;
+    };
+    if (!walk('', fs.lstatSync(this.root))) return false;
+
+    for (const path of removed) {
+      const stat = fs.lstatSync(this.#full(path), { throwIfNoEntry: false });
+      if (stat !== undefined) this.#remove(path, stat);
+    }
+    for (const { path, replaced } of moves) {
+      if (replaced !== undefined) this.#remove(path, replaced);
+      fs.renameSync(stage.#full(path), this.#full(path));
+    }
+    if (opaques.length > 0) {
+      const keep = (path: string) => stage.#added.has(path) || stage.#addedParents.has(path);
+      for (const dir of opaques) this.#emptyExcept(dir, keep);
+    }
+    const dirs = [...stage.#deferred.keys()].map((path) => ({ path, depth: depth(path) }));
+    dirs.sort((a, b) => b.depth - a.depth);
+    for (const { path } of dirs) {
+      const meta = stage.#deferred.get(path) as DirMeta;
+      const full = this.#full(path);
+      const stat = fs.lstatSync(full, { throwIfNoEntry: false });
+      if (stat === undefined || !stat.isDirectory()) continue;
+      for (const { name, header } of meta.xattrs ?? []) this.#xattrs(full, name, header, 'directory');
+      this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime);
+    }
+    this.#dirs.clear();
+    return true;
   }
 
   // ---- entry kinds -------------------------------------------------------------------------------
@@ -354,6 +492,16 @@ export class TreeWriter {
     const path = this.#place(name, parts, 'directory', (target) => fs.mkdirSync(target, 0o700));
     // It is a real directory now: its children resolve their parent without looking again.
     this.#dirs.set(parts.join('/'), path);
+    if (this.mode === 'stage') {
+      // Set by the merge, on the rootfs's directory (which may be a lower layer's).
+      // Each entry's xattrs are set in place as it comes: a later entry for the directory adds its own.
+      const meta: DirMeta = { mode, uid, gid, mtime };
+      const xattrs = this.#deferred.get(path)?.xattrs ?? [];
+      if (header.pax !== undefined && header.pax !== null) xattrs.push({ name, header });
+      if (xattrs.length > 0) meta.xattrs = xattrs;
+      this.#deferred.set(path, meta);
+      return;
+    }
     this.#deferred.set(path, { mode, uid, gid, mtime });
     this.#xattrs(this.#full(path), name, header, 'directory');
   }
@@ -392,6 +540,9 @@ export class TreeWriter {
       return;
     }
     if (targetDir === undefined || targetStat === undefined) {
+      // The target may be a lower layer's file: only applying the layer in place can tell.
+      if (this.mode === 'stage')
+        throw new InPlaceOnlyError(name, 'a hardlink to a file the layer does not have');
       throw new UnsafePathError(name, `hardlink target ${JSON.stringify(target)} does not exist (yet)`, {
         missingLinkTarget: true,
       });
@@ -578,6 +729,31 @@ export class TreeWriter {
       return undefined;
     }
 
+    if (this.mode === 'stage') {
+      // Recorded as apply mode would act at this point of the tar (the same layer's entries so far
+      // win); the merge checks the path against the rootfs and acts on it there.
+      const parentParts = parts.slice(0, -1);
+      this.#resolveDir(name, parentParts, kind === 'opaque');
+      const dirPath = parentParts.join('/');
+      if (kind === 'opaque') {
+        this.#stageOps.push({ kind: 'opaque', path: dirPath });
+        return undefined;
+      }
+      const path = join(dirPath, base.slice(WHITEOUT_PREFIX.length));
+      if (this.#added.has(path)) return undefined;
+      if (this.#addedParents.has(path)) {
+        this.#stageOps.push({ kind: 'opaque', path });
+        return undefined;
+      }
+      // Directories this layer made there for opaque markers: in place, they are the layer's own (the
+      // whiteout passes them by) only where the rootfs had nothing.
+      if (fs.lstatSync(this.#full(path), { throwIfNoEntry: false }) !== undefined) {
+        throw new InPlaceOnlyError(name, 'a whiteout of directories the layer made for opaque markers');
+      }
+      this.#stageOps.push({ kind: 'remove', path });
+      return undefined;
+    }
+
     // apply mode: whiteouts act on the tree and never appear in it.
     const dirPath = this.#resolveDir(name, parts.slice(0, -1), kind === 'opaque');
     if (dirPath === undefined) return undefined;
@@ -633,7 +809,10 @@ export class TreeWriter {
       if (stat === undefined) {
         if (!create) return undefined;
         fs.mkdirSync(full, 0o755);
-        this.#markAdded(candidate);
+        // Stage mode: a parent the layer does not name is not the layer's own (the rootfs may
+        // have it); its children still mark it in #addedParents.
+        if (this.mode !== 'stage') this.#markAdded(candidate);
+        else this.#implicitDirs.add(candidate);
         real.push(part);
         continue;
       }
@@ -644,8 +823,8 @@ export class TreeWriter {
       if (stat.isSymbolicLink()) {
         if (this.mode === 'layer') throw new UnsafePathError(name, `parent ${candidate} is a symlink`);
         // A layer never needs to write through a link it made itself (image builders record real
-        // paths); only links from lower layers are followed.
-        if (this.#added.has(candidate)) {
+        // paths); only links from lower layers are followed. A stage tree holds the layer's own only.
+        if (this.mode === 'stage' || this.#added.has(candidate)) {
           throw new UnsafePathError(name, `parent ${candidate} is a symlink of the same layer`);
         }
         if (++hops > MAX_SYMLINK_HOPS)
@@ -704,6 +883,9 @@ export class TreeWriter {
   }
 
   #remove(path: string, stat: fs.Stats): void {
+    // Stage mode: in place, what the rootfs had there went at this point too (the lower entry with
+    // the layer's own, whatever replaces it later); the merge removes it first.
+    if (this.mode === 'stage') this.#stageOps.push({ kind: 'remove', path });
     const full = this.#full(path);
     if (stat.isDirectory()) {
       // rmSync never follows symlinks inside the tree it removes.
@@ -794,6 +976,14 @@ export class TreeWriter {
       if (essential || this.settings.xattrErrors === 'fail')
         throw new OciError(ErrorCode.Io, message, { cause: error });
       this.warnings.push(message);
+    }
+  }
+
+  #hasDefaultAcl(full: FsPath): boolean {
+    try {
+      return withDirXattrPath(full, (path) => getAttributeSync(path, DEFAULT_ACL_XATTR)) !== null;
+    } catch {
+      return false;
     }
   }
 

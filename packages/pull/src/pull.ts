@@ -169,10 +169,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     const treeReady = layers.map(() => deferred<string>());
     for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
+    // Flattening only: the flattener streams every layer in one pass itself (the bottom one into the
+    // rootfs, the others into staging trees meanwhile, `concurrency` at a time).
+    const flattenOnly = !wantTrees && options.rootfs !== undefined;
     const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
-      // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
-      // the other layers are prefetched into the cache meanwhile.
-      if (!wantTrees && options.rootfs && index === 0) return undefined;
+      if (flattenOnly) return undefined;
       try {
         const path = wantTrees
           ? await pullLayerTree(
@@ -203,11 +204,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     };
     const weights = layers.map((layer) => (layer.size < SMALL_LAYER_BYTES ? 0.25 : 1));
     const layerWork = runBounded(tasks, weights, concurrency, signal, fail);
-    // The flattener takes each layer through the cache when its turn comes: a blob already committed
-    // is read from disk; one a layer task is downloading is waited for (the per-digest lock); one
-    // nobody has started yet is downloaded right here, in a single pass into both cache and rootfs.
-    // The layer the flattener applies now (it opens the next one ahead).
-    let flattening: Descriptor | undefined;
+    /** The layer whose failure failed the flatten. */
+    let failedLayer: Descriptor | undefined;
+    // The flattener takes each layer through the cache: a blob already committed is read from disk;
+    // one a layer task is downloading is waited for (the per-digest lock); one nobody has started yet
+    // is downloaded right here, in a single pass into both cache and the rootfs (or its staging tree).
     // It starts at once, without the config: each layer's diff_id is awaited only when the layer's
     // bytes are all applied, so the bottom layer downloads while the config does.
     const rootfsWork = options.rootfs
@@ -231,6 +232,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             },
             mediaType: layer.mediaType,
             diffId: async () => (await configReady).diffIds[index]!,
+            weight: weights[index]!,
           })),
           {
             ...options.extract,
@@ -238,12 +240,14 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             signal,
             // The next layer's cache lookup, open and first read overlap this layer's extraction.
             openAhead: true,
-            onLayerStart: (index) => {
-              flattening = layers[index];
+            // Flattening only, the layers above the bottom one are extracted while they download.
+            ...(flattenOnly ? { stageAhead: concurrency } : {}),
+            onLayerError: (index) => {
+              failedLayer = layers[index];
             },
           },
         ).catch(async (error: unknown) => {
-          fail(flattening ? await explainFlattenFailure(cache, source, flattening, error, signal) : error);
+          fail(failedLayer ? await explainFlattenFailure(cache, source, failedLayer, error, signal) : error);
         })
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);

@@ -56,6 +56,30 @@ export function snapshotTree(root: string): Map<string, NodeSnapshot> {
   return result;
 }
 
+/** A snapshot path without its inode number; hardlinked files name the first path of their group. */
+export type ComparableNode = Omit<NodeSnapshot, 'ino'> & { linkGroup?: string };
+
+/**
+ * `snapshotTree` in a form two extractions of the same layers must share exactly: inode numbers become
+ * hardlink groups, and mtimes at or after `since` (set by the extraction itself, e.g. by writing into a
+ * directory, not taken from the tar) are left out.
+ */
+export function comparableTree(root: string, since: number): Record<string, ComparableNode> {
+  const groups = new Map<number, string>();
+  const result: Record<string, ComparableNode> = {};
+  for (const [path, node] of snapshotTree(root)) {
+    const { ino, ...rest } = node;
+    const entry: ComparableNode = rest;
+    if ((node.mtimeMs ?? 0) >= since) delete entry.mtimeMs;
+    if (ino !== undefined && (node.nlink ?? 1) > 1) {
+      if (!groups.has(ino)) groups.set(ino, path);
+      entry.linkGroup = groups.get(ino) as string;
+    }
+    result[path] = entry;
+  }
+  return result;
+}
+
 function typeOf(stat: fs.Stats): NodeSnapshot['type'] {
   if (stat.isFile()) return 'file';
   if (stat.isDirectory()) return 'directory';
