@@ -12,7 +12,7 @@ export const MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024;
  * final fsync: on a 420 MB blob that final stall drops from ~120 ms to a few. Crash safety does not
  * depend on it; the fsync before the rename stays.
  */
-export const WRITEBACK_INTERVAL_BYTES = 4 * 1024 * 1024;
+export const WRITEBACK_INTERVAL_BYTES = 32 * 1024 * 1024;
 
 /**
  * Appends chunks to a `.part` in the background, in order, batching whatever queued up meanwhile into
