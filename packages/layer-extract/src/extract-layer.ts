@@ -98,6 +98,13 @@ export interface FlattenLayersOptions extends CommonExtractOptions {
    * place, opening its stream again. A staged layer's failure fails the flatten at once.
    */
   stageAhead?: number;
+  /**
+   * With `stageAhead`: asked before each layer starts being extracted ahead; while it answers false
+   * none starts (it is asked again every 50 ms), and a layer whose turn comes unstaged is applied in
+   * place. For a caller that knows when extracting ahead pays (a main thread with time to spare).
+   * Default: always.
+   */
+  stageWhen?: () => boolean;
   /** Called when layer `index` starts being applied (with `openAhead`, later than its `open`). */
   onLayerStart?: (index: number) => void;
   /** Called with the layer whose failure fails the flatten (not for an abort from `signal`), before it rejects. */
@@ -191,6 +198,7 @@ export async function flattenLayers(
     layers,
     destination,
     options.stageAhead ?? 0,
+    options.stageWhen,
     layerOptions,
     stop.signal,
     (index, error) => {
@@ -226,10 +234,13 @@ export async function flattenLayers(
         removeStage(outcome);
         input = openLayer(layer);
       } else {
-        input = ahead ?? openLayer(layer);
+        stages.claim(index);
+        const pending = ahead ?? openLayer(layer);
         ahead = undefined;
+        // Opened: only now the next one (a caller's download of it may be starting meanwhile).
+        input = Promise.resolve(await pending);
         const next = layers[index + 1];
-        if (options.openAhead && next !== undefined && !stages.covers(index + 1)) {
+        if (options.openAhead && next !== undefined && stages.claim(index + 1)) {
           ahead = openLayer(next);
           // Its failure is reported when its turn comes, or never if this layer fails first.
           ahead.catch(ignoreError);
@@ -240,6 +251,7 @@ export async function flattenLayers(
       const { result } = await processLayer(await input, temp, 'apply', streamOptions, undefined, lateDiffId);
       results.push(result);
     }
+    stages.close();
     commit(temp, destination);
   } catch (error) {
     // A staged layer that failed first stopped this one: its error is the one to report.
@@ -262,6 +274,9 @@ export async function flattenLayers(
 
 type LateDiffId = () => Promise<Digest | string | undefined>;
 
+/** How often `stageWhen` is asked again while it says no. */
+const STAGE_POLL_MS = 50;
+
 /** A layer extracted ahead: its tree (to merge), or why it cannot be used. */
 interface StageOutcome {
   /** The staging directory (unset when it could not be made). */
@@ -280,6 +295,9 @@ class Stages {
   readonly #layers: FlattenLayer[];
   readonly #destination: string;
   readonly #budget: number;
+  readonly #when: (() => boolean) | undefined;
+  /** Asks `#when` again while layers wait to be staged. */
+  #poll: NodeJS.Timeout | undefined;
   readonly #options: (layer: FlattenLayer) => LayerStreamOptions & { lateDiffId?: LateDiffId };
   readonly #onFailure: (index: number, error: unknown) => void;
   readonly #stopped: AbortSignal;
@@ -293,6 +311,7 @@ class Stages {
     layers: FlattenLayer[],
     destination: string,
     budget: number,
+    when: (() => boolean) | undefined,
     options: (layer: FlattenLayer) => LayerStreamOptions & { lateDiffId?: LateDiffId },
     stopped: AbortSignal,
     onFailure: (index: number, error: unknown) => void,
@@ -301,16 +320,22 @@ class Stages {
     this.#layers = layers;
     this.#destination = destination;
     this.#budget = budget;
+    this.#when = when;
     this.#options = options;
     this.#onFailure = onFailure;
   }
 
-  /** True when layer `index` is (or will be) extracted ahead rather than opened in turn. */
-  covers(index: number): boolean {
-    return this.#budget > 0 && index >= 1 && index < this.#layers.length;
+  /**
+   * Takes layer `index` to be applied in place: true unless it is already being extracted ahead (or
+   * was taken before); it is then never staged.
+   */
+  claim(index: number): boolean {
+    if (index < this.#next) return false;
+    this.#next = index + 1;
+    return true;
   }
 
-  /** Starts extracting layers above `index` while the budget allows. */
+  /** Starts extracting layers above `index` while the budget (and `when`) allows. */
   startAbove(index: number): void {
     if (this.#budget <= 0 || this.#stopped.aborted) return;
     if (this.#next <= index) this.#next = index + 1;
@@ -318,6 +343,13 @@ class Stages {
       const layer = this.#layers[this.#next] as FlattenLayer;
       const weight = layer.weight ?? 1;
       if (this.#running > 0 && this.#used + weight > this.#budget) break;
+      if (this.#when !== undefined && !this.#when()) {
+        this.#poll ??= setTimeout(() => {
+          this.#poll = undefined;
+          this.startAbove(this.#next - 1);
+        }, STAGE_POLL_MS);
+        break;
+      }
       this.#used += weight;
       this.#running++;
       const index = this.#next++;
@@ -338,8 +370,15 @@ class Stages {
     return outcome;
   }
 
+  /** Stops asking `when` (every layer has had its turn, or the flatten failed). */
+  close(): void {
+    clearTimeout(this.#poll);
+    this.#poll = undefined;
+  }
+
   /** After a failure (the stages were aborted): waits for every stage to stop and removes its tree. */
   async discard(): Promise<void> {
+    this.close();
     const outcomes = await Promise.allSettled(this.#all);
     for (const settled of outcomes) if (settled.status === 'fulfilled') removeStage(settled.value);
   }

@@ -280,6 +280,63 @@ describe('flattenLayers stageAhead', () => {
     }
   });
 
+  it('stages only while stageWhen says so, asking again while layers wait', async () => {
+    const tars = await Promise.all([0, 1, 2, 3, 4].map((index) => layerTarBytes([file(`f${index}`, 'x')])));
+    const run = async (when: () => boolean) => {
+      const parent = join(work, `t${++counter}`);
+      fs.mkdirSync(parent);
+      const events: string[] = [];
+      await flattenLayers(
+        tars.map((tar, index) => ({
+          open: () => {
+            events.push(`open ${index}`);
+            // Each layer takes a while to arrive, so staging has time to start.
+            return Readable.from(
+              (async function* () {
+                await new Promise((resolve) => setTimeout(resolve, 60));
+                yield tar;
+              })(),
+            );
+          },
+          mediaType: OCI_TAR,
+        })),
+        {
+          destination: join(parent, 'rootfs'),
+          stageAhead: 4,
+          stageWhen: when,
+          onLayerStart: (index) => events.push(`apply ${index}`),
+        },
+      );
+      expect(fs.readdirSync(join(parent, 'rootfs')).sort()).toEqual(['f0', 'f1', 'f2', 'f3', 'f4']);
+      return events;
+    };
+    // Never: each layer is opened when the one below is applied.
+    expect(await run(() => false)).toEqual([
+      'open 0',
+      'apply 0',
+      'open 1',
+      'apply 1',
+      'open 2',
+      'apply 2',
+      'open 3',
+      'apply 3',
+      'open 4',
+      'apply 4',
+    ]);
+    // Always: every upper layer is opened before the bottom one is applied.
+    expect((await run(() => true)).slice(0, 5).sort()).toEqual([
+      'open 0',
+      'open 1',
+      'open 2',
+      'open 3',
+      'open 4',
+    ]);
+    // Later: a "no" is asked again, and staging starts once it turns to "yes".
+    const since = Date.now();
+    const events = await run(() => Date.now() - since > 20);
+    expect(events.indexOf('open 4')).toBeLessThan(events.indexOf('apply 3'));
+  });
+
   it('fails at once with the error of a layer extracted ahead, and leaves nothing', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024, 7);
     const bottom = await layerTarBytes([file('big', big)]);

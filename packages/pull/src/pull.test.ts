@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +84,31 @@ beforeEach(async () => {
 const ref = (name: string) => `${registry.host}/${name}:v1`;
 
 /** Serves `layout` as `repository` and pulls it with per-layer trees and a rootfs. */
+/** Every path below `root` with its type, mode, owner, content or link target, file mtime and link count. */
+async function treeListing(root: string): Promise<Record<string, string>> {
+  const listing: Record<string, string> = {};
+  const walk = async (relative: string): Promise<void> => {
+    for (const name of (await readdir(join(root, relative))).sort()) {
+      const path = relative === '' ? name : `${relative}/${name}`;
+      const full = join(root, path);
+      const info = await lstat(full);
+      const kind = info.isDirectory() ? 'dir' : info.isSymbolicLink() ? 'link' : 'file';
+      let detail = `${kind} ${(info.mode & 0o7777).toString(8)} ${info.uid}:${info.gid}`;
+      if (info.isSymbolicLink()) detail += ` -> ${await readlink(full)}`;
+      else if (info.isFile()) {
+        const hash = createHash('sha256')
+          .update(await readFile(full))
+          .digest('hex');
+        detail += ` ${hash} ${info.mtimeMs} nlink=${info.nlink}`;
+      }
+      listing[path] = detail;
+      if (info.isDirectory()) await walk(path);
+    }
+  };
+  await walk('');
+  return listing;
+}
+
 async function pullTreesAndRootfs(repository: string, layout: string) {
   registry.addRepository(repository, layout);
   const rootfs = join(cacheRoot, `${repository.replace('/', '-')}-rootfs`);
@@ -267,6 +292,57 @@ describe('pull', () => {
     expect(await peak('small')).toBeGreaterThan(4);
     expect(await peak('big')).toBe(2);
   });
+
+  it('extracts upper layers into staging trees while a slow network leaves time, with the same rootfs', async () => {
+    const layout = join(work, 'staged');
+    const layer = (index: number) => ({
+      entries: [
+        dir('usr'),
+        dir('usr/lib', { mode: 0o755, mtime: new Date(Date.UTC(2021, 0, 1 + index)) }),
+        file(`usr/lib/lib${index}.so`, randomBytes(150_000)),
+        hardlink(`usr/lib/link${index}.so`, `usr/lib/lib${index}.so`),
+        file(`etc/conf${index}`, `layer ${index}`),
+        ...(index > 0 ? [whiteout(`etc/conf${index - 1}`)] : [symlink('lib', 'usr/lib')]),
+        ...(index === 3 ? [dir('lib'), file('lib/own', 'replaces the lower symlink')] : []),
+      ],
+      compression: 'gzip' as const,
+    });
+    await buildImage({ layers: [0, 1, 2, 3, 4].map(layer) }, { dir: layout, tag: 'v1' });
+    registry.addRepository('test/staged', layout);
+    const reference = `${registry.host}/test/staged:v1`;
+    const fast = join(work, `staged-fast-${Date.now()}`);
+    const options = { platform: 'linux/amd64', layers: false };
+    await pull(reference, { ...options, cache: join(cacheRoot, 'fast'), rootfs: fast });
+
+    // ~0.5 s per layer: the event loop mostly waits, so the layers above the bottom one stage.
+    const fault = registry.faults.add({
+      match: { kind: 'blob' },
+      action: { type: 'throttle', bytesPerSecond: 300_000 },
+    });
+    const parent = await mkdtemp(join(work, 'staged-slow-'));
+    const slow = join(parent, 'rootfs');
+    const seen = new Set<string>();
+    const watch = setInterval(() => {
+      readdir(parent).then(
+        (names) => {
+          for (const name of names) if (name.includes('.stage-')) seen.add(name);
+        },
+        () => {},
+      );
+    }, 10);
+    try {
+      await pull(reference, { ...options, cache: join(cacheRoot, 'slow'), rootfs: slow });
+    } finally {
+      clearInterval(watch);
+      fault.remove();
+    }
+    expect(seen.size).toBeGreaterThan(0);
+    expect(await readdir(parent)).toEqual(['rootfs']);
+    expect(await treeListing(slow)).toEqual(await treeListing(fast));
+    expect(await readFile(join(slow, 'lib/own'), 'utf8')).toBe('replaces the lower symlink');
+    expect(existsSync(join(slow, 'etc/conf3'))).toBe(false);
+    expect((await stat(join(slow, 'usr/lib/link2.so'))).nlink).toBe(2);
+  }, 30_000);
 
   it('pulls a non-distributable layer from its descriptor urls, never with credentials', async () => {
     const layout = join(work, 'foreign');

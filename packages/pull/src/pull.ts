@@ -108,6 +108,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
   // Blob commits that run in the background: awaited before the image is recorded, and settled
   // before the pull returns either way.
   const stored: Stored[] = [];
+  let idle: SpareTime | undefined;
   try {
     emit({ type: 'resolve-start', reference: reference.toString() });
     const { resolved, stored: manifestStored } = await resolveManifestLater(reference, cache, clients, {
@@ -169,11 +170,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     const treeReady = layers.map(() => deferred<string>());
     for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
-    // Flattening only: the flattener streams every layer in one pass itself (the bottom one into the
-    // rootfs, the others into staging trees meanwhile, `concurrency` at a time).
     const flattenOnly = !wantTrees && options.rootfs !== undefined;
     const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
-      if (flattenOnly) return undefined;
+      // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
+      // the other layers are downloaded into the cache meanwhile.
+      if (flattenOnly && index === 0) return undefined;
       try {
         const path = wantTrees
           ? await pullLayerTree(
@@ -206,6 +207,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     const layerWork = runBounded(tasks, weights, concurrency, signal, fail);
     /** The layer whose failure failed the flatten. */
     let failedLayer: Descriptor | undefined;
+    if (flattenOnly) idle = spareTime();
     // The flattener takes each layer through the cache: a blob already committed is read from disk;
     // one a layer task is downloading is waited for (the per-digest lock); one nobody has started yet
     // is downloaded right here, in a single pass into both cache and the rootfs (or its staging tree).
@@ -240,8 +242,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             signal,
             // The next layer's cache lookup, open and first read overlap this layer's extraction.
             openAhead: true,
-            // Flattening only, the layers above the bottom one are extracted while they download.
-            ...(flattenOnly ? { stageAhead: concurrency } : {}),
+            // Flattening only, while this thread has time to spare (a network slower than the
+            // extraction), the layers above extract into staging trees along their downloads.
+            ...(flattenOnly ? { stageAhead: concurrency, stageWhen: () => idle?.spare === true } : {}),
             onLayerError: (index) => {
               failedLayer = layers[index];
             },
@@ -290,6 +293,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       durationMs,
     };
   } finally {
+    idle?.stop();
     await Promise.allSettled(stored);
     options.signal?.removeEventListener('abort', forwardAbort);
     await clients.close();
@@ -641,6 +645,33 @@ async function explainFlattenFailure(
   if (!isOciError(error, ErrorCode.InvalidLayer) && !isOciError(error, ErrorCode.DiffIdMismatch))
     return error;
   return badBytesOr(cache.ingest(layer, source, { signal }), error);
+}
+
+/** Whether this thread had time to spare lately: its event loop was mostly idle. */
+interface SpareTime {
+  readonly spare: boolean;
+  stop(): void;
+}
+
+/** The share of a window this thread may be busy and still count as having time to spare. */
+const SPARE_UTILIZATION = 0.5;
+const SPARE_WINDOW_MS = 50;
+
+/**
+ * Samples the event loop's utilization every 50 ms. A pull over a fast registry keeps this thread busy
+ * (hashing, writing, extracting): extracting more layers at once would only make them queue for it and
+ * leave the blobs' fsyncs for the end. Over a slow network the thread mostly waits for bytes.
+ */
+function spareTime(): SpareTime {
+  let last = performance.eventLoopUtilization();
+  const state = { spare: false, stop: () => clearInterval(timer) };
+  const timer = setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    state.spare = performance.eventLoopUtilization(now, last).utilization < SPARE_UTILIZATION;
+    last = now;
+  }, SPARE_WINDOW_MS);
+  timer.unref();
+  return state;
 }
 
 /** Download progress of one layer: one start, throttling left to the listener, one end. */
