@@ -322,15 +322,7 @@ export class TreeWriter {
       const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
       for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
     }
-    const dirs = [...this.#deferred.keys()].map((path) => ({ path, depth: depth(path) }));
-    dirs.sort((a, b) => b.depth - a.depth);
-    for (const { path } of dirs) {
-      const meta = this.#deferred.get(path) as DirMeta;
-      const full = this.#full(path);
-      const stat = fs.lstatSync(full, { throwIfNoEntry: false });
-      if (stat === undefined || !stat.isDirectory()) continue;
-      this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime);
-    }
+    this.#applyDirMeta(this.#deferred);
     this.#deferred.clear();
   }
 
@@ -417,18 +409,23 @@ export class TreeWriter {
       const keep = (path: string) => stage.#added.has(path) || stage.#addedParents.has(path);
       for (const dir of opaques) this.#emptyExcept(dir, keep);
     }
-    const dirs = [...stage.#deferred.keys()].map((path) => ({ path, depth: depth(path) }));
+    this.#applyDirMeta(stage.#deferred);
+    this.#dirs.clear();
+    return true;
+  }
+
+  /** Sets deferred directory metadata (and a stage's directory xattrs) under this root, deepest first. */
+  #applyDirMeta(deferred: Map<string, DirMeta>): void {
+    const dirs = [...deferred.keys()].map((path) => ({ path, depth: depth(path) }));
     dirs.sort((a, b) => b.depth - a.depth);
     for (const { path } of dirs) {
-      const meta = stage.#deferred.get(path) as DirMeta;
+      const meta = deferred.get(path) as DirMeta;
       const full = this.#full(path);
       const stat = fs.lstatSync(full, { throwIfNoEntry: false });
       if (stat === undefined || !stat.isDirectory()) continue;
       for (const { name, header } of meta.xattrs ?? []) this.#xattrs(full, name, header, 'directory');
       this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime);
     }
-    this.#dirs.clear();
-    return true;
   }
 
   // ---- entry kinds -------------------------------------------------------------------------------
