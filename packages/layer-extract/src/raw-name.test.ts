@@ -194,17 +194,21 @@ describe('names that are not UTF-8', () => {
     fs.writeFileSync(at(upperSource, DIR, bytes('new', [0xaa])), 'new');
     const upper = gnuTar(upperSource, 'posix');
 
-    const destination = fresh();
-    await flattenLayers([{ open: () => bufferStream(lower) }, { open: () => bufferStream(upper) }], {
-      destination,
-    });
-    expect(fs.existsSync(at(destination, CAFE_LATIN1))).toBe(false);
-    expect(fs.readFileSync(at(destination, CAFE_UTF8), 'utf8')).toBe('utf8');
-    expect((fs.readdirSync(at(destination, DIR), { encoding: 'buffer' }) as Buffer[]).map(String)).toEqual([
-      String(bytes('new', [0xaa])),
-    ]);
-    // The hardlink and symlink to the whited-out name are other names: they stay.
-    expect(fs.readFileSync(at(destination, HARD), 'utf8')).toBe('latin1');
+    // Applied in place, and extracted ahead into a staging tree and merged by renames.
+    for (const stageAhead of [0, 2]) {
+      const destination = fresh();
+      await flattenLayers([{ open: () => bufferStream(lower) }, { open: () => bufferStream(upper) }], {
+        destination,
+        stageAhead,
+      });
+      expect(fs.existsSync(at(destination, CAFE_LATIN1))).toBe(false);
+      expect(fs.readFileSync(at(destination, CAFE_UTF8), 'utf8')).toBe('utf8');
+      expect((fs.readdirSync(at(destination, DIR), { encoding: 'buffer' }) as Buffer[]).map(String)).toEqual([
+        String(bytes('new', [0xaa])),
+      ]);
+      // The hardlink and symlink to the whited-out name are other names: they stay.
+      expect(fs.readFileSync(at(destination, HARD), 'utf8')).toBe('latin1');
+    }
 
     const tree = fresh();
     await extractLayer(bufferStream(upper), { destination: tree, whiteoutFormat: 'overlayfs' });
