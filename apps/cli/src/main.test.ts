@@ -159,6 +159,9 @@ describe('ocipull', () => {
     expect(invalid.code).toBe(1);
     const badFlag = await run(['pull', `${registry.host}/cli/app:v1`, '--pull', 'sometimes']);
     expect(badFlag.code).toBe(1);
+    const badAhead = await run(['pull', `${registry.host}/cli/app:v1`, '--extract-ahead', 'maybe']);
+    expect(badAhead.code).toBe(1);
+    expect(badAhead.stderr).toContain('--extract-ahead takes auto, always or never');
     // A port nobody listens on: the connection is refused.
     const down = await run(['pull', '127.0.0.1:1/cli/app:v1', '--cache', cache, '--progress', 'none']);
     expect(down.code).toBe(3);

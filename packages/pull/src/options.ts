@@ -33,6 +33,23 @@ export const DEFAULT_PULL_POLICY: PullPolicy = 'always';
 /** The pull policies, for argument validation. */
 export const PULL_POLICIES: readonly PullPolicy[] = ['always', 'missing', 'never'];
 
+/**
+ * With `rootfs` and `layers: false`, whether the layers above the one being applied extract into
+ * staging trees along their downloads (merged into the rootfs by renames when their turn comes):
+ * - `auto`: while the pull's event loop has time to spare (less than half busy over the last 50 ms),
+ *   i.e. the network is slower than the extraction; over a fast registry extracting ahead would only
+ *   queue for the same thread.
+ * - `always`: from the start, up to `concurrency` layers at once.
+ * - `never`: each layer when its turn comes.
+ */
+export type ExtractAhead = 'auto' | 'always' | 'never';
+
+/** The default `extractAhead`. */
+export const DEFAULT_EXTRACT_AHEAD: ExtractAhead = 'auto';
+
+/** The `extractAhead` values, for argument validation. */
+export const EXTRACT_AHEAD_MODES: readonly ExtractAhead[] = ['auto', 'always', 'never'];
+
 /** Options of `pull`. */
 export interface PullOptions {
   /** An open cache, or its root directory. Default: `defaultCacheRoot()` of `@ocipull/blob-cache`. */
@@ -52,6 +69,8 @@ export interface PullOptions {
    * Default `DEFAULT_CONCURRENCY`.
    */
   concurrency?: number;
+  /** See `ExtractAhead`. Default `DEFAULT_EXTRACT_AHEAD` (`auto`). */
+  extractAhead?: ExtractAhead;
   /** A registry client to use (not closed by `pull`), or options to make one (closed at the end). */
   client?: RegistryClient;
   /** Options for the registry client `pull` makes: credentials, mirrors, TLS, retries. */

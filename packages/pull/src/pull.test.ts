@@ -293,7 +293,7 @@ describe('pull', () => {
     expect(await peak('big')).toBe(2);
   });
 
-  it('extracts upper layers into staging trees while a slow network leaves time, with the same rootfs', async () => {
+  it('extracts upper layers into staging trees (extractAhead) while a slow network leaves time, with the same rootfs', async () => {
     const layout = join(work, 'staged');
     const layer = (index: number) => ({
       entries: [
@@ -314,34 +314,46 @@ describe('pull', () => {
     const options = { platform: 'linux/amd64', layers: false };
     await pull(reference, { ...options, cache: join(cacheRoot, 'fast'), rootfs: fast });
 
-    // ~0.5 s per layer: the event loop mostly waits, so the layers above the bottom one stage.
+    // ~0.5 s per layer: the event loop mostly waits, so with `auto` the layers above the bottom one
+    // stage; with `always` they stage from the start, with `never` not at all.
     const fault = registry.faults.add({
       match: { kind: 'blob' },
       action: { type: 'throttle', bytesPerSecond: 300_000 },
     });
-    const parent = await mkdtemp(join(work, 'staged-slow-'));
-    const slow = join(parent, 'rootfs');
-    const seen = new Set<string>();
-    const watch = setInterval(() => {
-      readdir(parent).then(
-        (names) => {
-          for (const name of names) if (name.includes('.stage-')) seen.add(name);
-        },
-        () => {},
-      );
-    }, 10);
+    const staged = async (extractAhead: 'auto' | 'always' | 'never') => {
+      const parent = await mkdtemp(join(work, `staged-${extractAhead}-`));
+      const rootfs = join(parent, 'rootfs');
+      const seen = new Set<string>();
+      const watch = setInterval(() => {
+        readdir(parent).then(
+          (names) => {
+            for (const name of names) if (name.includes('.stage-')) seen.add(name);
+          },
+          () => {},
+        );
+      }, 10);
+      try {
+        await pull(reference, { ...options, extractAhead, cache: join(cacheRoot, extractAhead), rootfs });
+      } finally {
+        clearInterval(watch);
+      }
+      expect(await readdir(parent)).toEqual(['rootfs']);
+      expect(await treeListing(rootfs)).toEqual(await treeListing(fast));
+      expect(await readFile(join(rootfs, 'lib/own'), 'utf8')).toBe('replaces the lower symlink');
+      expect(existsSync(join(rootfs, 'etc/conf3'))).toBe(false);
+      expect((await stat(join(rootfs, 'usr/lib/link2.so'))).nlink).toBe(2);
+      return seen.size;
+    };
     try {
-      await pull(reference, { ...options, cache: join(cacheRoot, 'slow'), rootfs: slow });
+      expect(await staged('always')).toBeGreaterThan(0);
+      expect(await staged('auto')).toBeGreaterThan(0);
+      expect(await staged('never')).toBe(0);
     } finally {
-      clearInterval(watch);
       fault.remove();
     }
-    expect(seen.size).toBeGreaterThan(0);
-    expect(await readdir(parent)).toEqual(['rootfs']);
-    expect(await treeListing(slow)).toEqual(await treeListing(fast));
-    expect(await readFile(join(slow, 'lib/own'), 'utf8')).toBe('replaces the lower symlink');
-    expect(existsSync(join(slow, 'etc/conf3'))).toBe(false);
-    expect((await stat(join(slow, 'usr/lib/link2.so'))).nlink).toBe(2);
+    await expect(
+      pull(reference, { ...options, extractAhead: 'sometimes' as 'auto', cache: join(cacheRoot, 'bad') }),
+    ).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
   }, 30_000);
 
   it('pulls a non-distributable layer from its descriptor urls, never with credentials', async () => {

@@ -34,7 +34,9 @@ import {
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import {
   DEFAULT_CONCURRENCY,
+  DEFAULT_EXTRACT_AHEAD,
   DEFAULT_PULL_POLICY,
+  EXTRACT_AHEAD_MODES,
   PULL_POLICIES,
   type PulledLayer,
   type PullOptions,
@@ -85,6 +87,13 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     throw new OciError(
       ErrorCode.InvalidArgument,
       `concurrency must be a positive integer, got ${concurrency}`,
+    );
+  }
+  const extractAhead = options.extractAhead ?? DEFAULT_EXTRACT_AHEAD;
+  if (!EXTRACT_AHEAD_MODES.includes(extractAhead)) {
+    throw new OciError(
+      ErrorCode.InvalidArgument,
+      `extractAhead must be auto, always or never, got ${JSON.stringify(extractAhead)}`,
     );
   }
   const reference = parseReference(input);
@@ -207,7 +216,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     const layerWork = runBounded(tasks, weights, concurrency, signal, fail);
     /** The layer whose failure failed the flatten. */
     let failedLayer: Descriptor | undefined;
-    if (flattenOnly) idle = spareTime();
+    if (flattenOnly && extractAhead === 'auto') idle = spareTime();
     // The flattener takes each layer through the cache: a blob already committed is read from disk;
     // one a layer task is downloading is waited for (the per-digest lock); one nobody has started yet
     // is downloaded right here, in a single pass into both cache and the rootfs (or its staging tree).
@@ -242,9 +251,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
             signal,
             // The next layer's cache lookup, open and first read overlap this layer's extraction.
             openAhead: true,
-            // Flattening only, while this thread has time to spare (a network slower than the
-            // extraction), the layers above extract into staging trees along their downloads.
-            ...(flattenOnly ? { stageAhead: concurrency, stageWhen: () => idle?.spare === true } : {}),
+            // Flattening only (and by default only while this thread has time to spare: a network
+            // slower than the extraction), the layers above extract into staging trees along their
+            // downloads.
+            ...(flattenOnly && extractAhead !== 'never' ? { stageAhead: concurrency } : {}),
+            ...(idle ? { stageWhen: () => idle?.spare === true } : {}),
             onLayerError: (index) => {
               failedLayer = layers[index];
             },

@@ -5,7 +5,14 @@ import {
   type ProgressFormat,
   type ProgressListener,
 } from '@ocipull/progress';
-import { DEFAULT_CONCURRENCY, PULL_POLICIES, type PullPolicy, pull } from '@ocipull/pull';
+import {
+  DEFAULT_CONCURRENCY,
+  EXTRACT_AHEAD_MODES,
+  type ExtractAhead,
+  PULL_POLICIES,
+  type PullPolicy,
+  pull,
+} from '@ocipull/pull';
 import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
 import { type CommandContext, prepareOutputParent, printJson, usageError, withTlsFlags } from '../context.ts';
 
@@ -20,6 +27,9 @@ Options:
   --layers / --no-layers         extract per-layer trees into the cache (default: on, off with --rootfs)
   --pull always|missing|never    when to ask the registry (default: always)
   --concurrency N                layers at once (default: ${DEFAULT_CONCURRENCY})
+  --extract-ahead auto|always|never   with --rootfs, extract upper layers while they download, into
+                                 staging trees merged in order (default: auto, while the network is
+                                 slower than the extraction)
   --mirror URL                   pull-through mirror for the image's registry (repeatable, tried in order)
   --insecure-registry HOST       use plain HTTP for HOST (repeatable; loopback registries default to HTTP)
   --tls                          use HTTPS even for a loopback registry (implied by --ca-file, --tls-skip-verify)
@@ -79,6 +89,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       layers: { type: 'boolean' },
       pull: { type: 'string' },
       concurrency: { type: 'string' },
+      'extract-ahead': { type: 'string' },
       mirror: { type: 'string', multiple: true },
       'insecure-registry': { type: 'string', multiple: true },
       tls: { type: 'boolean' },
@@ -106,6 +117,11 @@ export async function pullCommand(context: CommandContext): Promise<number> {
     );
   }
 
+  const extractAhead = values['extract-ahead'] ?? 'auto';
+  if (!EXTRACT_AHEAD_MODES.includes(extractAhead as ExtractAhead)) {
+    throw usageError(`--extract-ahead takes auto, always or never, not ${JSON.stringify(extractAhead)}`);
+  }
+
   const registries: Record<string, RegistryTransportOptions> = {};
   for (const host of values['insecure-registry'] ?? [])
     registries[host] = { ...registries[host], insecure: true };
@@ -124,6 +140,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       layers: values.layers ?? !values.rootfs,
       policy: policy as PullPolicy,
       concurrency,
+      extractAhead: extractAhead as ExtractAhead,
       registry: { registries, env: context.env },
       ...(progress.onProgress ? { onProgress: progress.onProgress } : {}),
       signal: context.signal,
