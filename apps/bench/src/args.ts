@@ -11,6 +11,7 @@ export const BENCH_NAMES = [
   'cache-open',
   'extract',
   'extract-1g',
+  'slow-link',
 ] as const;
 
 /** One bench. */

@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import type { Descriptor } from '@ocipull/core';
-import { type DistributionRegistry, startDistribution } from '@ocipull/test-harness';
+import { type DistributionRegistry, startDistribution, startRegistry } from '@ocipull/test-harness';
 import { type BenchArgs, type BenchName, parseBenchArgs, USAGE } from './args.ts';
 import { type BenchContainerd, startContainerd } from './containerd.ts';
 import { type BenchImage, ensureImage, type ImageName } from './images.ts';
@@ -37,6 +37,7 @@ const IMAGE_OF: Record<BenchName, ImageName> = {
   'cache-open': 'forty',
   extract: 'debian',
   'extract-1g': 'huge',
+  'slow-link': 'five',
 };
 const NEEDS_REGISTRY = new Set<BenchName>([
   'pull-debian',
@@ -721,6 +722,73 @@ async function extractBench(context: Context, name: 'debian' | 'huge'): Promise<
   return rows;
 }
 
+/** Per-connection rate of the slow-link bench: a far registry, not this machine's loopback. */
+const SLOW_LINK_BYTES_PER_SECOND = 10 * MB;
+
+/**
+ * `five` from the harness registry with every blob throttled to 10 MB/s per connection, cold with
+ * `--rootfs`, once per `--extract-ahead` mode (interleaved): what extracting the upper layers along
+ * their downloads gains where the network, not this machine, is the limit. ocipull only (skopeo and
+ * umoci would only measure the throttle).
+ */
+async function slowLinkBench(context: Context): Promise<Row[]> {
+  const image = required(context, 'five');
+  const registry = await startRegistry({ repositories: { 'bench/five': image.dir } });
+  registry.faults.add({
+    match: { kind: 'blob' },
+    action: { type: 'throttle', bytesPerSecond: SLOW_LINK_BYTES_PER_SECOND },
+  });
+  const ref = `${registry.host}/bench/five:${image.tag}`;
+  const modes = ['never', 'auto', 'always'] as const;
+  const samples = new Map<string, number[]>(modes.map((mode) => [mode, []]));
+  try {
+    for (let index = 0; index < context.args.runs; index++) {
+      for (const mode of modes) {
+        const dir = join(context.work, `slow-link-${mode}-${index}`);
+        await mkdir(dir, { recursive: true });
+        const [node, args] = cli([
+          'pull',
+          ref,
+          '--cache',
+          join(dir, 'cache'),
+          '--rootfs',
+          join(dir, 'rootfs'),
+          '--extract-ahead',
+          mode,
+          '--progress',
+          'none',
+        ]);
+        samples.get(mode)?.push((await measure(node, args, context.work)).ms);
+        await discard(dir);
+      }
+      log(
+        `slow link ${index + 1}/${context.args.runs}: ${modes.map((mode) => `${mode} ${fmt(samples.get(mode)?.at(-1) ?? 0)}`).join(', ')}`,
+      );
+    }
+  } finally {
+    await registry.close();
+  }
+  const rate = `${SLOW_LINK_BYTES_PER_SECOND / MB} MB/s per connection`;
+  const rows: Row[] = modes.map((mode) => ({
+    section: 'slow link',
+    metric: `ocipull pull --rootfs --extract-ahead ${mode}`,
+    value: seconds(median(samples.get(mode) ?? [])),
+    unit: 's',
+    samples: (samples.get(mode) ?? []).map(seconds),
+    note: `five (${image.layers.length} layers) from the harness registry at ${rate}`,
+  }));
+  const never = median(samples.get('never') ?? []);
+  for (const mode of ['auto', 'always'] as const) {
+    rows.push({
+      section: 'slow link',
+      metric: `extract-ahead ${mode} / never`,
+      value: median(samples.get(mode) ?? []) / never,
+      unit: '×',
+    });
+  }
+  return rows;
+}
+
 async function runBench(context: Context, name: BenchName): Promise<Row[]> {
   switch (name) {
     case 'pull-debian':
@@ -741,6 +809,8 @@ async function runBench(context: Context, name: BenchName): Promise<Row[]> {
       return extractBench(context, 'debian');
     case 'extract-1g':
       return extractBench(context, 'huge');
+    case 'slow-link':
+      return slowLinkBench(context);
   }
 }
 
