@@ -90,6 +90,21 @@ function cli(args: string[]): [string, string[]] {
 }
 
 let shebangFlags: string[] | undefined;
+/** A cold `ocipull pull REF --rootfs` into `dir` (cache and rootfs inside it), without progress output. */
+function coldPull(ref: string, dir: string, extra: string[] = []): [string, string[]] {
+  return cli([
+    'pull',
+    ref,
+    '--cache',
+    join(dir, 'cache'),
+    '--rootfs',
+    join(dir, 'rootfs'),
+    ...extra,
+    '--progress',
+    'none',
+  ]);
+}
+
 function cliNodeFlags(): string[] {
   shebangFlags ??= (readFileSync(cliBin, 'utf8').split('\n')[0] ?? '')
     .split(/\s+/)
@@ -177,16 +192,7 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
     await mkdir(dir, { recursive: true });
     try {
       // ocipull, cold: empty cache, rootfs flattened.
-      const [node, args] = cli([
-        'pull',
-        ref,
-        '--cache',
-        join(dir, 'cache'),
-        '--rootfs',
-        join(dir, 'rootfs'),
-        '--progress',
-        'none',
-      ]);
+      const [node, args] = coldPull(ref, dir);
       const cold = await measure(node, args, context.work);
       ocipull.push(cold.ms);
       ocipullRss.push(cold.rssMb);
@@ -746,18 +752,7 @@ async function slowLinkBench(context: Context): Promise<Row[]> {
       for (const mode of modes) {
         const dir = join(context.work, `slow-link-${mode}-${index}`);
         await mkdir(dir, { recursive: true });
-        const [node, args] = cli([
-          'pull',
-          ref,
-          '--cache',
-          join(dir, 'cache'),
-          '--rootfs',
-          join(dir, 'rootfs'),
-          '--extract-ahead',
-          mode,
-          '--progress',
-          'none',
-        ]);
+        const [node, args] = coldPull(ref, dir, ['--extract-ahead', mode]);
         samples.get(mode)?.push((await measure(node, args, context.work)).ms);
         await discard(dir);
       }

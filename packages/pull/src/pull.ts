@@ -5,6 +5,7 @@ import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import {
+  AbortedError,
   type BlobSource,
   type Descriptor,
   type Digest,
@@ -180,6 +181,20 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     for (const ready of treeReady) ready.promise.catch(() => {});
     const lowerTrees = (index: number) => Promise.all(treeReady.slice(0, index).map((tree) => tree.promise));
     const flattenOnly = !wantTrees && options.rootfs !== undefined;
+    // Flattening only: resolved once a layer task's download is under way (or over). The flattener
+    // opens an upper layer only then, to follow that download: had it begun the download itself, it
+    // would not read it before the layers below were applied, and the task would wait behind it.
+    const begun = layers.map(() => deferred<void>());
+    const downloadBegun = (index: number) =>
+      new Promise<void>((resolve, reject) => {
+        const onAbort = () => reject(new AbortedError(signal.reason));
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        begun[index]!.promise.then(() => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        });
+      });
     const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
       // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
       // the other layers are downloaded into the cache meanwhile.
@@ -197,12 +212,21 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               downloads[index]!,
               () => lowerTrees(index),
             )
-          : await downloadLayer(cache, source, layer, downloads[index]!, signal, freeSlot);
+          : await downloadLayer(
+              cache,
+              source,
+              layer,
+              announcing(downloads[index]!, () => begun[index]!.resolve()),
+              signal,
+              freeSlot,
+            );
         if (path) treeReady[index]!.resolve(path);
         return path;
       } catch (error) {
         treeReady[index]!.reject(error);
         throw error;
+      } finally {
+        begun[index]!.resolve();
       }
     });
 
@@ -226,6 +250,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       ? flattenLayers(
           layers.map((layer, index) => ({
             open: async () => {
+              if (flattenOnly && index > 0) await downloadBegun(index);
               const progress = downloads[index]!;
               // Ends once its bytes are verified, before the blob's fsync and rename (the next
               // layer need not wait for the disk); the commit joins the background ones.
@@ -683,6 +708,20 @@ function spareTime(): SpareTime {
   }, SPARE_WINDOW_MS);
   timer.unref();
   return state;
+}
+
+/** `progress`, calling `begun` at its first event (the download is under way, or was not needed). */
+function announcing(progress: DownloadProgress, begun: () => void): DownloadProgress {
+  return {
+    onProgress(event) {
+      begun();
+      progress.onProgress(event);
+    },
+    end(cached, resumedFrom) {
+      begun();
+      progress.end(cached, resumedFrom);
+    },
+  };
 }
 
 /** Download progress of one layer: one start, throttling left to the listener, one end. */
