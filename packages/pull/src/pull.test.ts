@@ -486,12 +486,13 @@ describe('pull', () => {
   });
 
   it.each([
-    { trees: true, index: 1, layer: 'top' },
-    { trees: false, index: 0, layer: 'bottom' },
-    { trees: false, index: 1, layer: 'top' },
+    { trees: true, index: 1, layer: 'top', extractAhead: 'never' as const },
+    { trees: false, index: 0, layer: 'bottom', extractAhead: 'never' as const },
+    { trees: false, index: 1, layer: 'top', extractAhead: 'never' as const },
+    { trees: false, index: 1, layer: 'top', extractAhead: 'always' as const },
   ])(
-    'names the digest mismatch when the rootfs reader trips over the bad bytes first (trees: $trees, $layer layer)',
-    async ({ trees, index }) => {
+    'names the digest mismatch when the rootfs reader trips over the bad bytes first (trees: $trees, $layer layer, extract ahead: $extractAhead)',
+    async ({ trees, index, extractAhead }) => {
       const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
       const layer = probe.manifest.layers[index]!;
       // The bad byte arrives at once, the rest over about a second: whoever decodes the bytes on disk
@@ -511,8 +512,11 @@ describe('pull', () => {
         platform: 'linux/amd64',
         rootfs,
         layers: trees,
+        extractAhead,
       }).catch((e) => e);
       await expectRefusedAsCorrupt(error, rootfs, layer);
+      // No temporary rootfs or staging tree is left next to it either.
+      expect((await readdir(cacheRoot)).filter((name) => name.startsWith('.rootfs'))).toEqual([]);
     },
   );
 
