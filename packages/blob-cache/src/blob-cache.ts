@@ -3,7 +3,6 @@ import { type FileHandle, mkdir, open, readFile, rename, unlink } from 'node:fs/
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
-  AbortedError,
   type BlobSource,
   type BlobStore,
   type Descriptor,
@@ -16,6 +15,7 @@ import {
   isOciError,
   OciError,
   throwIfAborted,
+  untilAborted,
 } from '@ocipull/core';
 import {
   digestEncoded,
@@ -811,14 +811,9 @@ async function settledUnlessAborted(
   promise: Promise<unknown>,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  throwIfAborted(signal);
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError(signal?.reason));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const done = () => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    };
-    promise.then(done, done);
-  });
+  const settled = promise.then(
+    () => {},
+    () => {},
+  );
+  await untilAborted(settled, signal);
 }

@@ -17,3 +17,4 @@ export type {
   IngestResult,
   Platform,
 } from './types.ts';
+export { untilAborted } from './until-aborted.ts';

@@ -5,7 +5,6 @@ import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import {
-  AbortedError,
   type BlobSource,
   type Descriptor,
   type Digest,
@@ -16,6 +15,7 @@ import {
   OciError,
   type Platform,
   throwIfAborted,
+  untilAborted,
 } from '@ocipull/core';
 import { parseDigest } from '@ocipull/digest';
 import { extractLayer, flattenLayers, isMissingLinkTarget } from '@ocipull/layer-extract';
@@ -185,16 +185,6 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     // opens an upper layer only then, to follow that download: had it begun the download itself, it
     // would not read it before the layers below were applied, and the task would wait behind it.
     const begun = layers.map(() => deferred<void>());
-    const downloadBegun = (index: number) =>
-      new Promise<void>((resolve, reject) => {
-        const onAbort = () => reject(new AbortedError(signal.reason));
-        if (signal.aborted) return onAbort();
-        signal.addEventListener('abort', onAbort, { once: true });
-        begun[index]!.promise.then(() => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        });
-      });
     const tasks = layers.map((layer, index) => async (freeSlot: () => void) => {
       // Flattening only: the flattener needs the bottom layer first and streams it in one pass itself;
       // the other layers are downloaded into the cache meanwhile.
@@ -242,15 +232,16 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     let failedLayer: Descriptor | undefined;
     if (flattenOnly && extractAhead === 'auto') idle = spareTime();
     // The flattener takes each layer through the cache: a blob already committed is read from disk;
-    // one a layer task is downloading is waited for (the per-digest lock); one nobody has started yet
-    // is downloaded right here, in a single pass into both cache and the rootfs (or its staging tree).
+    // one a layer task is downloading is followed as it grows (flattening only, an upper layer is
+    // opened only once its task has begun); one nobody downloads (the bottom layer when flattening
+    // only) is downloaded right here, in a single pass into both cache and the rootfs.
     // It starts at once, without the config: each layer's diff_id is awaited only when the layer's
     // bytes are all applied, so the bottom layer downloads while the config does.
     const rootfsWork = options.rootfs
       ? flattenLayers(
           layers.map((layer, index) => ({
             open: async () => {
-              if (flattenOnly && index > 0) await downloadBegun(index);
+              if (flattenOnly && index > 0) await untilAborted(begun[index]!.promise, signal);
               const progress = downloads[index]!;
               // Ends once its bytes are verified, before the blob's fsync and rename (the next
               // layer need not wait for the disk); the commit joins the background ones.

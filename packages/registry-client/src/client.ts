@@ -12,6 +12,7 @@ import {
   OciError,
   type Platform,
   throwIfAborted,
+  untilAborted,
 } from '@ocipull/core';
 import { createHasher, isDigest, verifyBytes } from '@ocipull/digest';
 import type { Dispatcher } from 'undici';
@@ -1332,26 +1333,6 @@ function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
     ...(OciError.isInstance(error) ? { code: error.code } : {}),
     ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
   };
-}
-
-/** Waits for `promise`, rejecting with `AbortedError` as soon as `signal` fires (the work goes on). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AbortedError(signal.reason));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new AbortedError(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
