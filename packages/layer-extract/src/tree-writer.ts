@@ -64,9 +64,12 @@ interface DirMeta {
 interface StageOp {
   /**
    * `remove`: the rootfs's entry at `path` goes (a whiteout, or the layer replaced its own entry there,
-   * which in place replaced the lower one with it); `opaque`: the lower content below `path` goes.
+   * which in place replaced the lower one with it); `opaque`: the lower content below `path` goes (an
+   * opaque marker); `hide`: the same for a whiteout of a directory the layer also writes below, which
+   * in place is skipped instead when the rootfs had nothing there (the layer made the directory: it is
+   * its own).
    */
-  kind: 'remove' | 'opaque';
+  kind: 'remove' | 'opaque' | 'hide';
   /** The path in the layer (and, when the merge goes ahead, in the rootfs). */
   path: string;
 }
@@ -359,16 +362,20 @@ export class TreeWriter {
     for (const op of stage.#stageOps) {
       // Every component must be a directory of the root or missing (apply mode would follow a symlink).
       const parts = op.path === '' ? [] : op.path.split('/');
-      const checked = op.kind === 'opaque' ? parts.length : parts.length - 1;
+      const checked = op.kind === 'remove' ? parts.length - 1 : parts.length;
       let prefix = '';
+      let present = true;
       for (let index = 0; index < checked; index++) {
         prefix = join(prefix, parts[index] as string);
         const stat = fs.lstatSync(this.#full(prefix), { throwIfNoEntry: false });
-        if (stat === undefined) break;
+        if (stat === undefined) {
+          present = false;
+          break;
+        }
         if (!stat.isDirectory()) return false;
       }
       if (op.kind === 'remove') removed.add(op.path);
-      else opaques.push(op.path);
+      else if (op.kind === 'opaque' || present) opaques.push(op.path);
     }
     for (const outer of opaques) {
       for (const inner of opaques) {
@@ -739,7 +746,7 @@ export class TreeWriter {
       const path = join(dirPath, base.slice(WHITEOUT_PREFIX.length));
       if (this.#added.has(path)) return undefined;
       if (this.#addedParents.has(path)) {
-        this.#stageOps.push({ kind: 'opaque', path });
+        this.#stageOps.push({ kind: 'hide', path });
         return undefined;
       }
       // Directories this layer made there for opaque markers: in place, they are the layer's own (the
