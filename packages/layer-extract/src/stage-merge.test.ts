@@ -9,6 +9,7 @@ import {
   hardlink,
   layerTarBytes,
   opaque,
+  Prng,
   symlink,
   type TreeEntry,
   whiteout,
@@ -38,16 +39,10 @@ afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
-/** A small deterministic PRNG (mulberry32). */
+/** Numbers in [0, 1) from the harness's seeded generator. */
 function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const generator = new Prng(seed);
+  return () => generator.nextUint32() / 0x1_0000_0000;
 }
 
 const NAMES = ['a', 'b', 'c'];
@@ -241,6 +236,18 @@ describe('flattenLayers stageAhead', () => {
       'usr/bin/python3',
       'usr/bin/sh',
     ]);
+  });
+
+  it('passes over a whiteout of a directory the layer itself made, as applying in place does', async () => {
+    // In place, `a/b` is the layer's own (it made it for `a/b/b`): `a/.wh.b` skips it, and `a` then
+    // becomes a file. Found by the 3,000-seed run: the merge emptied `a/b` below the new file (ENOTDIR).
+    const layers: TreeEntry[][] = [
+      [file('x', 'lower')],
+      [file('a/b/b', 'own'), whiteout('a/b'), file('a', 'now a file')],
+    ];
+    const [sequential, staged] = await flattenBoth(layers);
+    expectSame(sequential, staged, 'own directory whited out');
+    expect(staged.ok && staged.opens).toEqual([1, 1]);
   });
 
   it('applies in place (opening the layer again) what renames cannot reproduce', async () => {
