@@ -89,7 +89,6 @@ function cli(args: string[]): [string, string[]] {
   return [cliLauncher, args];
 }
 
-let shebangFlags: string[] | undefined;
 /** A cold `ocipull pull REF --rootfs` into `dir` (cache and rootfs inside it), without progress output. */
 function coldPull(ref: string, dir: string, extra: string[] = []): [string, string[]] {
   return cli([
@@ -105,6 +104,7 @@ function coldPull(ref: string, dir: string, extra: string[] = []): [string, stri
   ]);
 }
 
+let shebangFlags: string[] | undefined;
 function cliNodeFlags(): string[] {
   shebangFlags ??= (readFileSync(cliBin, 'utf8').split('\n')[0] ?? '')
     .split(/\s+/)
@@ -746,18 +746,18 @@ async function slowLinkBench(context: Context): Promise<Row[]> {
   });
   const ref = `${registry.host}/bench/five:${image.tag}`;
   const modes = ['never', 'auto', 'always'] as const;
-  const samples = new Map<string, number[]>(modes.map((mode) => [mode, []]));
+  const samples: Record<(typeof modes)[number], number[]> = { never: [], auto: [], always: [] };
   try {
     for (let index = 0; index < context.args.runs; index++) {
       for (const mode of modes) {
         const dir = join(context.work, `slow-link-${mode}-${index}`);
         await mkdir(dir, { recursive: true });
         const [node, args] = coldPull(ref, dir, ['--extract-ahead', mode]);
-        samples.get(mode)?.push((await measure(node, args, context.work)).ms);
+        samples[mode].push((await measure(node, args, context.work)).ms);
         await discard(dir);
       }
       log(
-        `slow link ${index + 1}/${context.args.runs}: ${modes.map((mode) => `${mode} ${fmt(samples.get(mode)?.at(-1) ?? 0)}`).join(', ')}`,
+        `slow link ${index + 1}/${context.args.runs}: ${modes.map((mode) => `${mode} ${fmt(samples[mode].at(-1) ?? 0)}`).join(', ')}`,
       );
     }
   } finally {
@@ -767,17 +767,17 @@ async function slowLinkBench(context: Context): Promise<Row[]> {
   const rows: Row[] = modes.map((mode) => ({
     section: 'slow link',
     metric: `ocipull pull --rootfs --extract-ahead ${mode}`,
-    value: seconds(median(samples.get(mode) ?? [])),
+    value: seconds(median(samples[mode])),
     unit: 's',
-    samples: (samples.get(mode) ?? []).map(seconds),
+    samples: samples[mode].map(seconds),
     note: `five (${image.layers.length} layers) from the harness registry at ${rate}`,
   }));
-  const never = median(samples.get('never') ?? []);
+  const never = median(samples.never);
   for (const mode of ['auto', 'always'] as const) {
     rows.push({
       section: 'slow link',
       metric: `extract-ahead ${mode} / never`,
-      value: median(samples.get(mode) ?? []) / never,
+      value: median(samples[mode]) / never,
       unit: '×',
     });
   }

@@ -216,7 +216,7 @@ export async function flattenLayers(
       throwIfAborted(signal);
       stages.startAbove(index);
       const staged = stages.take(index);
-      let input: Promise<Readable> | undefined;
+      let input: Readable;
       if (staged !== undefined) {
         const outcome = await staged;
         if (outcome.error !== undefined) throw outcome.error;
@@ -232,13 +232,13 @@ export async function flattenLayers(
         }
         // Not mergeable: the layer is applied in place, from its stream opened again.
         removeStage(outcome);
-        input = openLayer(layer);
+        input = await openLayer(layer);
       } else {
         stages.claim(index);
         const pending = ahead ?? openLayer(layer);
         ahead = undefined;
         // Opened: only now the next one (a caller's download of it may be starting meanwhile).
-        input = Promise.resolve(await pending);
+        input = await pending;
         const next = layers[index + 1];
         if (options.openAhead && next !== undefined && stages.claim(index + 1)) {
           ahead = openLayer(next);
@@ -248,7 +248,7 @@ export async function flattenLayers(
         options.onLayerStart?.(index);
       }
       const { lateDiffId, ...streamOptions } = layerOptions(layer);
-      const { result } = await processLayer(await input, temp, 'apply', streamOptions, undefined, lateDiffId);
+      const { result } = await processLayer(input, temp, 'apply', streamOptions, undefined, lateDiffId);
       results.push(result);
     }
     stages.close();
