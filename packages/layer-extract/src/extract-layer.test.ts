@@ -146,6 +146,65 @@ describe('faithful files', () => {
     expect(tree.get('ro/inside')?.sha256).toBe(sha256('x'));
   });
 
+  it('gives each directory exactly its owner and mode, whatever mkdir made (setgid parents, umask, redeclared)', async () => {
+    // Directories start with their final bits when those are owner-rwx and not group/world-writable,
+    // and the last pass sets only what differs: a setgid parent (whose children inherit its group
+    // and the bit), the umask and a later layer's new owner or mode must all still come out right.
+    const layers = [
+      [
+        dir('shared', { mode: 0o2775, uid: 0, gid: 7 }),
+        dir('shared/plain', { mode: 0o755, uid: 0, gid: 0 }),
+        dir('shared/inherit', { mode: 0o2755, uid: 0, gid: 7 }),
+        file('shared/plain/file', 'f', { mode: 0o644 }),
+        dir('open', { mode: 0o777 }),
+        dir('sticky', { mode: 0o1777 }),
+        dir('team', { mode: 0o775, uid: 1000, gid: 1000 }),
+        dir('private', { mode: 0o700 }),
+        dir('traverse', { mode: 0o711 }),
+        dir('ro', { mode: 0o555 }),
+        dir('redeclared', { mode: 0o755 }),
+        dir('redeclared', { mode: 0o750, uid: 3, gid: 4 }),
+      ],
+      [
+        dir('team', { mode: 0o755, uid: 0, gid: 0 }),
+        dir('shared/plain', { mode: 0o750, uid: 5, gid: 5 }),
+        dir('shared/new', { mode: 0o755, uid: 0, gid: 0 }),
+        dir('private/child', { mode: 0o755 }),
+      ],
+    ];
+    const want = {
+      shared: { mode: 0o2775, uid: 0, gid: 7 },
+      'shared/plain': { mode: 0o750, uid: 5, gid: 5 },
+      'shared/inherit': { mode: 0o2755, uid: 0, gid: 7 },
+      'shared/new': { mode: 0o755, uid: 0, gid: 0 },
+      open: { mode: 0o777, uid: 0, gid: 0 },
+      sticky: { mode: 0o1777, uid: 0, gid: 0 },
+      team: { mode: 0o755, uid: 0, gid: 0 },
+      private: { mode: 0o700, uid: 0, gid: 0 },
+      'private/child': { mode: 0o755, uid: 0, gid: 0 },
+      traverse: { mode: 0o711, uid: 0, gid: 0 },
+      ro: { mode: 0o555, uid: 0, gid: 0 },
+      redeclared: { mode: 0o750, uid: 3, gid: 4 },
+    };
+    const saved = process.umask(0o022);
+    try {
+      for (const umask of [0o022, 0o077, 0o000]) {
+        process.umask(umask);
+        const { tree } = await flatten(layers);
+        for (const [path, expected] of Object.entries(want))
+          expect({ path, umask, ...tree.get(path) }).toMatchObject({
+            path,
+            umask,
+            type: 'directory',
+            ...expected,
+          });
+        expect(tree.get('shared/plain/file')).toMatchObject({ mode: 0o644, uid: 0, gid: 0 });
+      }
+    } finally {
+      process.umask(saved);
+    }
+  });
+
   it('keeps mtimes before 1970 and skips (with a warning) mtimes no filesystem can hold', async () => {
     const { destination, result } = await flatten([
       [
@@ -877,6 +936,32 @@ describe('streams, digests and media types', () => {
       expect(result.bytes).toBe(tar.length);
       expect(result.warnings.length > 0, mediaType).toBe(lies);
       expect(fs.readFileSync(join(destination, 'a'), 'utf8')).toBe('x');
+    }
+  });
+
+  it('reads long runs of entries without a body in one loop, and bodies around them by their streams', async () => {
+    // An entry without a body is finished in its 'entry' event and the parser reads on in the same
+    // loop (createTarExtract): thousands in one chunk must neither recurse (a stack overflow) nor
+    // stall or lose an entry, and files with bodies between them still get theirs.
+    const entries: TreeEntry[] = [dir('d')];
+    for (let index = 0; index < 8_000; index++) {
+      if (index % 4_000 === 2_000) entries.push(file(`d/body${index}`, `content ${index}`));
+      entries.push(index % 2 === 0 ? symlink(`d/l${index}`, `t${index}`) : file(`d/e${index}`, ''));
+    }
+    const tar = await layerTarBytes(entries);
+    const diffId = `sha256:${sha256(tar)}`;
+    for (const [input, mediaType] of [
+      [bufferStream(tar), OCI_TAR],
+      [trickle(gzipSync(tar), 100_000), OCI_GZIP],
+    ] as const) {
+      const destination = fresh();
+      const result = await extractLayer(input, { destination, mediaType, diffId });
+      expect(result.entries).toBe(entries.length);
+      expect(fs.readdirSync(join(destination, 'd')).length).toBe(entries.length - 1);
+      expect(fs.readlinkSync(join(destination, 'd/l7998'))).toBe('t7998');
+      expect(fs.statSync(join(destination, 'd/e7999')).size).toBe(0);
+      expect(fs.readFileSync(join(destination, 'd/body2000'), 'utf8')).toBe('content 2000');
+      expect(fs.readFileSync(join(destination, 'd/body6000'), 'utf8')).toBe('content 6000');
     }
   });
 

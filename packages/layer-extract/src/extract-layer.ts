@@ -541,13 +541,21 @@ async function processLayer(
 
   extract.on('entry', (tarHeader, body, next) => {
     const header = tarHeader as unknown as TarHeader;
-    // The parser destroys the entry stream with its own error on failure; that error is already `failure`.
-    body.on('error', () => {});
+    // The parser destroys the entry stream with its own error on failure; that error is already
+    // `failure`. (An entry without a body has no stream the parser reads: see below.)
+    if (header.size !== 0) body.on('error', () => {});
     let sink: ReturnType<TreeWriter['begin']>;
     try {
       if (header.name === './' || header.name === '.' || header.name === '/') rootEntry = true;
       sink = writer.begin(header);
       if (options.onProgress !== undefined && writer.entries % PROGRESS_EVERY === 0) report();
+      if (header.size === 0) {
+        // No body (most entries of a rootfs: directories, links, empty files): done here, and the
+        // parser reads on in the same loop (see createTarExtract); its body stream is never read.
+        sink?.end();
+        next();
+        return;
+      }
     } catch (error) {
       fail(error);
       return;

@@ -36,6 +36,7 @@ interface ExtractInternals {
   _consumeHeader?: () => boolean;
   _applyLongHeaders?: () => void;
   _continueWrite(error: Error | null): void;
+  _unlockBound?: (error?: Error | null) => void;
 }
 
 /** Entry types that never have a body, whatever their size field says (Go's archive/tar: isHeaderOnlyType). */
@@ -52,6 +53,12 @@ const HEADER_ONLY_TYPES = new Set([
 const MAX_SPARSE_EXTENSION_BLOCKS = 2048;
 
 /**
+ * An entry without a body (size 0: directories, links, devices, FIFOs, empty files) may call its
+ * `next` callback before the 'entry' listener returns: the parser then reads the next header in the
+ * same loop. tar-stream's own way (the body stream ends on a later tick, its 'end' calls `next`, which
+ * parses on) costs a stream, events, ticks and microtasks per entry: more than the `mkdir` of a
+ * directory. Entries with a body still end through their stream.
+ *
  * A tar-stream extractor that also keeps each PAX header's raw bytes. tar-stream decodes PAX values
  * as UTF-8 text, which mangles binary `SCHILY.xattr.*` values such as file capabilities; the raw
  * record lets `paxXattrs` return them byte for byte. With `onArchiveEnd`, parsing stops at the
@@ -72,8 +79,20 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
   const internals = extract as unknown as ExtractInternals;
   const consumeHeader = internals._consumeHeader;
   const applyLongHeaders = internals._applyLongHeaders;
-  if (typeof consumeHeader === 'function' && typeof applyLongHeaders === 'function') {
+  const unlock = internals._unlockBound;
+  if (
+    typeof consumeHeader === 'function' &&
+    typeof applyLongHeaders === 'function' &&
+    typeof unlock === 'function'
+  ) {
     let ended = false;
+    /** Set while tar-stream emits an entry, and when `next` was called during that. */
+    let emitting = false;
+    let unlockedEarly = false;
+    internals._unlockBound = (error?: Error | null) => {
+      if (emitting && (error === undefined || error === null)) unlockedEarly = true;
+      else unlock(error);
+    };
     /** Set while a header is consumed: what `_applyLongHeaders` adds to the header just decoded. */
     let sparse: TarHeader['gnuSparse'] | undefined;
     internals._consumeHeader = function consumeHeaderLikeGo(this: ExtractInternals) {
@@ -118,11 +137,18 @@ export function createTarExtract(onArchiveEnd?: (rest: Buffer) => void): Extract
         return fixHeader(taken);
       };
       let consumed: boolean;
+      emitting = true;
       try {
         consumed = consumeHeader.call(this);
       } finally {
+        emitting = false;
         buffer.shift = shift;
         sparse = undefined;
+      }
+      if (unlockedEarly) {
+        // What `_unlock` does, minus its recursive `_update`: the loop that called us reads on.
+        unlockedEarly = false;
+        this._locked = false;
       }
       if (onArchiveEnd !== undefined && consumed && this._header === null && !ended) {
         // tar-stream skips zero blocks and reads on, so entries hidden after the end-of-archive marker

@@ -431,7 +431,7 @@ export class TreeWriter {
       const stat = fs.lstatSync(full, { throwIfNoEntry: false });
       if (stat === undefined || !stat.isDirectory()) continue;
       for (const { name, header } of meta.xattrs ?? []) this.#xattrs(full, name, header, 'directory');
-      this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime);
+      this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime, stat);
     }
   }
 
@@ -493,7 +493,12 @@ export class TreeWriter {
     gid: number,
     mtime: number | undefined,
   ): void {
-    const path = this.#place(name, parts, 'directory', (target) => fs.mkdirSync(target, 0o700));
+    // Made with the final permission bits when they leave the owner rwx and nobody else write access
+    // (0755, almost always): the deferred metadata then finds nothing to change but the mtime. Other
+    // modes (group/world-writable, setgid, sticky, 0555) start at an owner-only subset and are set last.
+    const path = this.#place(name, parts, 'directory', (target) =>
+      fs.mkdirSync(target, (mode & 0o755) | 0o700),
+    );
     // It is a real directory now: its children resolve their parent without looking again.
     this.#dirs.set(parts.join('/'), path);
     if (this.mode === 'stage') {
@@ -928,13 +933,19 @@ export class TreeWriter {
     uid: number,
     gid: number,
     mtime: number | undefined,
+    /** What `full` is now (lstat'd by the caller): owner and mode are set only where they differ. */
+    current?: fs.Stats,
   ): void {
     if (this.#isRoot) {
       const [hostUid, hostGid] = this.#mapIds(path, uid, gid);
-      fs.lchownSync(full, hostUid, hostGid);
-      fs.chmodSync(full, mode);
+      if (current === undefined || current.uid !== hostUid || current.gid !== hostGid) {
+        fs.lchownSync(full, hostUid, hostGid);
+        // chown clears setuid/setgid, so the mode comes after it.
+        fs.chmodSync(full, mode);
+      } else if ((current.mode & 0o7777) !== mode) fs.chmodSync(full, mode);
     } else {
-      fs.chmodSync(full, (mode & 0o777) | (kind === 'directory' ? 0o700 : 0o600));
+      const usable = (mode & 0o777) | (kind === 'directory' ? 0o700 : 0o600);
+      if (current === undefined || (current.mode & 0o7777) !== usable) fs.chmodSync(full, usable);
       if (kind === 'directory') this.#overrideStat(full, path, uid, gid, mode);
     }
     if (mtime !== undefined) fs.utimesSync(full, timeArg(mtime), timeArg(mtime));
