@@ -493,9 +493,10 @@ export class TreeWriter {
     gid: number,
     mtime: number | undefined,
   ): void {
-    // Made with the final permission bits when they leave the owner rwx and nobody else write access
+    // Made with the final permission bits when they give the owner rwx and nobody else write access
     // (0755, almost always): the deferred metadata then finds nothing to change but the mtime. Other
-    // modes (group/world-writable, setgid, sticky, 0555) start at an owner-only subset and are set last.
+    // modes (group/world-writable, setgid, sticky, 0555) start without those bits, with owner rwx,
+    // and are set last.
     const path = this.#place(name, parts, 'directory', (target) =>
       fs.mkdirSync(target, (mode & 0o755) | 0o700),
     );
