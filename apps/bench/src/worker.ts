@@ -224,10 +224,9 @@ async function main(job: WorkerJob): Promise<WorkerResult> {
       // reads). fs.createReadStream's default 64 KiB reads cost 0.07–0.29 s more on this layer:
       // every read and every zlib call then waits for a turn of the busy extracting thread.
       const open = () => createReadStream(job.blob, { highWaterMark: 1024 * 1024 });
-      const result = await flattenLayers(
-        [{ open, mediaType: job.mediaType, diffId: job.diffId }],
-        { destination: job.destination },
-      );
+      const result = await flattenLayers([{ open, mediaType: job.mediaType, diffId: job.diffId }], {
+        destination: job.destination,
+      });
       return { ms: performance.now() - start, bytes: result.bytes, entries: result.entries };
     }
   }
