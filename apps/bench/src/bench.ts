@@ -190,16 +190,11 @@ async function pullBench(context: Context, name: ImageName): Promise<Row[]> {
   let ctrError: unknown;
   // The registry's own floor for this image: every layer blob fetched by curl over 4 connections (as
   // ocipull's default concurrency) into /dev/null: no verification, no disk, one process start.
-  const slash = ref.indexOf('/');
-  const colon = ref.lastIndexOf(':');
   const curlConfig = join(context.work, `${name}-blobs.curl`);
   await writeFile(
     curlConfig,
     image.layers
-      .map(
-        (layer) =>
-          `url = "http://${ref.slice(0, slash)}/v2/${ref.slice(slash + 1, colon)}/blobs/${layer.descriptor.digest}"\noutput = "/dev/null"\n`,
-      )
+      .map((layer) => `url = "${blobUrl(context, name, layer.descriptor)}"\noutput = "/dev/null"\n`)
       .join(''),
   );
   for (let index = 0; index < runs; index++) {

@@ -386,9 +386,7 @@ class Stages {
   async #stage(layer: FlattenLayer, index: number): Promise<StageOutcome> {
     let dir: string | undefined;
     try {
-      dir = fs.mkdtempSync(
-        path.join(path.dirname(this.#destination), `.${path.basename(this.#destination)}.stage-`),
-      );
+      dir = tempSibling(this.#destination, 'stage');
       const input = await openLayer(layer);
       const { lateDiffId, ...streamOptions } = this.#options(layer);
       return { dir, staged: await processLayer(input, dir, 'stage', streamOptions, undefined, lateDiffId) };
@@ -445,13 +443,18 @@ function commit(temp: string, destination: string): void {
   }
 }
 
+/** A new hidden directory next to `destination`: `.<name>.tmp-XXXXXX` (its tree) or `.<name>.stage-XXXXXX`. */
+function tempSibling(destination: string, kind: 'tmp' | 'stage'): string {
+  return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.${kind}-`));
+}
+
 function makeTempSibling(destination: string, input: Readable | undefined): string {
   if (fs.existsSync(destination)) {
     if (input) discard(input);
     throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`);
   }
   try {
-    return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.tmp-`));
+    return tempSibling(destination, 'tmp');
   } catch (error) {
     if (input) discard(input);
     throw toOciError(error, `creating a temporary directory next to ${destination}`);

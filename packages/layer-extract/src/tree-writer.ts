@@ -321,10 +321,7 @@ export class TreeWriter {
     for (const top of this.#aufsMeta) fs.rmSync(this.#full(top), { recursive: true, force: true });
     // The merge acts on the opaque directories and sets the directory metadata, in the rootfs.
     if (this.mode === 'stage') return;
-    if (this.mode === 'apply' && this.#opaques.size > 0) {
-      const keep = (path: string) => this.#added.has(path) || this.#addedParents.has(path);
-      for (const dir of this.#opaques) this.#emptyExcept(dir, keep);
-    }
+    if (this.mode === 'apply') this.#emptyOpaques(this.#opaques, this);
     this.#applyDirMeta(this.#deferred);
     this.#deferred.clear();
   }
@@ -412,10 +409,7 @@ export class TreeWriter {
       if (replaced !== undefined) this.#remove(path, replaced);
       fs.renameSync(stage.#full(path), this.#full(path));
     }
-    if (opaques.length > 0) {
-      const keep = (path: string) => stage.#added.has(path) || stage.#addedParents.has(path);
-      for (const dir of opaques) this.#emptyExcept(dir, keep);
-    }
+    this.#emptyOpaques(opaques, stage);
     this.#applyDirMeta(stage.#deferred);
     this.#dirs.clear();
     return true;
@@ -907,6 +901,12 @@ export class TreeWriter {
       fs.unlinkSync(full);
       if (stat.isSymbolicLink()) this.#dirs.clear();
     }
+  }
+
+  /** Empties each opaque directory of everything `layer` (this writer or a merged stage) did not add. */
+  #emptyOpaques(dirs: Iterable<string>, layer: TreeWriter): void {
+    const keep = (path: string) => layer.#added.has(path) || layer.#addedParents.has(path);
+    for (const dir of dirs) this.#emptyExcept(dir, keep);
   }
 
   /** Removes everything below `dir` except the paths in `keep` (this layer's own entries and their parents). */

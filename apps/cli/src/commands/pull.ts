@@ -7,6 +7,7 @@ import {
 } from '@ocipull/progress';
 import {
   DEFAULT_CONCURRENCY,
+  DEFAULT_EXTRACT_AHEAD,
   EXTRACT_AHEAD_MODES,
   type ExtractAhead,
   PULL_POLICIES,
@@ -117,7 +118,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
     );
   }
 
-  const extractAhead = values['extract-ahead'] ?? 'auto';
+  const extractAhead = values['extract-ahead'] ?? DEFAULT_EXTRACT_AHEAD;
   if (!EXTRACT_AHEAD_MODES.includes(extractAhead as ExtractAhead)) {
     throw usageError(`--extract-ahead takes auto, always or never, not ${JSON.stringify(extractAhead)}`);
   }
