@@ -384,7 +384,61 @@ describe('ocipull CLI killed mid-pull', () => {
       await registry.close();
     }
   }, 90_000);
+
+  it('a --rootfs pull killed mid-layer resumes on the rerun and leaves only the rootfs beside it', async () => {
+    const layout = join(work, 'kill-rootfs-layout');
+    const built = await buildImage(
+      randomImage({ seed: 12, layers: 2, bytesPerLayer: 4 * 1024 * 1024, compression: 'gzip' }),
+      { dir: layout, tag: 'v1' },
+    );
+    const bottom = built.manifests[0]!.layers[0]!.descriptor;
+    const registry = await startRegistry({ repositories: { 'kill/rootfs': layout } });
+    try {
+      registry.faults.add({
+        match: { kind: 'blob', digest: bottom.digest },
+        action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
+      });
+      const cache = join(work, 'cache-kill-rootfs');
+      const parent = join(work, 'kill-rootfs-out');
+      await mkdir(parent);
+      const rootfs = join(parent, 'rootfs');
+      const reference = `${registry.host}/kill/rootfs:v1`;
+      const args = ['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'];
+      const child: ChildProcess = spawn(launcher, args, { stdio: 'ignore' });
+      const part = join(cache, 'ingest', `${bottom.digest.slice('sha256:'.length)}.part`);
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const size = existsSync(part) ? (await stat(part)).size : 0;
+        if (size > 1024 * 1024) break;
+        if (Date.now() > deadline) throw new Error('the download never got going');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      const kept = (await stat(part)).size;
+      // The killed pull's half-built tree is there, hidden, next to where the rootfs goes.
+      expect((await readdir(parent)).filter((name) => name.startsWith('.rootfs.tmp-'))).toHaveLength(1);
+      registry.faults.clear();
+      const sentBefore = sentFor(registry, bottom.digest);
+      const rerun = await cli(args);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(sentFor(registry, bottom.digest) - sentBefore).toBeLessThanOrEqual(bottom.size - kept);
+      expect(await readdir(parent)).toEqual(['rootfs']);
+      const theirs = await umociRootfs(reference, 'killed');
+      const options = { owners: true, modes: true };
+      expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
+    } finally {
+      await registry.close();
+    }
+  }, 90_000);
 });
+
+/** The bytes the harness registry sent in GET responses for a blob. */
+function sentFor(registry: { requests: { digest?: string; method: string; bytesSent: number }[] }, digest: string) {
+  return registry.requests
+    .filter((request) => request.digest === digest && request.method === 'GET')
+    .reduce((sum, request) => sum + request.bytesSent, 0);
+}
 
 describe('ocipull CLI against authenticated registries', () => {
   it('logs in and pulls over TLS with basic auth; a wrong password is refused with exit code 2', async () => {

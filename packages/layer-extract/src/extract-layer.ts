@@ -21,6 +21,7 @@ import {
   type WhiteoutFormat,
 } from './options.ts';
 import { createTarExtract, type TarHeader } from './tar-parse.ts';
+import { removeAbandonedSiblings, tempSibling } from './temp-sibling.ts';
 import {
   type BodySink,
   InPlaceOnlyError,
@@ -443,16 +444,13 @@ function commit(temp: string, destination: string): void {
   }
 }
 
-/** A new hidden directory next to `destination`: `.<name>.tmp-XXXXXX` (its tree) or `.<name>.stage-XXXXXX`. */
-function tempSibling(destination: string, kind: 'tmp' | 'stage'): string {
-  return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.${kind}-`));
-}
-
 function makeTempSibling(destination: string, input: Readable | undefined): string {
   if (fs.existsSync(destination)) {
     if (input) discard(input);
     throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`);
   }
+  // What an extraction into the same destination left when it was killed goes first.
+  removeAbandonedSiblings(destination);
   try {
     return tempSibling(destination, 'tmp');
   } catch (error) {
