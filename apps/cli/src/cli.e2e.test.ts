@@ -20,6 +20,7 @@ import {
   dir,
   file,
   formatTree,
+  type HarnessRegistry,
   hardlink,
   listTree,
   opaque,
@@ -426,7 +427,9 @@ describe('ocipull CLI killed mid-pull', () => {
       expect(await readdir(parent)).toEqual(['rootfs']);
       const theirs = await umociRootfs(reference, 'killed');
       const options = { owners: true, modes: true };
-      expect(formatTree(await listTree(rootfs), options)).toEqual(formatTree(await listTree(theirs), options));
+      expect(formatTree(await listTree(rootfs), options)).toEqual(
+        formatTree(await listTree(theirs), options),
+      );
     } finally {
       await registry.close();
     }
@@ -434,7 +437,7 @@ describe('ocipull CLI killed mid-pull', () => {
 });
 
 /** The bytes the harness registry sent in GET responses for a blob. */
-function sentFor(registry: { requests: { digest?: string; method: string; bytesSent: number }[] }, digest: string) {
+function sentFor(registry: HarnessRegistry, digest: string): number {
   return registry.requests
     .filter((request) => request.digest === digest && request.method === 'GET')
     .reduce((sum, request) => sum + request.bytesSent, 0);

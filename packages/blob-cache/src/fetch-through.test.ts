@@ -85,6 +85,22 @@ describe.each([
     expect(source.fetches).toHaveLength(1);
   });
 
+  it("passes the caller's priority to the source: fetchThrough, ingest, and a resumed fetch", async () => {
+    const cache = await freshCache();
+    const first = await blob(200_000);
+    const second = await blob(300_000);
+    source.add(first.bytes, first.descriptor.digest);
+    source.add(second.bytes, second.descriptor.digest);
+    await buffer(await cache.fetchThrough(first.descriptor, source, { priority: 3 }));
+    source.faults.push({ type: 'cut', afterBytes: 100_000 });
+    await cache.ingest(second.descriptor, source, { priority: -1 });
+    expect(source.fetches).toEqual([
+      { digest: first.descriptor.digest, offset: 0, priority: 3 },
+      { digest: second.descriptor.digest, offset: 0, priority: -1 },
+      { digest: second.descriptor.digest, offset: 100_000, priority: -1 },
+    ]);
+  });
+
   it('resumes from an existing part: replays the prefix from disk and fetches only the rest', async () => {
     const cache = await freshCache();
     const { bytes, descriptor } = await blob(700_000);

@@ -7,6 +7,7 @@ import {
   type BlobSource,
   type Descriptor,
   ErrorCode,
+  type FetchOptions,
   isOciError,
   OciError,
 } from '@ocipull/core';
@@ -58,6 +59,8 @@ export interface FetchThroughJob {
   /** Bytes already in the `.part` (checked to be at most the declared size). */
   prefixLength: number;
   signal?: AbortSignal | undefined;
+  /** The source fetch's `priority`. */
+  priority?: number | undefined;
   onProgress?: ((event: FetchProgress) => void) | undefined;
   maxAttempts: number;
   retryDelayMs: number;
@@ -296,6 +299,11 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
     }
   }
 
+  #fetchOptions(offset: number): FetchOptions {
+    const { priority } = this.#job;
+    return { offset, signal: this.#controller.signal, ...(priority === undefined ? {} : { priority }) };
+  }
+
   async #download(): Promise<void> {
     const { descriptor, source } = this.#job;
     let offset = this.#job.prefixLength;
@@ -319,10 +327,10 @@ export class FetchThroughStream extends Readable implements FetchThroughInfo {
               offset += chunk.length;
               await this.#deliver(chunk);
             },
-            { offset, signal: this.#controller.signal },
+            this.#fetchOptions(offset),
           );
         } else {
-          body = await source.fetch(descriptor, { offset, signal: this.#controller.signal });
+          body = await source.fetch(descriptor, this.#fetchOptions(offset));
           this.#body = body;
           this.#throwIfStopped();
           for await (const received of body) {

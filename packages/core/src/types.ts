@@ -85,6 +85,12 @@ export interface FetchOptions {
   offset?: number;
   /** Cancels the request and the stream. */
   signal?: AbortSignal;
+  /**
+   * Where the request stands among those waiting for a connection to the same registry: lower goes
+   * first, ties in order of arrival. A pull gives a layer its index, so the layers the rootfs needs
+   * next are not queued behind upper ones. Default 0; sources that queue nothing ignore it.
+   */
+  priority?: number;
 }
 
 /**
@@ -113,6 +119,8 @@ export type BlobSink = (chunk: Buffer) => void | Promise<void>;
 /** Options for `BlobStore.ingest`. */
 export interface IngestOptions {
   signal?: AbortSignal;
+  /** Passed to the source's fetch: see `FetchOptions.priority`. */
+  priority?: number;
   /** Called as bytes are committed to the store. */
   onProgress?: (event: { bytes: number; total: number; resumedFrom: number }) => void;
 }

@@ -414,6 +414,20 @@ function appliesInPlace(error: unknown): boolean {
   return typeof (error as { syscall?: unknown } | null)?.syscall === 'string';
 }
 
+/**
+ * Stops a parser that has seen the end-of-archive marker. streamx makes a `STREAM_DESTROYED` error for
+ * it that nobody sees (it is not emitted), and capturing that error's stack cost ~0.08 ms per layer.
+ */
+function destroyQuietly(extract: { destroy(): void }): void {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    extract.destroy();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 function removeStage(outcome: StageOutcome): void {
   if (outcome.dir !== undefined) fs.rmSync(outcome.dir, { recursive: true, force: true });
 }
@@ -621,7 +635,7 @@ async function processLayer(
         if (!extract.write(chunk)) await drained(extract);
       }
       if (failure === undefined) {
-        if (archiveEnded) extract.destroy();
+        if (archiveEnded) destroyQuietly(extract);
         else extract.end(undefined);
       }
     } catch (error) {

@@ -52,7 +52,9 @@ describe('temporary siblings', () => {
   it('names a sibling after the destination and the process that made it', () => {
     const parent = fresh();
     const made = tempSibling(join(parent, 'rootfs'), 'tmp');
-    expect(basename(made)).toMatch(new RegExp(`^\\.rootfs\\.tmp-${process.pid}\\.[0-9a-z]+\\.[A-Za-z0-9]{6}$`));
+    expect(basename(made)).toMatch(
+      new RegExp(`^\\.rootfs\\.tmp-${process.pid}\\.[0-9a-z]+\\.[A-Za-z0-9]{6}$`),
+    );
     expect(fs.statSync(made).isDirectory()).toBe(true);
     expect(basename(tempSibling(join(parent, 'rootfs'), 'stage'))).toMatch(/^\.rootfs\.stage-/);
   });

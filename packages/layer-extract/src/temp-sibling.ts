@@ -20,7 +20,9 @@ const OWNED_SUFFIX = /^([1-9]\d*)\.([0-9a-z]+)\.[A-Za-z0-9]{6}$/;
 export function tempSibling(destination: string, kind: TempSiblingKind): string {
   const scope = pidScope();
   const owner = scope === undefined ? '' : `${process.pid}.${scope}.`;
-  return fs.mkdtempSync(path.join(path.dirname(destination), `.${path.basename(destination)}.${kind}-${owner}`));
+  return fs.mkdtempSync(
+    path.join(path.dirname(destination), `.${path.basename(destination)}.${kind}-${owner}`),
+  );
 }
 
 /**

@@ -206,6 +206,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               cache,
               source,
               layer,
+              index,
               announcing(downloads[index]!, () => begun[index]!.resolve()),
               signal,
               freeSlot,
@@ -247,6 +248,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               // layer need not wait for the disk); the commit joins the background ones.
               const stream = await cache.fetchThrough(layer, source, {
                 signal,
+                priority: index,
                 onProgress: progress.onProgress,
                 endWhenVerified: true,
               });
@@ -472,6 +474,8 @@ async function readConfigLater(
 ): Promise<{ config: ImageConfig; stored: Stored }> {
   const stream = await cache.fetchThrough(manifest.config, source, {
     ...(signal ? { signal } : {}),
+    // Ahead of every layer: each layer's diff_id is in it.
+    priority: -1,
     endWhenVerified: true,
   });
   const bytes = await buffer(stream);
@@ -511,12 +515,14 @@ async function downloadLayer(
   cache: BlobCache,
   source: BlobSource,
   layer: Descriptor,
+  index: number,
   progress: DownloadProgress,
   signal: AbortSignal,
   bytesIn?: () => void,
 ): Promise<undefined> {
   const result = await cache.ingest(layer, source, {
     signal,
+    priority: index,
     onProgress: (event) => {
       progress.onProgress(event);
       if (event.bytes >= event.total) bytesIn?.();
@@ -546,7 +552,7 @@ async function pullLayerTree(
   if (reused !== undefined) {
     // The tree is there (perhaps from a zstd twin of this layer), leased so a concurrent gc keeps
     // it; the blob still belongs in the layout so the cache stays a complete OCI image.
-    await downloadLayer(cache, source, layer, progress, signal);
+    await downloadLayer(cache, source, layer, index, progress, signal);
     emit({ type: 'layer-extract-end', index, digest: layer.digest, diffId, cached: true, entries: 0 });
     return reused;
   }
@@ -558,6 +564,7 @@ async function pullLayerTree(
     // The stream ends once its bytes are verified; the tree is committed only after the blob (below).
     const stream = await cache.fetchThrough(layer, source, {
       signal,
+      priority: index,
       onProgress: progress.onProgress,
       endWhenVerified: true,
     });

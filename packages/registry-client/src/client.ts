@@ -551,7 +551,7 @@ class Client implements RegistryClient {
     const reference = toReference(input);
     const offset = checkBlobRequest(descriptor, options);
     if (offset === descriptor.size) return;
-    if (await this.#directBlob(reference, descriptor, offset, sink, options.signal)) return;
+    if (await this.#directBlob(reference, descriptor, offset, sink, options)) return;
     for await (const chunk of await this.fetchBlob(reference, descriptor, options)) {
       const result = sink(chunk as Buffer);
       if (result !== undefined) await result;
@@ -569,7 +569,7 @@ class Client implements RegistryClient {
     descriptor: Descriptor,
     offset: number,
     sink: BlobSink,
-    signal: AbortSignal | undefined,
+    { signal, priority }: FetchOptions,
   ): Promise<boolean> {
     if (this.#options.directBlobReads === false || descriptor.size - offset < DIRECT_BLOB_MIN_BYTES)
       return false;
@@ -591,21 +591,25 @@ class Client implements RegistryClient {
     if (authorization) headers.authorization = authorization;
     if (offset > 0) headers.range = `bytes=${offset}-`;
     if (!directHeadersSafe(headers)) return false;
-    const outcome = await this.#directExchange(endpoint.origin, signal, (direct) =>
-      directBlobGet(
-        {
-          url,
-          headers,
-          ...connection,
-          signal: direct,
-          digest: descriptor.digest,
-          registry: endpoint.registry,
-          start: offset,
-          expected: descriptor.size - offset,
-        },
-        sink,
-        this.#directConnections,
-      ),
+    const outcome = await this.#directExchange(
+      endpoint.origin,
+      signal,
+      (direct) =>
+        directBlobGet(
+          {
+            url,
+            headers,
+            ...connection,
+            signal: direct,
+            digest: descriptor.digest,
+            registry: endpoint.registry,
+            start: offset,
+            expected: descriptor.size - offset,
+          },
+          sink,
+          this.#directConnections,
+        ),
+      priority,
     );
     if (outcome.delivered) return true;
     this.#emit({
@@ -985,10 +989,11 @@ class Client implements RegistryClient {
     origin: string,
     signal: AbortSignal | undefined,
     exchange: (signal: AbortSignal) => Promise<T>,
+    priority?: number,
   ): Promise<T> {
     const direct =
       signal === undefined ? this.#closing.signal : AbortSignal.any([signal, this.#closing.signal]);
-    const release = await this.#directSlots.acquire(origin, direct);
+    const release = await this.#directSlots.acquire(origin, direct, priority);
     try {
       const outcome = await exchange(direct);
       return 'stale' in outcome && outcome.stale === true ? await exchange(direct) : outcome;

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import {
   type DirectBlobRequest,
   DirectConnections,
+  DirectReadSlots,
   type DirectRequest,
   directBlobGet,
   directRequest,
@@ -324,6 +325,24 @@ describe('fetchBlobInto', () => {
     setTimeout(() => controller.abort(new Error('enough')), 30);
     expect((await failure(waiting)).code).toBe(ErrorCode.Aborted);
     await Promise.all(busy);
+  });
+
+  it('reads waiting for a slot go lowest priority first, ties in order of arrival', async () => {
+    registry.faults.add({
+      match: { kind: 'blob' },
+      action: { type: 'throttle', bytesPerSecond: 40_000_000 },
+    });
+    const registryClient = client({ maxConnectionsPerHost: 1 });
+    const order: string[] = [];
+    const read = (name: string, priority?: number) =>
+      registryClient
+        .fetchBlobInto(ref(), layer, collector().sink, priority === undefined ? {} : { priority })
+        .then(() => order.push(name));
+    // The first takes the only slot; the others queue while it reads.
+    const first = read('first', 9);
+    await delay(20);
+    await Promise.all([read('late', 5), read('default'), read('early', -1), read('tie', 5), first]);
+    expect(order).toEqual(['first', 'early', 'default', 'late', 'tie']);
   });
 
   it('close() ends direct reads in flight with ERR_ABORTED', async () => {
@@ -833,5 +852,50 @@ describe('directRequest (whole small answers, any status)', () => {
       directRequest({ ...request(), signal: controller.signal }, new DirectConnections()),
     );
     expect(error.code).toBe(ErrorCode.Aborted);
+  });
+});
+
+describe('DirectReadSlots', () => {
+  it('hands a released slot to the best waiter, not to a later arrival', async () => {
+    const slots = new DirectReadSlots(1);
+    const order: number[] = [];
+    const first = await slots.acquire('http://a');
+    const waiters = [3, 1, 2].map((priority) =>
+      slots.acquire('http://a', undefined, priority).then((release) => {
+        order.push(priority);
+        return release;
+      }),
+    );
+    first();
+    // A newcomer arriving just as the slot is handed over cannot take it: it waits, ahead of the
+    // worse priorities still waiting.
+    const newcomer = slots.acquire('http://a', undefined, -1).then((release) => {
+      order.push(-1);
+      return release;
+    });
+    (await waiters[1]!)();
+    (await newcomer)();
+    (await waiters[2]!)();
+    (await waiters[0]!)();
+    expect(order).toEqual([1, -1, 2, 3]);
+    // Another origin has slots of its own.
+    const other = await slots.acquire('http://b');
+    other();
+  });
+
+  it('an aborted waiter leaves the queue; a release with nobody waiting frees the slot', async () => {
+    const slots = new DirectReadSlots(1);
+    const held = await slots.acquire('http://a');
+    const controller = new AbortController();
+    const aborted = slots.acquire('http://a', controller.signal, 0);
+    const next = slots.acquire('http://a', undefined, 1);
+    controller.abort(new Error('enough'));
+    await expect(aborted).rejects.toMatchObject({ code: ErrorCode.Aborted });
+    held();
+    held();
+    const release = await next;
+    release();
+    // Free again: taken at once.
+    (await slots.acquire('http://a'))();
   });
 });

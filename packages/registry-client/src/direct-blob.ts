@@ -724,52 +724,73 @@ export function directRequest(
 
 /**
  * At most `limit` direct reads per origin at a time (the client's `maxConnectionsPerHost`); more wait
- * their turn, in order. Direct reads do not go through undici's pool, so they are counted here.
+ * their turn: the lowest `priority` first, then in order of arrival. A finished read hands its slot
+ * straight to the next waiter, so a later arrival cannot take it first. Direct reads do not go
+ * through undici's pool, so they are counted here.
  */
 export class DirectReadSlots {
   readonly #limit: number;
-  readonly #origins = new Map<string, { active: number; waiting: Array<() => void> }>();
+  readonly #origins = new Map<string, { active: number; waiting: SlotWaiter[] }>();
 
   constructor(limit: number) {
     this.#limit = Math.max(1, limit);
   }
 
   /** Waits for a slot of `origin`; resolves to its release. Rejects with `ERR_ABORTED` on abort. */
-  async acquire(origin: string, signal?: AbortSignal): Promise<() => void> {
-    let slots = this.#origins.get(origin);
-    if (slots === undefined) {
-      slots = { active: 0, waiting: [] };
-      this.#origins.set(origin, slots);
+  async acquire(origin: string, signal?: AbortSignal, priority = 0): Promise<() => void> {
+    let state = this.#origins.get(origin);
+    if (state === undefined) {
+      state = { active: 0, waiting: [] };
+      this.#origins.set(origin, state);
     }
-    const state = slots;
-    while (state.active >= this.#limit) {
+    if (state.active < this.#limit) {
+      state.active += 1;
+    } else {
+      const { waiting } = state;
       await new Promise<void>((resolve, reject) => {
         const onAbort = () => {
-          const index = state.waiting.indexOf(wake);
-          if (index >= 0) state.waiting.splice(index, 1);
+          const index = waiting.indexOf(waiter);
+          if (index >= 0) waiting.splice(index, 1);
           reject(new AbortedError(signal?.reason));
         };
-        const wake = () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
+        const waiter: SlotWaiter = {
+          priority,
+          wake: () => {
+            signal?.removeEventListener('abort', onAbort);
+            resolve();
+          },
         };
         if (signal?.aborted) {
-          onAbort();
+          reject(new AbortedError(signal.reason));
           return;
         }
-        state.waiting.push(wake);
+        // After every waiter of the same or a lower priority: ties keep their order of arrival.
+        const before = waiting.findIndex((other) => other.priority > priority);
+        waiting.splice(before < 0 ? waiting.length : before, 0, waiter);
         signal?.addEventListener('abort', onAbort, { once: true });
       });
+      // The slot was handed over by its last holder: `active` still counts it.
     }
-    state.active += 1;
+    return this.#releaser(origin, state);
+  }
+
+  #releaser(origin: string, state: { active: number; waiting: SlotWaiter[] }): () => void {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      state.active -= 1;
       const next = state.waiting.shift();
-      if (next) next();
-      else if (state.active === 0) this.#origins.delete(origin);
+      if (next) {
+        next.wake();
+        return;
+      }
+      state.active -= 1;
+      if (state.active === 0) this.#origins.delete(origin);
     };
   }
+}
+
+interface SlotWaiter {
+  priority: number;
+  wake(): void;
 }
