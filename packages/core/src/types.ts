@@ -88,7 +88,8 @@ export interface FetchOptions {
   /**
    * Where the request stands among those waiting for a connection to the same registry: lower goes
    * first, ties in order of arrival. A pull gives a layer its index, so the layers the rootfs needs
-   * next are not queued behind upper ones. Default 0; sources that queue nothing ignore it.
+   * next are not queued behind upper ones. Default 0. The registry client orders its direct blob reads
+   * by it; sources that keep no queue of their own ignore it.
    */
   priority?: number;
 }
