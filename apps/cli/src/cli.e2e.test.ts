@@ -434,6 +434,67 @@ describe('ocipull CLI killed mid-pull', () => {
       await registry.close();
     }
   }, 90_000);
+
+  it.each([
+    ['SIGTERM', 'terminated'],
+    ['SIGINT', 'interrupted'],
+  ] as const)(
+    '%s cancels a --rootfs pull cleanly: exit 130, nothing beside the rootfs, the rerun resumes',
+    async (signal) => {
+      const layout = join(work, `signal-${signal}-layout`);
+      const built = await buildImage(
+        randomImage({ seed: 13, layers: 2, bytesPerLayer: 4 * 1024 * 1024, compression: 'gzip' }),
+        { dir: layout, tag: 'v1' },
+      );
+      const bottom = built.manifests[0]!.layers[0]!.descriptor;
+      const registry = await startRegistry({ repositories: { 'signal/me': layout } });
+      try {
+        registry.faults.add({
+          match: { kind: 'blob', digest: bottom.digest },
+          action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
+        });
+        const cache = join(work, `cache-${signal}`);
+        const parent = join(work, `signal-${signal}-out`);
+        await mkdir(parent);
+        const rootfs = join(parent, 'rootfs');
+        const args = [
+          'pull',
+          `${registry.host}/signal/me:v1`,
+          '--cache',
+          cache,
+          '--rootfs',
+          rootfs,
+          '--quiet',
+        ];
+        const child = spawn(launcher, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr!.on('data', (chunk) => {
+          stderr += String(chunk);
+        });
+        const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+        const part = join(cache, 'ingest', `${bottom.digest.slice('sha256:'.length)}.part`);
+        const deadline = Date.now() + 30_000;
+        while (!existsSync(part) || (await stat(part)).size < 1024 * 1024) {
+          if (Date.now() > deadline) throw new Error('the download never got going');
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        child.kill(signal);
+        expect(await exited, stderr).toBe(130);
+        expect(stderr).toMatch(/ERR_ABORTED/);
+        expect(await readdir(parent)).toEqual([]);
+        registry.faults.clear();
+        const rerun = await cli(args);
+        expect(rerun.code, rerun.stderr).toBe(0);
+        expect(registry.requests.filter((request) => request.digest === bottom.digest).at(-1)!.range).toMatch(
+          /^bytes=[1-9]\d*-$/,
+        );
+        expect(await readdir(parent)).toEqual(['rootfs']);
+      } finally {
+        await registry.close();
+      }
+    },
+    90_000,
+  );
 });
 
 /** The bytes the harness registry sent in GET responses for a blob. */

@@ -3,7 +3,7 @@ import { main } from './main.ts';
 /**
  * Runs the CLI on `argv` and sets `process.exitCode` (both entries: `bin.ts` and the startup snapshot's
  * `snapshot-entry.ts`). ^C cancels the running command cleanly (the cache stays consistent); a second
- * ^C exits at once. SIGTERM cancels like the first ^C.
+ * ^C (or SIGTERM) exits at once. SIGTERM cancels like the first ^C.
  */
 export async function runCli(argv: string[]): Promise<void> {
   // Eight thread-pool threads unless the user chose: a pull keeps several blob fsyncs in flight, each
@@ -13,10 +13,16 @@ export async function runCli(argv: string[]): Promise<void> {
   // at the first thread-pool job, which is later than this.
   process.env.UV_THREADPOOL_SIZE ??= '8';
   const controller = new AbortController();
-  process.once('SIGINT', () => {
-    controller.abort(new Error('interrupted'));
-    process.once('SIGINT', () => process.exit(130));
-  });
-  process.once('SIGTERM', () => controller.abort(new Error('terminated')));
+  // Listeners that stay (`on`, not `once`): proper-lockfile's signal-exit re-raises a signal, killing the
+  // process mid-cancel, when at that moment it is the signal's only listener left — which a `once`
+  // listener that already ran made it (SIGTERM then exited 143 at once and left the rootfs's temp tree).
+  let signals = 0;
+  const stop = (reason: string, code: number) => () => {
+    signals += 1;
+    if (signals > 1) process.exit(code);
+    controller.abort(new Error(reason));
+  };
+  process.on('SIGINT', stop('interrupted', 130));
+  process.on('SIGTERM', stop('terminated', 143));
   process.exitCode = await main(argv, { signal: controller.signal });
 }
