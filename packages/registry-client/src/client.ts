@@ -14,7 +14,7 @@ import {
   throwIfAborted,
   untilAborted,
 } from '@ocipull/core';
-import { createHasher, isDigest, verifyBytes } from '@ocipull/digest';
+import { createHasher, isDigest, SizeMismatchError, verifyBytes } from '@ocipull/digest';
 import type { Dispatcher } from 'undici';
 import { BlobBodyStream, contentRangeStartsAt } from './blob-stream.ts';
 import { type Challenge, parseChallenges, pickChallenge } from './challenge.ts';
@@ -425,7 +425,7 @@ class Client implements RegistryClient {
   ) {
     const length = Number(header(response.headers, 'content-length') ?? Number.NaN);
     if (length > MAX_MANIFEST_BYTES) {
-      response.body.destroy();
+      dropBody(response.body);
       throw new InvalidManifestError(
         `manifest of ${length} bytes exceeds the ${MAX_MANIFEST_BYTES} byte cap`,
       );
@@ -681,7 +681,7 @@ class Client implements RegistryClient {
     if (offset > 0) {
       if (response.statusCode === 206) {
         if (!contentRangeStartsAt(header(response.headers, 'content-range'), offset)) {
-          response.body.destroy();
+          dropBody(response.body);
           throw new RegistryError(
             ErrorCode.Registry,
             `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
@@ -698,6 +698,17 @@ class Client implements RegistryClient {
           offset,
         });
       }
+    }
+    // The blob's length as the registry states it: a registry holding a blob of another size than the
+    // descriptor's is a size mismatch now, not a body "cut short" to retry (and report as a network error).
+    const declared = declaredBlobSize(response);
+    if (declared !== undefined && declared !== descriptor.size) {
+      dropBody(response.body);
+      throw new SizeMismatchError(
+        descriptor.size,
+        declared,
+        `blob ${descriptor.digest} from ${endpoint.registry}`,
+      );
     }
     return new BlobBodyStream(response.body, {
       digest: descriptor.digest,
@@ -1338,6 +1349,33 @@ function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
     ...(OciError.isInstance(error) ? { code: error.code } : {}),
     ...(error instanceof RegistryError && error.status !== undefined ? { status: error.status } : {}),
   };
+}
+
+/**
+ * Stops reading an answer's body. undici's body errors on `destroy()` ("Request aborted"): with no
+ * listener that error would crash the process.
+ */
+function dropBody(body: Readable): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
+/**
+ * The whole blob's size a blob answer states: a 206's `Content-Range` total, a 200's `Content-Length`.
+ * Undefined when it states none (chunked, `*`) or its body is content-coded (the length is the coding's).
+ */
+function declaredBlobSize(response: Dispatcher.ResponseData): number | undefined {
+  const coding = header(response.headers, 'content-encoding');
+  if (coding !== undefined && coding.toLowerCase() !== 'identity') return undefined;
+  const value =
+    response.statusCode === 206
+      ? /^bytes \d+-\d+\/(\d+)$/.exec(header(response.headers, 'content-range') ?? '')?.[1]
+      : response.statusCode === 200
+        ? header(response.headers, 'content-length')
+        : undefined;
+  if (value === undefined || !/^\d+$/.test(value.trim())) return undefined;
+  const size = Number(value.trim());
+  return Number.isSafeInteger(size) ? size : undefined;
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
