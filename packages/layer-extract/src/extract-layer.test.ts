@@ -357,6 +357,39 @@ describe('faithful files', () => {
 });
 
 describe('overlay semantics (applyLayer / flattenLayers)', () => {
+  it('a directory an upper layer changes without declaring it keeps its times; one it declares is as declared, xattrs whole', async () => {
+    const lower = new Date('2001-02-03T04:05:06Z');
+    const upper = new Date('2011-12-13T14:15:16Z');
+    const { destination } = await flatten([
+      [
+        dir('d', { mtime: lower }),
+        file('d/a', 'a'),
+        dir('e', { mtime: lower }),
+        file('e/gone', 'g'),
+        dir('o', { mtime: lower }),
+        file('o/old', 'o'),
+        dir('x', { mtime: lower, xattrs: { 'user.a': '1', 'user.b': '2' } }),
+      ],
+      [
+        // A file added, a directory made below, a file whited out, an opaque directory refilled:
+        // umoci keeps each parent's mtime as the lower layer set it.
+        file('d/b', 'b'),
+        file('d/sub/c', 'c'),
+        whiteout('e/gone'),
+        opaque('o'),
+        file('o/new', 'n'),
+        // Declared again: its own mtime and only its own xattrs.
+        dir('x', { mtime: upper, xattrs: { 'user.b': '22' } }),
+      ],
+    ]);
+    for (const name of ['d', 'e', 'o'])
+      expect(fs.statSync(join(destination, name)).mtime, name).toEqual(lower);
+    expect(fs.readdirSync(join(destination, 'o'))).toEqual(['new']);
+    expect(fs.statSync(join(destination, 'x')).mtime).toEqual(upper);
+    expect(getAttributeSync(join(destination, 'x'), 'user.a')).toBeNull();
+    expect(getAttributeSync(join(destination, 'x'), 'user.b')?.toString()).toBe('22');
+  });
+
   it('removes lower entries named by whiteouts and never writes the whiteout itself', async () => {
     const { tree } = await flatten([
       [file('a/keep', '1'), file('a/gone', '2'), dir('a/gonedir'), file('a/gonedir/x', '3')],

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
+import { getAttributeSync, listAttributesSync, removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { ErrorCode, OciError } from '@ocipull/core';
 import { resolveLinkInside, splitEntryPath } from './entry-path.ts';
 import { LimitExceededError, UnsafePathError } from './errors.ts';
@@ -147,6 +147,13 @@ export class TreeWriter {
    * mode would have looked at the rootfs there (following a lower symlink, refusing a file).
    */
   #implicitDirs = new Set<string>();
+  /**
+   * Apply mode: the times of each directory that was there before this layer, as they were before the
+   * layer first changed its content (a child made or removed there). Set back at the end unless the
+   * layer declares the directory: adding a file to /etc in layer 2 leaves /etc's mtime as layer 1 set
+   * it, as umoci leaves it (overlayfs would show the copy-up's time; images describe no such time).
+   */
+  #keptTimes = new Map<string, { atime: number; mtime: number }>();
 
   constructor(root: string, mode: TreeMode, settings: TreeSettings) {
     this.root = root;
@@ -323,6 +330,7 @@ export class TreeWriter {
     if (this.mode === 'stage') return;
     if (this.mode === 'apply') this.#emptyOpaques(this.#opaques, this);
     this.#applyDirMeta(this.#deferred);
+    this.#restoreTimes(this.#deferred);
     this.#deferred.clear();
   }
 
@@ -407,16 +415,21 @@ export class TreeWriter {
     }
     for (const { path, replaced } of moves) {
       if (replaced !== undefined) this.#remove(path, replaced);
+      this.#keepTimes(parentOf(path));
       fs.renameSync(stage.#full(path), this.#full(path));
     }
     this.#emptyOpaques(opaques, stage);
-    this.#applyDirMeta(stage.#deferred);
+    this.#applyDirMeta(stage.#deferred, true);
+    this.#restoreTimes(stage.#deferred);
     this.#dirs.clear();
     return true;
   }
 
-  /** Sets deferred directory metadata (and a stage's directory xattrs) under this root, deepest first. */
-  #applyDirMeta(deferred: Map<string, DirMeta>): void {
+  /**
+   * Sets deferred directory metadata (and, merging a stage, the directories' xattrs: those of the last
+   * entry that declared each, in place of what the rootfs had) under this root, deepest first.
+   */
+  #applyDirMeta(deferred: Map<string, DirMeta>, merging = false): void {
     const dirs = [...deferred.keys()].map((path) => ({ path, depth: depth(path) }));
     dirs.sort((a, b) => b.depth - a.depth);
     for (const { path } of dirs) {
@@ -424,6 +437,7 @@ export class TreeWriter {
       const full = this.#full(path);
       const stat = fs.lstatSync(full, { throwIfNoEntry: false });
       if (stat === undefined || !stat.isDirectory()) continue;
+      if (merging) this.#clearXattrs(full, path);
       for (const { name, header } of meta.xattrs ?? []) this.#xattrs(full, name, header, 'directory');
       this.#applyMeta(full, path, 'directory', meta.mode, meta.uid, meta.gid, meta.mtime, stat);
     }
@@ -491,22 +505,25 @@ export class TreeWriter {
     // (0755, almost always): the deferred metadata then finds nothing to change but the mtime. Other
     // modes (group/world-writable, setgid, sticky, 0555) start without those bits, with owner rwx,
     // and are set last.
-    const path = this.#place(name, parts, 'directory', (target) =>
-      fs.mkdirSync(target, (mode & 0o755) | 0o700),
-    );
+    let made = false;
+    const path = this.#place(name, parts, 'directory', (target) => {
+      fs.mkdirSync(target, (mode & 0o755) | 0o700);
+      made = true;
+    });
     // It is a real directory now: its children resolve their parent without looking again.
     this.#dirs.set(parts.join('/'), path);
     if (this.mode === 'stage') {
-      // Set by the merge, on the rootfs's directory (which may be a lower layer's).
-      // Each entry's xattrs are set in place as it comes: a later entry for the directory adds its own.
+      // Set by the merge, on the rootfs's directory (which may be a lower layer's): the last entry for
+      // the directory describes it, xattrs included, as in apply mode.
       const meta: DirMeta = { mode, uid, gid, mtime };
-      const xattrs = this.#deferred.get(path)?.xattrs ?? [];
-      if (header.pax !== undefined && header.pax !== null) xattrs.push({ name, header });
-      if (xattrs.length > 0) meta.xattrs = xattrs;
+      if (header.pax !== undefined && header.pax !== null) meta.xattrs = [{ name, header }];
       this.#deferred.set(path, meta);
       return;
     }
     this.#deferred.set(path, { mode, uid, gid, mtime });
+    // In a rootfs, a directory entry describes the directory whole: what a lower layer (or an earlier
+    // entry) gave it in xattrs goes, as umoci clears them. A per-layer tree keeps them (its opaque mark).
+    if (this.mode === 'apply' && !made) this.#clearXattrs(this.#full(path), name);
     this.#xattrs(this.#full(path), name, header, 'directory');
   }
 
@@ -812,6 +829,7 @@ export class TreeWriter {
       const stat = fs.lstatSync(full, { throwIfNoEntry: false });
       if (stat === undefined) {
         if (!create) return undefined;
+        this.#keepTimes(real.join('/'));
         fs.mkdirSync(full, 0o755);
         // Stage mode: a parent the layer does not name is not the layer's own (the rootfs may
         // have it); its children still mark it in #addedParents.
@@ -857,6 +875,7 @@ export class TreeWriter {
     const dir = this.#resolveDir(name, parts.slice(0, -1), true) as string;
     const path = join(dir, parts[parts.length - 1] as string);
     const full = this.#full(path);
+    this.#keepTimes(dir);
     this.#markAdded(path);
     if (create !== undefined) {
       // Optimistic, as GNU tar is: almost every entry is new, so create it (O_EXCL semantics: open,
@@ -890,6 +909,7 @@ export class TreeWriter {
     // Stage mode: in place, what the rootfs had there went at this point too (the lower entry with
     // the layer's own, whatever replaces it later); the merge removes it first.
     if (this.mode === 'stage') this.#stageOps.push({ kind: 'remove', path });
+    this.#keepTimes(parentOf(path));
     const full = this.#full(path);
     if (stat.isDirectory()) {
       // rmSync never follows symlinks inside the tree it removes.
@@ -900,6 +920,48 @@ export class TreeWriter {
     } else {
       fs.unlinkSync(full);
       if (stat.isSymbolicLink()) this.#dirs.clear();
+    }
+  }
+
+  /** Apply mode: notes `dir`'s times before the layer first changes its content (see `#keptTimes`). */
+  #keepTimes(dir: string): void {
+    if (this.mode !== 'apply' || this.#keptTimes.has(dir) || this.#added.has(dir)) return;
+    const stat = fs.lstatSync(this.#full(dir), { throwIfNoEntry: false });
+    if (stat?.isDirectory()) this.#keptTimes.set(dir, { atime: stat.atimeMs, mtime: stat.mtimeMs });
+  }
+
+  /** Sets the kept times back on the directories the layer changed but does not declare. */
+  #restoreTimes(declared: Map<string, DirMeta>): void {
+    for (const [dir, { atime, mtime }] of this.#keptTimes) {
+      if (declared.has(dir)) continue;
+      const full = this.#full(dir);
+      // Gone, or below what became a file, since (ENOTDIR): nothing to set.
+      const stat = statUnlessGone(full);
+      if (stat?.isDirectory()) fs.utimesSync(full, timeArg(atime / 1000), timeArg(mtime / 1000));
+    }
+    this.#keptTimes.clear();
+  }
+
+  /**
+   * Removes a directory's xattrs before an entry declares it anew (the entry's own are set next). The
+   * host's SELinux label stays; without root only `user.*` can go (the rest could not be set either).
+   */
+  #clearXattrs(full: FsPath, name: string): void {
+    let keys: string[];
+    try {
+      keys = this.#withXattrPath(full, (path) => listAttributesSync(path));
+    } catch {
+      return;
+    }
+    for (const key of keys) {
+      if (key === 'security.selinux' || (!this.#isRoot && !key.startsWith('user.'))) continue;
+      try {
+        this.#withXattrPath(full, (path) => removeAttributeSync(path, key));
+      } catch (error) {
+        this.warnings.push(
+          `${name}: cannot remove xattr ${key}: ${error instanceof Error ? error.message : String(error)}`,
+        );
+      }
     }
   }
 
@@ -1082,6 +1144,7 @@ export class TreeWriter {
 
   /** A new ASCII name in this tree's root for a short-lived stand-in (see the two callers). */
   #temporaryPath(kind: 'xattr' | 'special'): string {
+    this.#keepTimes('');
     return `${this.root}/.ocipull-${kind}-${process.pid}-${++this.#temporaries}`;
   }
 
@@ -1138,6 +1201,22 @@ function timeArg(seconds: number): number | string {
 
 function join(dir: string | undefined, name: string): string {
   return dir === undefined || dir === '' ? name : `${dir}/${name}`;
+}
+
+/** lstat, undefined when nothing is there (ENOENT, or ENOTDIR: a file where a parent was). */
+function statUnlessGone(path: FsPath): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(path, { throwIfNoEntry: false });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/** The directory holding `path` ('' for the root's children). */
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
 }
 
 function depth(path: string): number {
