@@ -435,10 +435,7 @@ describe('ocipull CLI killed mid-pull', () => {
     }
   }, 90_000);
 
-  it.each([
-    ['SIGTERM', 'terminated'],
-    ['SIGINT', 'interrupted'],
-  ] as const)(
+  it.each(['SIGTERM', 'SIGINT'] as const)(
     '%s cancels a --rootfs pull cleanly: exit 130, nothing beside the rootfs, the rerun resumes',
     async (signal) => {
       const layout = join(work, `signal-${signal}-layout`);
