@@ -18,13 +18,30 @@ class Capture extends Writable {
   }
 }
 
-async function run(args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv } = {}) {
-  const stdout = new Capture();
+/** An output whose every write fails as a write to a closed pipe (EPIPE) or a full disk (ENOSPC) does. */
+class FailingOutput extends Writable {
+  writes = 0;
+  readonly errorCode: 'EPIPE' | 'ENOSPC';
+  constructor(errorCode: 'EPIPE' | 'ENOSPC') {
+    super();
+    this.errorCode = errorCode;
+  }
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error) => void) {
+    this.writes++;
+    callback(Object.assign(new Error(`write ${this.errorCode}`), { code: this.errorCode, syscall: 'write' }));
+  }
+}
+
+async function run(
+  args: string[],
+  options: { stdin?: string; env?: NodeJS.ProcessEnv; stdout?: Writable } = {},
+) {
+  const stdout = options.stdout ?? new Capture();
   const stderr = new Capture();
   const stdin = new PassThrough();
   stdin.end(options.stdin ?? '');
   const code = await main(args, { stdout, stderr, stdin, env: { ...process.env, ...options.env } });
-  return { code, stdout: stdout.text, stderr: stderr.text };
+  return { code, stdout: stdout instanceof Capture ? stdout.text : '', stderr: stderr.text };
 }
 
 beforeAll(async () => {
@@ -216,5 +233,40 @@ describe('ocipull', () => {
     const after = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));
     expect(after.auths['registry.example:5000']).toBeUndefined();
     expect(existsSync(join(home, 'config.json'))).toBe(true);
+  });
+
+  it("ends quietly with the command's exit code when the reader of stdout has gone (EPIPE)", async () => {
+    const cache = join(work, 'cache-pipe');
+    const ref = `${registry.host}/cli/app:v1`;
+    expect((await run(['pull', ref, '--cache', cache, '--quiet'])).code).toBe(0);
+    // A failed write is reported as an 'error' event; unheard, it crashed the process (here: an
+    // unhandled error, which fails the test run).
+    for (const argv of [
+      ['inspect', ref],
+      ['inspect', ref, '--json'],
+      ['config', ref],
+      ['images'],
+      ['verify'],
+      ['--help'],
+    ]) {
+      const stdout = new FailingOutput('EPIPE');
+      const result = await run([...argv, '--cache', cache], { stdout });
+      expect({ argv, code: result.code, stderr: result.stderr }).toEqual({ argv, code: 0, stderr: '' });
+      expect(stdout.writes).toBeGreaterThan(0);
+    }
+    // The command carries on after the failed write and keeps its own exit code: the line for the
+    // first reference failed, the second is not in the cache.
+    const partly = await run(['rm', ref, `${registry.host}/cli/app:nope`, '--cache', cache], {
+      stdout: new FailingOutput('EPIPE'),
+    });
+    expect(partly.code).toBe(2);
+    expect(partly.stderr).toBe(`ocipull: ${registry.host}/cli/app:nope is not in the cache\n`);
+    expect((await run(['images', '--cache', cache, '--json'])).stdout).toBe('[]\n');
+  });
+
+  it('fails with exit code 5 when stdout cannot be written for another reason (a full disk)', async () => {
+    const result = await run(['--help'], { stdout: new FailingOutput('ENOSPC') });
+    expect(result.code).toBe(5);
+    expect(result.stderr).toBe('ocipull: cannot write to stdout: write ENOSPC\n');
   });
 });

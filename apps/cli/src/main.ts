@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { ErrorCode, isOciError, OciError } from '@ocipull/core';
 import type { Command, CommandContext } from './context.ts';
 import { ExitCode, exitCodeFor, hintFor } from './exit-codes.ts';
+import { isClosedPipe, watchOutput } from './output.ts';
 
 /** The top-level usage text of `ocipull`. */
 export const USAGE = `Usage: ocipull <command> [options]
@@ -168,6 +169,30 @@ function causeChain(error: unknown): string {
 export async function main(argv: string[], options: MainOptions = {}): Promise<number> {
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
+  const output = watchOutput(stdout);
+  // Nothing can be told about a broken stderr; its writes are dropped and the exit code says the rest.
+  watchOutput(stderr);
+  const code = await runCommandLine(argv, { ...options, stdout, stderr });
+  // A failed write is reported a tick after the write, which is often after the command returned.
+  await new Promise((resolve) => setImmediate(resolve));
+  const { error } = output;
+  // A closed pipe is the reader saying it has read enough (`| head -1`, `| grep -q`), not a failure:
+  // the command carries on with its output dropped and the exit code is its own, 0 when its work
+  // succeeded (ripgrep exits 0 on a broken pipe too). Carrying on, rather than exiting at the first
+  // failed write, never leaves an `rm` of several images half done; the commands print their results
+  // after the work, so little is left by then. 141, a death by SIGPIPE, would fail every such
+  // pipeline under `set -o pipefail` and is not a documented exit code.
+  if (error === undefined || isClosedPipe(error)) return code;
+  // Any other failure (a full disk under `> file`) lost output the user asked for.
+  stderr.write(`ocipull: cannot write to stdout: ${error.message}\n`);
+  return code === ExitCode.Ok ? ExitCode.LocalIo : code;
+}
+
+async function runCommandLine(
+  argv: string[],
+  options: MainOptions & Required<Pick<MainOptions, 'stdout' | 'stderr'>>,
+): Promise<number> {
+  const { stdout, stderr } = options;
   const { globals, rest } = splitGlobals(argv);
   if (globals.version) {
     stdout.write(`ocipull ${await version()}\n`);
@@ -178,7 +203,7 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   const [name, ...args] = rest;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     const topic = name === 'help' ? args[0] : undefined;
-    if (topic === 'pull') return main(['pull', '--help'], options);
+    if (topic === 'pull') return runCommandLine(['pull', '--help'], options);
     stdout.write((topic !== undefined && COMMAND_USAGE[topic]) || USAGE);
     return name === undefined ? ExitCode.Usage : ExitCode.Ok;
   }
