@@ -269,4 +269,58 @@ describe('ocipull', () => {
     expect(result.code).toBe(5);
     expect(result.stderr).toBe('ocipull: cannot write to stdout: write ENOSPC\n');
   });
+
+  it('refuses an empty or missing option value instead of quietly using the default', async () => {
+    const cache = join(work, 'cache-empty');
+    const ref = `${registry.host}/cli/app:v1`;
+    // Where the cache would go without --cache: it must not appear.
+    const fallback = join(work, 'default-cache');
+    const env = { OCIPULL_CACHE: fallback, DOCKER_CONFIG: join(work, 'docker-empty') };
+    const cases: Array<[string[], string]> = [
+      [['pull', ref, '--cache', '', '--progress', 'none'], '--cache needs a directory, not an empty string'],
+      [['pull', ref, '--cache=', '--progress', 'none'], '--cache needs a directory, not an empty string'],
+      [['images', '--cache'], '--cache needs a directory'],
+      // The next flag is not taken for the directory.
+      [['images', '--cache', '--json'], '--cache needs a directory'],
+      [['pull', ref, '--cache', cache, '--rootfs', '', '--progress', 'none'], '--rootfs needs a value'],
+      [['pull', ref, '--cache', cache, '--ca-file=', '--progress', 'none'], '--ca-file needs a value'],
+      [['pull', ref, '--cache', cache, '--mirror', '', '--progress', 'none'], '--mirror needs a value'],
+      [['pull', ref, '--cache', cache, '--insecure-registry', ''], '--insecure-registry needs a value'],
+      [['pull', ref, '--cache', cache, '--platform', ''], '--platform needs a value'],
+      [['inspect', ref, '--cache', cache, '--platform='], '--platform needs a value'],
+      [['unpack', ref, '', '--cache', cache], 'an argument is an empty string'],
+      [['login', '', '-u', 'alice', '-p', 'pw', '--no-verify'], 'an argument is an empty string'],
+      [['login', 'registry.example', '-u', 'alice', '-p', 'pw', '--ca-file', ''], '--ca-file needs a value'],
+    ];
+    for (const [argv, message] of cases) {
+      const result = await run(argv, { env });
+      expect({ argv, code: result.code }).toEqual({ argv, code: 1 });
+      expect(result.stderr, argv.join(' ')).toContain(message);
+    }
+    expect(existsSync(fallback)).toBe(false);
+    expect(existsSync(join(work, 'docker-empty'))).toBe(false);
+    expect(existsSync(cache)).toBe(false);
+  });
+
+  it('refuses an invalid --platform before any request, also for a single-platform image', async () => {
+    const cache = join(work, 'cache-platform');
+    const ref = `${registry.host}/cli/app:v1`;
+    const before = registry.requests.length;
+    for (const platform of ['a/b/c/d', '/', 'linux/', 'linux//amd64']) {
+      for (const argv of [
+        ['pull', ref, '--platform', platform, '--progress', 'none'],
+        ['inspect', ref, '--platform', platform],
+        ['config', ref, '--platform', platform],
+        ['unpack', ref, join(work, 'unpacked-platform'), '--platform', platform],
+      ]) {
+        const result = await run([...argv, '--cache', cache]);
+        expect({ argv, code: result.code }).toEqual({ argv, code: 1 });
+        expect(result.stderr).toContain(`invalid platform ${JSON.stringify(platform)}`);
+      }
+    }
+    expect(registry.requests.length).toBe(before);
+    // A valid one is still taken.
+    const pulled = await run(['pull', ref, '--platform', 'amd64', '--cache', cache, '--progress', 'none']);
+    expect(pulled.code, pulled.stderr).toBe(0);
+  });
 });

@@ -133,15 +133,33 @@ function splitGlobals(argv: string[]) {
       rest.push(...argv.slice(index));
       break;
     }
-    if (argument === '--cache') globals.cache = argv[++index];
-    else if (argument.startsWith('--cache=')) globals.cache = argument.slice('--cache='.length);
-    else if (argument === '--json') globals.json = true;
+    if (argument === '--cache' || argument.startsWith('--cache=')) {
+      globals.cache = cacheValue(argv, index);
+      if (argument === '--cache') index++;
+    } else if (argument === '--json') globals.json = true;
     else if (argument === '--quiet' || argument === '-q') globals.quiet = true;
     else if (argument === '--debug') globals.debug = true;
     else if (argument === '--version') globals.version = true;
     else rest.push(argument);
   }
   return { globals, rest };
+}
+
+/**
+ * The directory of `--cache DIR` or `--cache=DIR` at `argv[index]`. Neither a missing nor an empty
+ * value means the default cache: a script whose `--cache "$DIR"` lost its variable would otherwise
+ * read and write the user's real cache. As parseArgs does for the commands' options, a flag after
+ * `--cache` is not taken for its value (`--cache=-DIR` names such a directory).
+ */
+function cacheValue(argv: string[], index: number): string {
+  const argument = argv[index]!;
+  const value = argument === '--cache' ? argv[index + 1] : argument.slice('--cache='.length);
+  if (value === undefined || (argument === '--cache' && value.startsWith('-'))) {
+    throw new OciError(ErrorCode.InvalidArgument, '--cache needs a directory: --cache DIR');
+  }
+  if (value === '')
+    throw new OciError(ErrorCode.InvalidArgument, '--cache needs a directory, not an empty string');
+  return value;
 }
 
 function causeChain(error: unknown): string {
@@ -193,7 +211,13 @@ async function runCommandLine(
   options: MainOptions & Required<Pick<MainOptions, 'stdout' | 'stderr'>>,
 ): Promise<number> {
   const { stdout, stderr } = options;
-  const { globals, rest } = splitGlobals(argv);
+  let split: ReturnType<typeof splitGlobals>;
+  try {
+    split = splitGlobals(argv);
+  } catch (error) {
+    return report(error, { stderr, debug: argv.includes('--debug') }, undefined, undefined);
+  }
+  const { globals, rest } = split;
   if (globals.version) {
     stdout.write(`ocipull ${await version()}\n`);
     // How this process started: from the startup snapshot (bin/ocipull) or the bundle's modules.
@@ -235,14 +259,19 @@ async function runCommandLine(
   }
 }
 
-function report(error: unknown, context: CommandContext, name: string, registry: string | undefined): number {
+function report(
+  error: unknown,
+  context: Pick<CommandContext, 'stderr' | 'debug'>,
+  name: string | undefined,
+  registry: string | undefined,
+): number {
   const { stderr } = context;
   if (isOciError(error)) {
     stderr.write(`ocipull: ${error.message} (${error.code})\n`);
     const hint = hintFor(error as OciError, registry ? { registry } : {});
     if (hint) stderr.write(`hint: ${hint}\n`);
     if (exitCodeFor(error) === ExitCode.Usage && error.code === 'ERR_INVALID_ARGUMENT' && !context.debug) {
-      stderr.write(`run \`ocipull ${commands[name] ? `${name} --help` : '--help'}\` for usage\n`);
+      stderr.write(`run \`ocipull ${name && commands[name] ? `${name} --help` : '--help'}\` for usage\n`);
     }
     if (context.debug) stderr.write(`${causeChain(error)}\n`);
     return exitCodeFor(error);
