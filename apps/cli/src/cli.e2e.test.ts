@@ -294,6 +294,40 @@ describe('ocipull CLI against the CNCF distribution registry', () => {
   }, 120_000);
 });
 
+/** Runs the CLI with its stdout a pipe whose reader has gone, as in `ocipull … | head -c 10`. */
+function cliIntoClosedPipe(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(launcher, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Closed long before the process has started Node, so its first write already fails with EPIPE.
+  child.stdout.destroy();
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('ocipull CLI writing into a closed pipe', () => {
+  it('ends quietly with exit code 0 when the reader of stdout has gone', async () => {
+    const cache = join(work, 'cache-pipe');
+    const reference = `${http.host}/e2e/image:overlay`;
+    const pulled = await cli(['pull', reference, '--cache', cache, '--progress', 'none']);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    for (const args of [
+      ['inspect', reference],
+      ['inspect', reference, '--json'],
+      ['config', reference],
+      ['images'],
+      ['--help'],
+    ]) {
+      const result = await cliIntoClosedPipe([...args, '--cache', cache]);
+      expect({ args, ...result }).toEqual({ args, code: 0, stderr: '' });
+    }
+  });
+});
+
 describe('ocipull CLI with a pull-through mirror', () => {
   it('pulls through --mirror and falls back to the upstream when the mirror is down', async () => {
     const mirror = await startDistribution({ mode: 'http', proxy: { remoteurl: http.url } });

@@ -1,6 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { ErrorCode, OciError } from '@ocipull/core';
 import type { RegistryTransportOptions } from '@ocipull/registry-client';
 
@@ -26,6 +27,22 @@ export type Command = (context: CommandContext) => Promise<number>;
 /** A usage error (exit code 1). */
 export function usageError(message: string): OciError {
   return new OciError(ErrorCode.InvalidArgument, message);
+}
+
+/**
+ * `parseArgs` of `node:util`, and a usage error for an empty option value or argument (`--rootfs ""`,
+ * `--ca-file=`, `unpack REF ""`). Each names a path, host, platform or word, and taking '' for "not
+ * given" silently did something else: no rootfs, the default cache, the host's platform.
+ */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  const parsed = parseArgs(config);
+  for (const [name, value] of Object.entries(parsed.values as Record<string, unknown>)) {
+    if (value === '' || (Array.isArray(value) && value.includes(''))) {
+      throw usageError(`--${name} needs a value, not an empty string`);
+    }
+  }
+  if ((parsed.positionals as string[]).includes('')) throw usageError('an argument is an empty string');
+  return parsed;
 }
 
 /** Writes a value as pretty JSON followed by a newline. */

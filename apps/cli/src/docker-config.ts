@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readlink, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ErrorCode, OciError } from '@ocipull/core';
 import { DEFAULT_REGISTRY, DOCKER_HUB_CONFIG_KEY, normalizeAuthKey } from '@ocipull/registry-client';
 
@@ -39,14 +39,47 @@ async function readConfig(path: string): Promise<DockerConfig> {
   }
 }
 
-/** Writes the config atomically with mode 0600: it holds secrets. */
+/** Links followed at most, as Linux's `MAXSYMLINKS` (40) before `ELOOP`. */
+const MAX_SYMLINKS = 40;
+
+/**
+ * The file a write of the config at `path` should replace: `path` itself, or the file its symlinks
+ * lead to (a config kept in a dotfiles repository and linked into place). Renaming over the link
+ * would turn it into a regular file and leave the linked file stale; docker's config writer resolves
+ * the link first too. A dangling link leads to the file it names, which the write creates.
+ */
+async function writeTarget(path: string): Promise<string> {
+  try {
+    return await realpath(path);
+  } catch {
+    // Missing, or a link to a missing file: follow the links by hand to the name they end at.
+    let current = path;
+    for (let hops = 0; hops < MAX_SYMLINKS; hops++) {
+      let link: string;
+      try {
+        link = await readlink(current);
+      } catch {
+        return current;
+      }
+      current = resolve(dirname(current), link);
+    }
+    return current;
+  }
+}
+
+/**
+ * Writes the config atomically with mode 0600: it holds secrets. Through a symlink, the temporary file
+ * is made beside the link's target, so the rename stays in one directory and file system.
+ */
 async function writeConfig(path: string, config: DockerConfig): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const target = await writeTarget(path);
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
   try {
     await writeFile(temp, `${JSON.stringify(config, null, '\t')}\n`, { mode: 0o600 });
     await chmod(temp, 0o600);
-    await rename(temp, path);
+    await rename(temp, target);
   } catch (error) {
     await rm(temp, { force: true });
     throw new OciError(ErrorCode.Io, `could not write ${path}`, { cause: error });

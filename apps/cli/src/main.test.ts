@@ -18,13 +18,30 @@ class Capture extends Writable {
   }
 }
 
-async function run(args: string[], options: { stdin?: string; env?: NodeJS.ProcessEnv } = {}) {
-  const stdout = new Capture();
+/** An output whose every write fails as a write to a closed pipe (EPIPE) or a full disk (ENOSPC) does. */
+class FailingOutput extends Writable {
+  writes = 0;
+  readonly errorCode: 'EPIPE' | 'ENOSPC';
+  constructor(errorCode: 'EPIPE' | 'ENOSPC') {
+    super();
+    this.errorCode = errorCode;
+  }
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error) => void) {
+    this.writes++;
+    callback(Object.assign(new Error(`write ${this.errorCode}`), { code: this.errorCode, syscall: 'write' }));
+  }
+}
+
+async function run(
+  args: string[],
+  options: { stdin?: string; env?: NodeJS.ProcessEnv; stdout?: Writable } = {},
+) {
+  const stdout = options.stdout ?? new Capture();
   const stderr = new Capture();
   const stdin = new PassThrough();
   stdin.end(options.stdin ?? '');
   const code = await main(args, { stdout, stderr, stdin, env: { ...process.env, ...options.env } });
-  return { code, stdout: stdout.text, stderr: stderr.text };
+  return { code, stdout: stdout instanceof Capture ? stdout.text : '', stderr: stderr.text };
 }
 
 beforeAll(async () => {
@@ -216,5 +233,94 @@ describe('ocipull', () => {
     const after = JSON.parse(await readFile(join(home, 'config.json'), 'utf8'));
     expect(after.auths['registry.example:5000']).toBeUndefined();
     expect(existsSync(join(home, 'config.json'))).toBe(true);
+  });
+
+  it("ends quietly with the command's exit code when the reader of stdout has gone (EPIPE)", async () => {
+    const cache = join(work, 'cache-pipe');
+    const ref = `${registry.host}/cli/app:v1`;
+    expect((await run(['pull', ref, '--cache', cache, '--quiet'])).code).toBe(0);
+    // A failed write is reported as an 'error' event; unheard, it crashed the process (here: an
+    // unhandled error, which fails the test run).
+    for (const argv of [
+      ['inspect', ref],
+      ['inspect', ref, '--json'],
+      ['config', ref],
+      ['images'],
+      ['verify'],
+      ['--help'],
+    ]) {
+      const stdout = new FailingOutput('EPIPE');
+      const result = await run([...argv, '--cache', cache], { stdout });
+      expect({ argv, code: result.code, stderr: result.stderr }).toEqual({ argv, code: 0, stderr: '' });
+      expect(stdout.writes).toBeGreaterThan(0);
+    }
+    // The command carries on after the failed write and keeps its own exit code: the line for the
+    // first reference failed, the second is not in the cache.
+    const partly = await run(['rm', ref, `${registry.host}/cli/app:nope`, '--cache', cache], {
+      stdout: new FailingOutput('EPIPE'),
+    });
+    expect(partly.code).toBe(2);
+    expect(partly.stderr).toBe(`ocipull: ${registry.host}/cli/app:nope is not in the cache\n`);
+    expect((await run(['images', '--cache', cache, '--json'])).stdout).toBe('[]\n');
+  });
+
+  it('fails with exit code 5 when stdout cannot be written for another reason (a full disk)', async () => {
+    const result = await run(['--help'], { stdout: new FailingOutput('ENOSPC') });
+    expect(result.code).toBe(5);
+    expect(result.stderr).toBe('ocipull: cannot write to stdout: write ENOSPC\n');
+  });
+
+  it('refuses an empty or missing option value instead of quietly using the default', async () => {
+    const cache = join(work, 'cache-empty');
+    const ref = `${registry.host}/cli/app:v1`;
+    // Where the cache would go without --cache: it must not appear.
+    const fallback = join(work, 'default-cache');
+    const env = { OCIPULL_CACHE: fallback, DOCKER_CONFIG: join(work, 'docker-empty') };
+    const cases: Array<[string[], string]> = [
+      [['pull', ref, '--cache', '', '--progress', 'none'], '--cache needs a directory, not an empty string'],
+      [['pull', ref, '--cache=', '--progress', 'none'], '--cache needs a directory, not an empty string'],
+      [['images', '--cache'], '--cache needs a directory'],
+      // The next flag is not taken for the directory.
+      [['images', '--cache', '--json'], '--cache needs a directory'],
+      [['pull', ref, '--cache', cache, '--rootfs', '', '--progress', 'none'], '--rootfs needs a value'],
+      [['pull', ref, '--cache', cache, '--ca-file=', '--progress', 'none'], '--ca-file needs a value'],
+      [['pull', ref, '--cache', cache, '--mirror', '', '--progress', 'none'], '--mirror needs a value'],
+      [['pull', ref, '--cache', cache, '--insecure-registry', ''], '--insecure-registry needs a value'],
+      [['pull', ref, '--cache', cache, '--platform', ''], '--platform needs a value'],
+      [['inspect', ref, '--cache', cache, '--platform='], '--platform needs a value'],
+      [['unpack', ref, '', '--cache', cache], 'an argument is an empty string'],
+      [['login', '', '-u', 'alice', '-p', 'pw', '--no-verify'], 'an argument is an empty string'],
+      [['login', 'registry.example', '-u', 'alice', '-p', 'pw', '--ca-file', ''], '--ca-file needs a value'],
+    ];
+    for (const [argv, message] of cases) {
+      const result = await run(argv, { env });
+      expect({ argv, code: result.code }).toEqual({ argv, code: 1 });
+      expect(result.stderr, argv.join(' ')).toContain(message);
+    }
+    expect(existsSync(fallback)).toBe(false);
+    expect(existsSync(join(work, 'docker-empty'))).toBe(false);
+    expect(existsSync(cache)).toBe(false);
+  });
+
+  it('refuses an invalid --platform before any request, also for a single-platform image', async () => {
+    const cache = join(work, 'cache-platform');
+    const ref = `${registry.host}/cli/app:v1`;
+    const before = registry.requests.length;
+    for (const platform of ['a/b/c/d', '/', 'linux/', 'linux//amd64']) {
+      for (const argv of [
+        ['pull', ref, '--platform', platform, '--progress', 'none'],
+        ['inspect', ref, '--platform', platform],
+        ['config', ref, '--platform', platform],
+        ['unpack', ref, join(work, 'unpacked-platform'), '--platform', platform],
+      ]) {
+        const result = await run([...argv, '--cache', cache]);
+        expect({ argv, code: result.code }).toEqual({ argv, code: 1 });
+        expect(result.stderr).toContain(`invalid platform ${JSON.stringify(platform)}`);
+      }
+    }
+    expect(registry.requests.length).toBe(before);
+    // A valid one is still taken.
+    const pulled = await run(['pull', ref, '--platform', 'amd64', '--cache', cache, '--progress', 'none']);
+    expect(pulled.code, pulled.stderr).toBe(0);
   });
 });

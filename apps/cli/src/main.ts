@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { ErrorCode, isOciError, OciError } from '@ocipull/core';
 import type { Command, CommandContext } from './context.ts';
 import { ExitCode, exitCodeFor, hintFor } from './exit-codes.ts';
+import { isClosedPipe, watchOutput } from './output.ts';
 
 /** The top-level usage text of `ocipull`. */
 export const USAGE = `Usage: ocipull <command> [options]
@@ -132,15 +133,33 @@ function splitGlobals(argv: string[]) {
       rest.push(...argv.slice(index));
       break;
     }
-    if (argument === '--cache') globals.cache = argv[++index];
-    else if (argument.startsWith('--cache=')) globals.cache = argument.slice('--cache='.length);
-    else if (argument === '--json') globals.json = true;
+    if (argument === '--cache' || argument.startsWith('--cache=')) {
+      globals.cache = cacheValue(argv, index);
+      if (argument === '--cache') index++;
+    } else if (argument === '--json') globals.json = true;
     else if (argument === '--quiet' || argument === '-q') globals.quiet = true;
     else if (argument === '--debug') globals.debug = true;
     else if (argument === '--version') globals.version = true;
     else rest.push(argument);
   }
   return { globals, rest };
+}
+
+/**
+ * The directory of `--cache DIR` or `--cache=DIR` at `argv[index]`. Neither a missing nor an empty
+ * value means the default cache: a script whose `--cache "$DIR"` lost its variable would otherwise
+ * read and write the user's real cache. As parseArgs does for the commands' options, a flag after
+ * `--cache` is not taken for its value (`--cache=-DIR` names such a directory).
+ */
+function cacheValue(argv: string[], index: number): string {
+  const argument = argv[index]!;
+  const value = argument === '--cache' ? argv[index + 1] : argument.slice('--cache='.length);
+  if (value === undefined || (argument === '--cache' && value.startsWith('-'))) {
+    throw new OciError(ErrorCode.InvalidArgument, '--cache needs a directory: --cache DIR');
+  }
+  if (value === '')
+    throw new OciError(ErrorCode.InvalidArgument, '--cache needs a directory, not an empty string');
+  return value;
 }
 
 function causeChain(error: unknown): string {
@@ -168,7 +187,37 @@ function causeChain(error: unknown): string {
 export async function main(argv: string[], options: MainOptions = {}): Promise<number> {
   const stdout = options.stdout ?? process.stdout;
   const stderr = options.stderr ?? process.stderr;
-  const { globals, rest } = splitGlobals(argv);
+  const output = watchOutput(stdout);
+  // Nothing can be told about a broken stderr; its writes are dropped and the exit code says the rest.
+  watchOutput(stderr);
+  const code = await runCommandLine(argv, { ...options, stdout, stderr });
+  // A failed write is reported a tick after the write, which is often after the command returned.
+  await new Promise((resolve) => setImmediate(resolve));
+  const { error } = output;
+  // A closed pipe is the reader saying it has read enough (`| head -1`, `| grep -q`), not a failure:
+  // the command carries on with its output dropped and the exit code is its own, 0 when its work
+  // succeeded (ripgrep exits 0 on a broken pipe too). Carrying on, rather than exiting at the first
+  // failed write, never leaves an `rm` of several images half done; the commands print their results
+  // after the work, so little is left by then. 141, a death by SIGPIPE, would fail every such
+  // pipeline under `set -o pipefail` and is not a documented exit code.
+  if (error === undefined || isClosedPipe(error)) return code;
+  // Any other failure (a full disk under `> file`) lost output the user asked for.
+  stderr.write(`ocipull: cannot write to stdout: ${error.message}\n`);
+  return code === ExitCode.Ok ? ExitCode.LocalIo : code;
+}
+
+async function runCommandLine(
+  argv: string[],
+  options: MainOptions & Required<Pick<MainOptions, 'stdout' | 'stderr'>>,
+): Promise<number> {
+  const { stdout, stderr } = options;
+  let split: ReturnType<typeof splitGlobals>;
+  try {
+    split = splitGlobals(argv);
+  } catch (error) {
+    return report(error, { stderr, debug: argv.includes('--debug') }, undefined, undefined);
+  }
+  const { globals, rest } = split;
   if (globals.version) {
     stdout.write(`ocipull ${await version()}\n`);
     // How this process started: from the startup snapshot (bin/ocipull) or the bundle's modules.
@@ -178,7 +227,7 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   const [name, ...args] = rest;
   if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
     const topic = name === 'help' ? args[0] : undefined;
-    if (topic === 'pull') return main(['pull', '--help'], options);
+    if (topic === 'pull') return runCommandLine(['pull', '--help'], options);
     stdout.write((topic !== undefined && COMMAND_USAGE[topic]) || USAGE);
     return name === undefined ? ExitCode.Usage : ExitCode.Ok;
   }
@@ -210,14 +259,19 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   }
 }
 
-function report(error: unknown, context: CommandContext, name: string, registry: string | undefined): number {
+function report(
+  error: unknown,
+  context: Pick<CommandContext, 'stderr' | 'debug'>,
+  name: string | undefined,
+  registry: string | undefined,
+): number {
   const { stderr } = context;
   if (isOciError(error)) {
     stderr.write(`ocipull: ${error.message} (${error.code})\n`);
     const hint = hintFor(error as OciError, registry ? { registry } : {});
     if (hint) stderr.write(`hint: ${hint}\n`);
     if (exitCodeFor(error) === ExitCode.Usage && error.code === 'ERR_INVALID_ARGUMENT' && !context.debug) {
-      stderr.write(`run \`ocipull ${commands[name] ? `${name} --help` : '--help'}\` for usage\n`);
+      stderr.write(`run \`ocipull ${name && commands[name] ? `${name} --help` : '--help'}\` for usage\n`);
     }
     if (context.debug) stderr.write(`${causeChain(error)}\n`);
     return exitCodeFor(error);

@@ -1,9 +1,15 @@
-import { parseArgs } from 'node:util';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import { formatBytes } from '@ocipull/progress';
 import { inspectImage, unpackImage } from '@ocipull/pull';
-import { formatPlatform, parseReference } from '@ocipull/registry-client';
-import { type CommandContext, formatTable, prepareOutputParent, printJson, usageError } from '../context.ts';
+import { formatPlatform, parsePlatform, parseReference } from '@ocipull/registry-client';
+import {
+  type CommandContext,
+  formatTable,
+  parseCommandArgs,
+  prepareOutputParent,
+  printJson,
+  usageError,
+} from '../context.ts';
 import { ExitCode } from '../exit-codes.ts';
 
 async function withCache<T>(context: CommandContext, work: (cache: BlobCache) => Promise<T>): Promise<T> {
@@ -20,30 +26,36 @@ function oneReference(
   command: string,
   extra: Record<string, { type: 'string' }> = {},
 ) {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: context.args,
     allowPositionals: true,
     options: { platform: { type: 'string' }, ...extra },
   });
   if (positionals.length < 1) throw usageError(`${command} takes an image reference`);
-  return { reference: parseReference(positionals[0]!).toString(), values, positionals };
+  return {
+    reference: parseReference(positionals[0]!).toString(),
+    // Checked here, not only when an index is met: a single-platform image never reads it.
+    platform: values.platform === undefined ? undefined : parsePlatform(values.platform),
+    values,
+    positionals,
+  };
 }
 
 const shortDigest = (digest: string) => digest.slice(0, 19);
 
 /** `inspect` and `config`: the cached image for REF (and `--platform`), offline. */
 function inspectArgument(context: CommandContext, command: string) {
-  const { reference, values } = oneReference(context, command);
+  const { reference, platform } = oneReference(context, command);
   return inspectImage(reference, {
     ...(context.cache ? { cache: context.cache } : {}),
-    ...(values.platform ? { platform: values.platform } : {}),
+    ...(platform ? { platform } : {}),
     signal: context.signal,
   });
 }
 
 /** `ocipull images`: the cached image records. */
 export async function imagesCommand(context: CommandContext): Promise<number> {
-  parseArgs({ args: context.args, options: {} });
+  parseCommandArgs({ args: context.args, options: {} });
   return withCache(context, async (cache) => {
     const records = await cache.listImages();
     const usage = await cache.usage();
@@ -118,7 +130,7 @@ export async function configCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull rm REF...`: removes image records (blobs go with the next `prune`). */
 export async function rmCommand(context: CommandContext): Promise<number> {
-  const { positionals } = parseArgs({ args: context.args, allowPositionals: true, options: {} });
+  const { positionals } = parseCommandArgs({ args: context.args, allowPositionals: true, options: {} });
   if (positionals.length === 0) throw usageError('rm takes one or more image references');
   return withCache(context, async (cache) => {
     let missing = 0;
@@ -137,7 +149,7 @@ export async function rmCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull prune`: garbage-collects what no image record reaches. */
 export async function pruneCommand(context: CommandContext): Promise<number> {
-  const { values } = parseArgs({ args: context.args, options: { 'dry-run': { type: 'boolean' } } });
+  const { values } = parseCommandArgs({ args: context.args, options: { 'dry-run': { type: 'boolean' } } });
   return withCache(context, async (cache) => {
     const result = await cache.gc({ dryRun: values['dry-run'] ?? false, signal: context.signal });
     if (context.json) printJson(context, result);
@@ -154,7 +166,7 @@ export async function pruneCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull verify`: re-hashes every cached blob and quarantines bad ones. */
 export async function verifyCommand(context: CommandContext): Promise<number> {
-  const { positionals } = parseArgs({ args: context.args, allowPositionals: true, options: {} });
+  const { positionals } = parseCommandArgs({ args: context.args, allowPositionals: true, options: {} });
   return withCache(context, async (cache) => {
     const report = await cache.verify({
       ...(positionals.length ? { digests: positionals } : {}),
@@ -177,12 +189,12 @@ export async function verifyCommand(context: CommandContext): Promise<number> {
 
 /** `ocipull unpack REF DIR`: flattens an already-cached image. */
 export async function unpackCommand(context: CommandContext): Promise<number> {
-  const { reference, values, positionals } = oneReference(context, 'unpack');
+  const { reference, platform, positionals } = oneReference(context, 'unpack');
   if (positionals.length !== 2) throw usageError('unpack takes an image reference and a directory');
   await prepareOutputParent(positionals[1]!);
   const result = await unpackImage(reference, positionals[1]!, {
     ...(context.cache ? { cache: context.cache } : {}),
-    ...(values.platform ? { platform: values.platform } : {}),
+    ...(platform ? { platform } : {}),
     signal: context.signal,
   });
   if (context.json) printJson(context, result);

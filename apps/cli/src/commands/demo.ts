@@ -1,11 +1,10 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { formatBytes } from '@ocipull/progress';
 import { pull } from '@ocipull/pull';
 import { buildImage, dir, file, randomImage, startRegistry, symlink } from '@ocipull/test-harness';
-import type { CommandContext } from '../context.ts';
+import { type CommandContext, parseCommandArgs } from '../context.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { progressSink } from './pull.ts';
 
@@ -42,7 +41,7 @@ export async function buildDemoImage(layoutDir: string): Promise<void> {
  * with progress into a temporary cache and rootfs, which are removed afterwards unless `--keep`.
  */
 export async function demoCommand(context: CommandContext): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: context.args,
     options: { keep: { type: 'boolean' }, progress: { type: 'string' } },
   });

@@ -1,6 +1,11 @@
-import { parseArgs } from 'node:util';
 import type { CredentialCheck } from '@ocipull/registry-client';
-import { type CommandContext, type TlsFlags, usageError, withTlsFlags } from '../context.ts';
+import {
+  type CommandContext,
+  parseCommandArgs,
+  type TlsFlags,
+  usageError,
+  withTlsFlags,
+} from '../context.ts';
 import { removeCredentials, saveCredentials } from '../docker-config.ts';
 import { ExitCode } from '../exit-codes.ts';
 
@@ -16,7 +21,7 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
  * by default, so it stays out of shell history and `ps`.
  */
 export async function loginCommand(context: CommandContext): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: context.args,
     allowPositionals: true,
     options: {
@@ -84,7 +89,7 @@ async function checkLogin(
 
 /** `ocipull logout REGISTRY`. */
 export async function logoutCommand(context: CommandContext): Promise<number> {
-  const { positionals } = parseArgs({ args: context.args, allowPositionals: true, options: {} });
+  const { positionals } = parseCommandArgs({ args: context.args, allowPositionals: true, options: {} });
   if (positionals.length !== 1) throw usageError('logout takes one registry');
   const removed = await removeCredentials(positionals[0]!, context.env);
   if (!context.quiet) {

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import {
   createProgressEmitter,
   createRenderer,
@@ -14,8 +13,15 @@ import {
   type PullPolicy,
   pull,
 } from '@ocipull/pull';
-import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
-import { type CommandContext, prepareOutputParent, printJson, usageError, withTlsFlags } from '../context.ts';
+import { parsePlatform, parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
+import {
+  type CommandContext,
+  parseCommandArgs,
+  prepareOutputParent,
+  printJson,
+  usageError,
+  withTlsFlags,
+} from '../context.ts';
 
 /** Usage of `ocipull pull`. */
 export const PULL_USAGE = `Usage: ocipull pull REF [options]
@@ -80,7 +86,7 @@ export function progressSink(context: CommandContext, format: string | undefined
 
 /** `ocipull pull REF`. */
 export async function pullCommand(context: CommandContext): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: context.args,
     allowPositionals: true,
     allowNegative: true,
@@ -107,6 +113,9 @@ export async function pullCommand(context: CommandContext): Promise<number> {
   }
   if (positionals.length !== 1) throw usageError(`pull takes one image reference\n\n${PULL_USAGE}`);
   const reference = parseReference(positionals[0]!);
+  // Checked before any request, not only when the registry answers with an index: a single-platform
+  // image never reads it, so a mistyped --platform went unnoticed there.
+  const platform = values.platform === undefined ? undefined : parsePlatform(values.platform);
   const policy = values.pull ?? 'always';
   if (!PULL_POLICIES.includes(policy as PullPolicy)) {
     throw usageError(`--pull takes always, missing or never, not ${JSON.stringify(policy)}`);
@@ -135,7 +144,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
   try {
     const result = await pull(reference.toString(), {
       ...(context.cache ? { cache: context.cache } : {}),
-      ...(values.platform ? { platform: values.platform } : {}),
+      ...(platform ? { platform } : {}),
       ...(values['variant-fallback'] ? { variantFallback: true } : {}),
       ...(values.rootfs ? { rootfs: values.rootfs } : {}),
       layers: values.layers ?? !values.rootfs,
