@@ -1,5 +1,6 @@
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import {
+  type Descriptor,
   type Digest,
   ErrorCode,
   type ImageConfig,
@@ -9,6 +10,7 @@ import {
 } from '@ocipull/core';
 import { flattenLayers } from '@ocipull/layer-extract';
 import { parseReference } from '@ocipull/registry-client';
+import { corruptCacheOr } from './cache-verdict.ts';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import type { PullOptions } from './options.ts';
 import { readConfig, resolveManifest } from './pull.ts';
@@ -120,6 +122,7 @@ export function unpackImage(
         );
       }
     }
+    let failed: Descriptor | undefined;
     await flattenLayers(
       layers.map((layer, index) => ({
         open: () => cache.fetch(layer, options.signal ? { signal: options.signal } : {}),
@@ -132,8 +135,13 @@ export function unpackImage(
         ...(options.signal ? { signal: options.signal } : {}),
         // The next blob's open and first read overlap this layer's extraction.
         openAhead: true,
+        onLayerError: (index) => {
+          failed = layers[index];
+        },
       },
-    );
+    ).catch(async (error: unknown) => {
+      throw failed ? await corruptCacheOr(cache, failed, error) : error;
+    });
     return { destination, layers: layers.length };
   });
 }

@@ -469,6 +469,38 @@ describe('pull', () => {
     await cache.close();
   }
 
+  it('a layer blob that rotted in the cache is reported as ERR_CACHE_CORRUPT (unpack, rootfs pull, per-layer trees)', async () => {
+    const cached = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', layers: false });
+    const layer = cached.manifest.layers[0]!;
+    const blob = join(cacheRoot, 'blobs', 'sha256', layer.digest.slice('sha256:'.length));
+    const bytes = await readFile(blob);
+    // One flipped bit in the deflate data: gunzip fails (or the diff_id does), as after disk rot.
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x10;
+    await rm(blob, { force: true });
+    await writeFile(blob, bytes, { mode: 0o444 });
+    const attempts = [
+      () =>
+        unpackImage(ref('test/oci'), join(cacheRoot, 'unpacked'), {
+          cache: cacheRoot,
+          platform: 'linux/amd64',
+        }),
+      () =>
+        pull(ref('test/oci'), {
+          cache: cacheRoot,
+          platform: 'linux/amd64',
+          rootfs: join(cacheRoot, 'rootfs'),
+        }),
+      () => pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', layers: true }),
+    ];
+    for (const attempt of attempts) {
+      const error = await attempt().catch((caught: unknown) => caught);
+      expect(isOciError(error, ErrorCode.CacheCorrupt), String(error)).toBe(true);
+      expect((error as Error).message).toContain(layer.digest);
+    }
+    expect(await readdir(cacheRoot)).not.toContain('rootfs');
+    expect(await readdir(cacheRoot)).not.toContain('unpacked');
+  });
+
   it('refuses a corrupted layer and leaves no record, no tree and no rootfs behind', async () => {
     const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
     const layer = probe.manifest.layers[1]!;

@@ -32,6 +32,7 @@ import {
   type ResolvedImage,
   selectManifest,
 } from '@ocipull/registry-client';
+import { corruptCacheOr } from './cache-verdict.ts';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import {
   DEFAULT_CONCURRENCY,
@@ -599,7 +600,8 @@ async function pullLayerTree(
       },
     })
       .catch(async (error: unknown) => {
-        throw await explainExtractFailure(stream, counter, error);
+        const explained = await explainExtractFailure(stream, counter, error);
+        throw stream.cached ? await corruptCacheOr(cache, layer, explained) : explained;
       })
       .catch(async (error: unknown) => {
         if (!isMissingLinkTarget(error)) throw error;
@@ -678,7 +680,9 @@ async function explainFlattenFailure(
 ): Promise<unknown> {
   if (!isOciError(error, ErrorCode.InvalidLayer) && !isOciError(error, ErrorCode.DiffIdMismatch))
     return error;
-  return badBytesOr(cache.ingest(layer, source, { signal }), error);
+  const verdict = await badBytesOr(cache.ingest(layer, source, { signal }), error);
+  // Bytes that came from the cache (committed before this pull) may have rotted there since.
+  return verdict === error ? corruptCacheOr(cache, layer, error) : verdict;
 }
 
 /** Whether this thread had time to spare lately: its event loop was mostly idle. */
