@@ -1,5 +1,5 @@
 import { access, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Digest } from '@ocipull/core';
 import { MediaType } from '@ocipull/core';
 import { digestAlgorithm, digestEncoded } from '@ocipull/digest';
@@ -133,7 +133,7 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
       join(layout.layers, 'sha256'),
       layout.leases,
     ]) {
-      await mkdir(directory, { recursive: true });
+      await makeDirectories(directory);
     }
     await ensureOciLayout(layout);
     await createFileOnce(
@@ -143,6 +143,27 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
     );
   } catch (error) {
     throw fsError(error, `creating the cache layout in ${layout.root}`);
+  }
+}
+
+/**
+ * `mkdir -p`, one component at a time. Node's `mkdir(path, { recursive: true })` spins forever (100 %
+ * CPU, deaf to SIGTERM) where mkdir fails with ENOENT under a parent that exists, as anywhere under
+ * /proc does; here that ENOENT is the error.
+ */
+async function makeDirectories(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+    return;
+  } catch (error) {
+    if (isErrno(error, 'EEXIST')) return;
+    if (!isErrno(error, 'ENOENT') || dirname(path) === path) throw error;
+  }
+  await makeDirectories(dirname(path));
+  try {
+    await mkdir(path);
+  } catch (error) {
+    if (!isErrno(error, 'EEXIST')) throw error;
   }
 }
 
