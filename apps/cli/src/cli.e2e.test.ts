@@ -388,28 +388,20 @@ describe('ocipull CLI killed mid-pull', () => {
         stdio: 'ignore',
       });
       const part = join(cache, 'ingest', `${layer.digest.slice('sha256:'.length)}.part`);
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const size = existsSync(part) ? (await stat(part)).size : 0;
-        if (size > 1024 * 1024) break;
-        if (Date.now() > deadline) throw new Error('the download never got going');
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await untilPartHolds(part, 1024 * 1024);
       child.kill('SIGKILL');
       await new Promise((resolve) => child.once('exit', resolve));
       const kept = (await stat(part)).size;
       expect(kept).toBeGreaterThan(1024 * 1024);
       expect(kept).toBeLessThan(layer.size);
       registry.faults.clear();
-      const sentBefore = registry.requests
-        .filter((request) => request.digest === layer.digest && request.method === 'GET')
-        .reduce((sum, request) => sum + request.bytesSent, 0);
+      const sentBefore = sentFor(registry, layer.digest);
       const rerun = await cli(['pull', reference, '--cache', cache, '--quiet']);
       expect(rerun.code, rerun.stderr).toBe(0);
       const resumed = registry.requests.filter(
         (request) => request.digest === layer.digest && request.method === 'GET',
       );
-      const sentAfter = resumed.reduce((sum, request) => sum + request.bytesSent, 0) - sentBefore;
+      const sentAfter = sentFor(registry, layer.digest) - sentBefore;
       // The rerun asks only for what the .part lacks (the kill may land after more bytes reached the disk
       // than we measured, never fewer).
       expect(resumed.at(-1)!.range).toMatch(/^bytes=\d+-$/);
@@ -441,13 +433,7 @@ describe('ocipull CLI killed mid-pull', () => {
       const args = ['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'];
       const child: ChildProcess = spawn(launcher, args, { stdio: 'ignore' });
       const part = join(cache, 'ingest', `${bottom.digest.slice('sha256:'.length)}.part`);
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const size = existsSync(part) ? (await stat(part)).size : 0;
-        if (size > 1024 * 1024) break;
-        if (Date.now() > deadline) throw new Error('the download never got going');
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await untilPartHolds(part, 1024 * 1024);
       child.kill('SIGKILL');
       await new Promise((resolve) => child.once('exit', resolve));
       const kept = (await stat(part)).size;
@@ -504,11 +490,7 @@ describe('ocipull CLI killed mid-pull', () => {
         });
         const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
         const part = join(cache, 'ingest', `${bottom.digest.slice('sha256:'.length)}.part`);
-        const deadline = Date.now() + 30_000;
-        while (!existsSync(part) || (await stat(part)).size < 1024 * 1024) {
-          if (Date.now() > deadline) throw new Error('the download never got going');
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
+        await untilPartHolds(part, 1024 * 1024);
         child.kill(signal);
         expect(await exited, stderr).toBe(130);
         expect(stderr).toMatch(/ERR_ABORTED/);
@@ -527,6 +509,15 @@ describe('ocipull CLI killed mid-pull', () => {
     90_000,
   );
 });
+
+/** Waits (up to 30 s) until a download's `.part` holds more than `bytes`. */
+async function untilPartHolds(part: string, bytes: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(part) || (await stat(part)).size <= bytes) {
+    if (Date.now() > deadline) throw new Error('the download never got going');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 /** The bytes the harness registry sent in GET responses for a blob. */
 function sentFor(registry: HarnessRegistry, digest: string): number {

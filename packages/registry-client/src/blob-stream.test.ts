@@ -1,19 +1,9 @@
 import { Readable } from 'node:stream';
-import { ErrorCode, type OciError } from '@ocipull/core';
+import { ErrorCode } from '@ocipull/core';
 import { describe, expect, it } from 'vitest';
 import { BlobBodyStream } from './blob-stream.ts';
 import type { BlobInterruptedError } from './errors.ts';
-
-/** Reads a stream to its end or error: the bytes it gave and how it ended. */
-async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciError }> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    return { bytes: Buffer.concat(chunks) };
-  } catch (error) {
-    return { bytes: Buffer.concat(chunks), error: error as OciError };
-  }
-}
+import { drain } from './testing/clients.ts';
 
 const body = (...sizes: number[]) => Readable.from(sizes.map((size) => Buffer.alloc(size, 7)));
 const options = { digest: 'sha256:ab', registry: 'r.test', start: 100, skip: 0 };

@@ -4,7 +4,6 @@ import { createServer, type Server } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { type Descriptor, ErrorCode, MediaType, type OciError } from '@ocipull/core';
 import {
   type BuiltImage,
@@ -15,18 +14,7 @@ import {
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { BlobInterruptedError, RegistryError } from './index.ts';
-import { rejection as rejectionOf, testClients } from './testing/clients.ts';
-
-/** Reads a stream to the end; on failure returns what arrived and the error. */
-async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciError }> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    return { bytes: Buffer.concat(chunks) };
-  } catch (error) {
-    return { bytes: Buffer.concat(chunks), error: error as OciError };
-  }
-}
+import { drain, rejection as rejectionOf, testClients } from './testing/clients.ts';
 
 const rejection = (promise: Promise<unknown>) => rejectionOf<RegistryError>(promise);
 

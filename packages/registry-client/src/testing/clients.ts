@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+import type { OciError } from '@ocipull/core';
 import {
   createRegistryClient,
   type RegistryClient,
@@ -39,4 +41,15 @@ export async function rejection<E = Error>(promise: Promise<unknown>): Promise<E
     return error as E;
   }
   throw new Error('expected a rejection');
+}
+
+/** Reads a stream to its end or error: the bytes that arrived and how it ended. */
+export async function drain(stream: Readable): Promise<{ bytes: Buffer; error?: OciError }> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return { bytes: Buffer.concat(chunks) };
+  } catch (error) {
+    return { bytes: Buffer.concat(chunks), error: error as OciError };
+  }
 }
