@@ -131,6 +131,36 @@ esac
     expect((await lookup('solo'))?.username).toBe('org-bot');
   });
 
+  it('a helper that does not answer in time fails, and what it started is stopped with it', async () => {
+    // A shell-script helper whose child keeps the pipes open after the shell is killed (as wrappers
+    // around gcloud or aws do): waiting for the pipes to close waited forever.
+    const pidFile = join(root, 'slow.pid');
+    await writeFile(
+      join(bin, 'docker-credential-slow'),
+      `#!/bin/sh\nsleep 300 &\necho $! > ${pidFile}\nwait\n`,
+    );
+    await chmod(join(bin, 'docker-credential-slow'), 0o755);
+    const started = performance.now();
+    const error = (await runCredentialHelper('slow', 'x.example', { env, timeoutMs: 500 }).catch(
+      (caught: unknown) => caught,
+    )) as Error & { code: string };
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(error.code).toBe(ErrorCode.Unauthorized);
+    expect(error.message).toContain('docker-credential-slow did not answer within');
+    const sleeper = Number((await readFile(pidFile, 'utf8')).trim());
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Killed: gone, or a zombie where nothing reaps orphans (a container's init).
+    const state = await readFile(`/proc/${sleeper}/stat`, 'utf8').catch(() => '');
+    expect(state === '' || /^\d+ \(.*\) Z /.test(state), state).toBe(true);
+
+    // An abort stops it the same way.
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error('enough')), 200);
+    await expect(
+      runCredentialHelper('slow', 'x.example', { env, signal: controller.signal }),
+    ).rejects.toMatchObject({ code: ErrorCode.Aborted });
+  });
+
   it('reports a missing helper by name and a helper printing garbage without echoing it', async () => {
     await expect(runCredentialHelper('absent', 'x.example', { env })).rejects.toMatchObject({
       code: ErrorCode.Unauthorized,

@@ -187,22 +187,59 @@ export async function runCredentialHelper(
     throw new OciError(ErrorCode.InvalidArgument, `invalid credential helper name ${JSON.stringify(helper)}`);
   }
   const program = `docker-credential-${helper}`;
-  const { code, stdout, stderr, spawnError } = await new Promise<{
+  const timeoutMs = options.timeoutMs ?? CREDENTIAL_HELPER_TIMEOUT_MS;
+  const { code, stdout, stderr, spawnError, timedOut } = await new Promise<{
     code: number | null;
     stdout: string;
     stderr: string;
     spawnError?: NodeJS.ErrnoException;
+    timedOut?: boolean;
   }>((resolve, reject) => {
     if (options.signal?.aborted) {
       reject(new AbortedError(options.signal.reason));
       return;
     }
+    // In a process group of its own, so a timeout or an abort ends the helper *and* what it started:
+    // a shell-script helper's `sleep` or `curl` keeps the pipes open after the shell is killed, and
+    // waiting for them to close would wait forever.
     const child = childProcess().spawn(program, ['get'], {
       env: options.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: options.timeoutMs ?? CREDENTIAL_HELPER_TIMEOUT_MS,
-      ...(options.signal ? { signal: options.signal } : {}),
+      detached: true,
     });
+    let settled = false;
+    const stop = () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+      child.stdout.destroy();
+      child.stderr.destroy();
+    };
+    const finish = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      outcome();
+    };
+    const onAbort = () =>
+      finish(() => {
+        stop();
+        reject(new AbortedError(options.signal?.reason));
+      });
+    const timer = setTimeout(
+      () =>
+        finish(() => {
+          stop();
+          resolve({ code: null, stdout: '', stderr: '', timedOut: true });
+        }),
+      timeoutMs,
+    );
+    options.signal?.addEventListener('abort', onAbort, { once: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
@@ -210,21 +247,26 @@ export async function runCredentialHelper(
     child.stdin.on('error', () => {
       // The helper may exit without reading stdin; its exit status tells the story.
     });
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      if (options.signal?.aborted) reject(new AbortedError(options.signal.reason));
-      else resolve({ code: null, stdout: '', stderr: '', spawnError: error });
-    });
-    child.on('close', (exitCode) => {
-      if (options.signal?.aborted) reject(new AbortedError(options.signal.reason));
-      else
+    child.on('error', (error: NodeJS.ErrnoException) =>
+      finish(() => resolve({ code: null, stdout: '', stderr: '', spawnError: error })),
+    );
+    child.on('close', (exitCode) =>
+      finish(() =>
         resolve({
           code: exitCode,
           stdout: Buffer.concat(out).toString('utf8'),
           stderr: Buffer.concat(err).toString('utf8'),
-        });
-    });
+        }),
+      ),
+    );
     child.stdin.end(server);
   });
+  if (timedOut) {
+    throw new OciError(
+      ErrorCode.Unauthorized,
+      `credential helper ${program} did not answer within ${Math.round(timeoutMs / 1000)} s`,
+    );
+  }
   if (spawnError) {
     if (spawnError.code === 'ENOENT' && options.missingIsEmpty) return undefined;
     throw new OciError(
