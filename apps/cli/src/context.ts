@@ -80,10 +80,25 @@ export async function withTlsFlags(
   flags: TlsFlags,
 ): Promise<RegistryTransportOptions> {
   const result = { ...options };
-  if (flags['ca-file']) result.ca = await readFile(flags['ca-file'], 'utf8');
+  if (flags['ca-file']) result.ca = await readCaFile(flags['ca-file']);
   if (flags['tls-skip-verify']) result.skipVerify = true;
   if (flags.tls || flags['ca-file'] || flags['tls-skip-verify']) result.insecure = false;
   return result;
+}
+
+/** The PEM certificates of `--ca-file FILE`: a file that cannot be read or holds none is a usage error. */
+async function readCaFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw usageError(`--ca-file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  // Node would take a file without one and verify against nothing it names, failing later as a TLS error.
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+    throw usageError(`--ca-file ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  }
+  return text;
 }
 
 /**

@@ -68,6 +68,10 @@ export function hintFor(error: OciError, context: { registry?: string } = {}): s
     case ErrorCode.LockTimeout:
       return 'another ocipull process holds the cache lock; wait for it or check for a hung process';
     case ErrorCode.Network:
+      if (error.message.includes('TLS failed')) {
+        return "pass the registry's CA certificate with --ca-file FILE, or --tls-skip-verify for a test registry";
+      }
+      return 'check the network and the registry address; TLS problems can be ruled out with --insecure-registry for test registries';
     case ErrorCode.Timeout:
       return 'check the network and the registry address; TLS problems can be ruled out with --insecure-registry for test registries';
     case ErrorCode.DigestMismatch:

@@ -127,6 +127,14 @@ describe('ocipull', () => {
     expect(result.config.cmd).toEqual(['/app']);
     expect(await readFile(join(rootfs, 'etc/hostname'), 'utf8')).toBe('fixture\n');
 
+    // The plain output pins the reference to the digest, once, whether it named a tag or the digest.
+    const other = join(work, 'cache-a-pinned');
+    const byTag = await run(['pull', ref, '--cache', other, '--progress', 'none']);
+    expect(byTag.stdout).toBe(`${ref}@${result.manifestDigest}\n`);
+    const pinned = `${registry.host}/cli/app@${result.manifestDigest}`;
+    const byDigest = await run(['pull', pinned, '--cache', other, '--progress', 'none']);
+    expect(byDigest.stdout).toBe(`${pinned}\n`);
+
     const images = await run(['images', '--cache', cache, '--json']);
     expect(JSON.parse(images.stdout)).toMatchObject([{ reference: ref, digest: result.manifestDigest }]);
     const table = await run(['images', '--cache', cache]);
@@ -276,6 +284,8 @@ describe('ocipull', () => {
     // Where the cache would go without --cache: it must not appear.
     const fallback = join(work, 'default-cache');
     const env = { OCIPULL_CACHE: fallback, DOCKER_CONFIG: join(work, 'docker-empty') };
+    const notPem = join(work, 'not-a-ca.txt');
+    await writeFile(notPem, 'just text\n');
     const cases: Array<[string[], string]> = [
       [['pull', ref, '--cache', '', '--progress', 'none'], '--cache needs a directory, not an empty string'],
       [['pull', ref, '--cache=', '--progress', 'none'], '--cache needs a directory, not an empty string'],
@@ -291,6 +301,13 @@ describe('ocipull', () => {
       [['unpack', ref, '', '--cache', cache], 'an argument is an empty string'],
       [['login', '', '-u', 'alice', '-p', 'pw', '--no-verify'], 'an argument is an empty string'],
       [['login', 'registry.example', '-u', 'alice', '-p', 'pw', '--ca-file', ''], '--ca-file needs a value'],
+      // A CA file that is missing, a directory, or no PEM: named as the flag's problem, before any request.
+      [
+        ['pull', ref, '--cache', cache, '--ca-file', join(work, 'no-such.pem')],
+        `--ca-file ${join(work, 'no-such.pem')}: ENOENT`,
+      ],
+      [['pull', ref, '--cache', cache, '--ca-file', work], `--ca-file ${work}: EISDIR`],
+      [['pull', ref, '--cache', cache, '--ca-file', notPem], `--ca-file ${notPem} holds no PEM certificate`],
     ];
     for (const [argv, message] of cases) {
       const result = await run(argv, { env });

@@ -469,6 +469,18 @@ describe('pull', () => {
     await cache.close();
   }
 
+  it('refuses an existing rootfs before any request, and records nothing', async () => {
+    const rootfs = join(cacheRoot, 'taken');
+    await mkdir(rootfs);
+    const error = await pull(ref('test/oci'), { cache: join(cacheRoot, 'c'), rootfs }).catch(
+      (e: unknown) => e,
+    );
+    expect(isOciError(error, ErrorCode.InvalidArgument), String(error)).toBe(true);
+    expect((error as Error).message).toContain('already exists');
+    expect(registry.requests).toHaveLength(0);
+    expect(await readdir(rootfs)).toEqual([]);
+  });
+
   it('a layer blob that rotted in the cache is reported as ERR_CACHE_CORRUPT (unpack, rootfs pull, per-layer trees)', async () => {
     const cached = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', layers: false });
     const layer = cached.manifest.layers[0]!;

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
+import { lstatSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
@@ -99,6 +100,14 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     );
   }
   const reference = parseReference(input);
+  // The flatten refuses an existing rootfs too, but only once the image is resolved: refused here, a
+  // mistake costs no request and leaves nothing in the cache.
+  if (options.rootfs !== undefined && exists(options.rootfs)) {
+    throw new OciError(
+      ErrorCode.InvalidArgument,
+      `destination ${resolvePath(options.rootfs)} already exists`,
+    );
+  }
   const emit = (event: ProgressEvent) => options.onProgress?.(event);
   const controller = new AbortController();
   const forwardAbort = () => controller.abort(options.signal?.reason);
@@ -328,6 +337,15 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     options.signal?.removeEventListener('abort', forwardAbort);
     await clients.close();
     if (ownsCache) await cache.close();
+  }
+}
+
+/** Whether anything (a symlink too) is at `path`; an unreadable path is left to whoever writes there. */
+function exists(path: string): boolean {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  } catch {
+    return false;
   }
 }
 

@@ -231,7 +231,7 @@ export function errorFromTransport(error: unknown, registry: string, signal?: Ab
   if (tlsFailure(record) || (inner && tlsFailure(inner))) {
     return new RegistryError(
       ErrorCode.Network,
-      `${registry}: TLS failed (${message}); set registries["${registry}"].ca, or insecure for plain HTTP`,
+      `${registry}: TLS failed (${message}); trust its CA (registry option ca) or, for a test registry, skip verification (skipVerify)`,
       { cause: error, registry, retryable: false },
     );
   }

@@ -110,7 +110,7 @@ describe('error mapping', () => {
       'r',
     );
     expect([tls.code, tls.retryable]).toEqual([ErrorCode.Network, false]);
-    expect(tls.message).toContain('registries["r"].ca');
+    expect(tls.message).toContain('trust its CA (registry option ca)');
     const controller = new AbortController();
     controller.abort();
     expect(errorFromTransport(new Error('x'), 'r', controller.signal).code).toBe(ErrorCode.Aborted);

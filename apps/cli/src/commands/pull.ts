@@ -169,7 +169,11 @@ export async function pullCommand(context: CommandContext): Promise<number> {
         durationMs: Math.round(result.durationMs),
       });
     } else if (!context.quiet) {
-      context.stdout.write(`${result.reference}@${result.manifestDigest}\n`);
+      // A reference by digest names what was pulled already (an index's digest stays as given).
+      const pinned = result.reference.includes('@')
+        ? result.reference
+        : `${result.reference}@${result.manifestDigest}`;
+      context.stdout.write(`${pinned}\n`);
       if (result.rootfs) context.stdout.write(`rootfs: ${result.rootfs}\n`);
     }
     return 0;
