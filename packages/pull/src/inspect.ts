@@ -102,13 +102,14 @@ export function inspectImage(input: string, options: CacheReadOptions = {}): Pro
 
 /**
  * Flattens an already-cached image into `destination` (which must not exist; it appears atomically
- * when complete). Never touches the network: `ERR_NOT_CACHED` when a blob is missing.
+ * when complete). Never touches the network: `ERR_NOT_CACHED` when a blob is missing. `warnings` as
+ * `PullResult.warnings` says.
  */
 export function unpackImage(
   input: string,
   destination: string,
   options: CacheReadOptions & Pick<PullOptions, 'extract'> = {},
-): Promise<{ destination: string; layers: number }> {
+): Promise<{ destination: string; layers: number; warnings: string[] }> {
   const reference = parseReference(input);
   return withCache(options, async (cache) => {
     const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
@@ -123,7 +124,7 @@ export function unpackImage(
       }
     }
     let failed: Descriptor | undefined;
-    await flattenLayers(
+    const flattened = await flattenLayers(
       layers.map((layer, index) => ({
         open: () => cache.fetch(layer, options.signal ? { signal: options.signal } : {}),
         mediaType: layer.mediaType,
@@ -142,6 +143,10 @@ export function unpackImage(
     ).catch(async (error: unknown) => {
       throw failed ? await corruptCacheOr(cache, failed, error) : error;
     });
-    return { destination, layers: layers.length };
+    // As `pull` words them: `layer N: <entry>: <why>`.
+    const warnings = flattened.layers.flatMap((layer, index) =>
+      layer.warnings.map((warning) => `layer ${index + 1}: ${warning}`),
+    );
+    return { destination, layers: layers.length, warnings };
   });
 }

@@ -10,6 +10,7 @@ import { type Descriptor, ErrorCode, isOciError, MediaType } from '@ocipull/core
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   buildImage,
+  charDevice,
   dir,
   file,
   type HarnessRegistry,
@@ -468,6 +469,45 @@ describe('pull', () => {
     if (diffId !== undefined) expect(await cache.hasLayer(diffId)).toBe(false);
     await cache.close();
   }
+
+  it('returns what the extraction could not write as warnings, per layer, once each', async () => {
+    const layout = join(work, 'devices');
+    await buildImage(
+      {
+        layers: [
+          { entries: [dir('etc'), file('etc/os-release', 'ID=x\n')] },
+          { entries: [dir('dev'), charDevice('dev/null', 1, 3, { mode: 0o666 })] },
+        ],
+      },
+      { dir: layout, tag: 'v1' },
+    );
+    const devices = await startRegistry({ repositories: { 'test/devices': layout } });
+    try {
+      const reference = `${devices.host}/test/devices:v1`;
+      // Rootless: a device node is recorded, not made. Trees and rootfs both extract the layer.
+      const extract = { rootless: true };
+      const both = await pull(reference, {
+        cache: cacheRoot,
+        extract,
+        layers: true,
+        rootfs: join(cacheRoot, 'r1'),
+      });
+      expect(both.warnings).toHaveLength(1);
+      expect(both.warnings[0]).toMatch(
+        /^layer 2: dev\/null: char-device 1:3 recorded, not created \(rootless\)/,
+      );
+      const rootfsOnly = await pull(reference, {
+        cache: join(cacheRoot, 'other'),
+        extract,
+        layers: false,
+        rootfs: join(cacheRoot, 'r2'),
+      });
+      expect(rootfsOnly.warnings).toEqual(both.warnings);
+      expect(existsSync(join(cacheRoot, 'r2', 'dev', 'null'))).toBe(false);
+    } finally {
+      await devices.close();
+    }
+  });
 
   it('refuses an existing rootfs before any request, and records nothing', async () => {
     const rootfs = join(cacheRoot, 'taken');

@@ -67,6 +67,12 @@ export interface PullResult {
   /** True when no registry request was made. */
   offline: boolean;
   durationMs: number;
+  /**
+   * What the extraction could not write as the image describes it — device nodes recorded, not made
+   * (rootless), xattrs refused, entries skipped — each as `layer N: <entry>: <why>`, bottom layer first.
+   * Empty when nothing was left out (and for layer trees reused from the cache).
+   */
+  warnings: string[];
 }
 
 /** The manifest chosen for a reference (the registry client's answer), and whether the cache gave it. */
@@ -182,6 +188,11 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
     configReady.catch(() => {});
 
     const wantTrees = options.layers ?? true;
+    // Per layer, once each: a layer extracted as a tree and into the rootfs says the same things twice.
+    const warnings = layers.map(() => new Set<string>());
+    const warn = (index: number, said: string[]) => {
+      for (const warning of said) warnings[index]?.add(warning);
+    };
     // One progress tracker per layer, shared by whichever path downloads it (a layer task or the
     // rootfs flattener), so each layer reports one start and one end.
     const downloads = layers.map((layer, index) => downloadProgress(layer, index, layerEmit));
@@ -211,6 +222,7 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               emit,
               downloads[index]!,
               () => lowerTrees(index),
+              (said) => warn(index, said),
             )
           : await downloadLayer(
               cache,
@@ -288,9 +300,16 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
               failedLayer = layers[index];
             },
           },
-        ).catch(async (error: unknown) => {
-          fail(failedLayer ? await explainFlattenFailure(cache, source, failedLayer, error, signal) : error);
-        })
+        ).then(
+          (flattened) => {
+            for (const [index, layer] of flattened.layers.entries()) warn(index, layer.warnings);
+          },
+          async (error: unknown) => {
+            fail(
+              failedLayer ? await explainFlattenFailure(cache, source, failedLayer, error, signal) : error,
+            );
+          },
+        )
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);
     if (failure) throw failure.error;
@@ -329,6 +348,9 @@ export async function pull(input: string, options: PullOptions = {}): Promise<Pu
       })),
       ...(options.rootfs ? { rootfs: options.rootfs } : {}),
       offline: !clients.used,
+      warnings: warnings.flatMap((said, index) =>
+        [...said].map((warning) => `layer ${index + 1}: ${warning}`),
+      ),
       durationMs,
     };
   } finally {
@@ -565,6 +587,7 @@ async function pullLayerTree(
   emit: Emit,
   progress: DownloadProgress,
   lowerTrees: () => Promise<string[]>,
+  warn: (warnings: string[]) => void,
 ): Promise<string> {
   const { signal } = options;
   const reused = await cache.useLayer(diffId, { signal });
@@ -638,6 +661,7 @@ async function pullLayerTree(
         });
       });
     await stream.committed;
+    warn(result.warnings);
     const { path } = await cache.commitLayer(diffId, tree, { signal });
     emit({
       type: 'layer-extract-end',

@@ -197,6 +197,7 @@ export async function unpackCommand(context: CommandContext): Promise<number> {
     ...(platform ? { platform } : {}),
     signal: context.signal,
   });
+  if (!context.quiet) for (const warning of result.warnings) context.stderr.write(`warning: ${warning}\n`);
   if (context.json) printJson(context, result);
   else if (!context.quiet)
     context.stdout.write(`unpacked ${result.layers} layers into ${result.destination}\n`);

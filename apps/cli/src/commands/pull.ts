@@ -156,6 +156,8 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       signal: context.signal,
     });
     progress.close();
+    // On stderr with the progress (stdout stays the result), as skopeo and umoci warn; the JSON carries them too.
+    if (!context.quiet) for (const warning of result.warnings) context.stderr.write(`warning: ${warning}\n`);
     if (context.json) {
       printJson(context, {
         reference: result.reference,
@@ -167,6 +169,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
         config: result.summary,
         offline: result.offline,
         durationMs: Math.round(result.durationMs),
+        warnings: result.warnings,
       });
     } else if (!context.quiet) {
       // A reference by digest names what was pulled already (an index's digest stays as given).
