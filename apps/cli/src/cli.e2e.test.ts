@@ -543,6 +543,7 @@ describe('ocipull CLI against authenticated registries', () => {
       });
       expect(badLogin.code, badLogin.stderr).toBe(2);
       expect(badLogin.stderr).toContain('ERR_UNAUTHORIZED');
+      expect(badLogin.stderr).toContain('hint: check the username and password');
       expect(badLogin.stderr).not.toContain('wrong-password');
       expect(existsSync(join(wrongConfig, 'config.json'))).toBe(false);
       expect(
@@ -557,6 +558,7 @@ describe('ocipull CLI against authenticated registries', () => {
       });
       expect(refused.code, refused.stderr).toBe(2);
       expect(refused.stderr).toContain('ERR_UNAUTHORIZED');
+      expect(refused.stderr).toContain(`hint: run \`ocipull login ${tls.host}\``);
       expect(refused.stderr).not.toContain('wrong-password');
       const anonymous = await cli(['pull', reference, '--cache', join(work, 'cache-tls-anon'), ...ca], {
         DOCKER_CONFIG: join(work, 'none'),

@@ -12,6 +12,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ErrorCode } from '@ocipull/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeCredentials, saveCredentials } from './docker-config.ts';
 
@@ -52,6 +53,36 @@ describe('docker config', () => {
     // No temporary file is left in either directory.
     expect(await readdir(join(work, 'linked'))).toEqual(['config.json']);
     expect(await readdir(join(work, 'dotfiles'))).toEqual(['docker.json']);
+  });
+
+  it('says where the secret went: a credential helper, else the file', async () => {
+    const home = join(work, 'helper-home');
+    const bin = join(work, 'helper-bin');
+    await mkdir(home, { recursive: true });
+    await mkdir(bin, { recursive: true });
+    // A helper that keeps what `store` hands it.
+    await writeFile(join(bin, 'docker-credential-keep'), `#!/bin/sh\ncat > ${join(work, 'kept.json')}\n`, {
+      mode: 0o755,
+    });
+    await writeFile(join(home, 'config.json'), JSON.stringify({ credsStore: 'keep' }));
+    const env = { DOCKER_CONFIG: home, PATH: `${bin}:${process.env.PATH}` };
+    expect(await saveCredentials('registry.example:5000', credentials, env)).toBe(
+      'credential helper docker-credential-keep',
+    );
+    expect(JSON.parse(await readFile(join(work, 'kept.json'), 'utf8'))).toMatchObject({ Secret: 's3cret' });
+    expect(await readFile(join(home, 'config.json'), 'utf8')).not.toContain('s3cret');
+  });
+
+  it('a config.json that is not JSON is a local file to fix (ERR_IO), not a usage error', async () => {
+    const home = join(work, 'broken-home');
+    await mkdir(home, { recursive: true });
+    await writeFile(join(home, 'config.json'), '{"auths": {');
+    await expect(
+      saveCredentials('registry.example', credentials, { DOCKER_CONFIG: home }),
+    ).rejects.toMatchObject({
+      code: ErrorCode.Io,
+      message: expect.stringContaining('is not valid JSON'),
+    });
   });
 
   it('creates the file a dangling config.json link names', async () => {

@@ -28,13 +28,13 @@ async function readConfig(path: string): Promise<DockerConfig> {
   try {
     const parsed = JSON.parse(await readFile(path, 'utf8')) as unknown;
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new OciError(ErrorCode.InvalidArgument, `${path} is not a JSON object`);
+      throw new OciError(ErrorCode.Io, `${path} is not a JSON object: fix or remove it`);
     }
     return parsed as DockerConfig;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
     if (error instanceof SyntaxError)
-      throw new OciError(ErrorCode.InvalidArgument, `${path} is not valid JSON`);
+      throw new OciError(ErrorCode.Io, `${path} is not valid JSON: fix or remove it`);
     throw error;
   }
 }
@@ -150,6 +150,8 @@ export async function saveCredentials(
       env,
     );
     config.auths = { ...config.auths, [key]: {} };
+    await writeConfig(path, config);
+    return `credential helper docker-credential-${helper}`;
   } else {
     const auth = Buffer.from(`${credentials.username}:${credentials.password}`, 'utf8').toString('base64');
     config.auths = { ...config.auths, [key]: { auth } };

@@ -50,9 +50,14 @@ export function exitCodeFor(error: OciError): number {
 }
 
 /** A one-line hint that tells the user what to do next, where there is an obvious next step. */
-export function hintFor(error: OciError, context: { registry?: string } = {}): string | undefined {
+export function hintFor(
+  error: OciError,
+  context: { registry?: string; command?: string } = {},
+): string | undefined {
   switch (error.code) {
     case ErrorCode.Unauthorized:
+      // `login` itself failed: telling the user to run it again says nothing.
+      if (context.command === 'login') return 'check the username and password (or token) for this registry';
       return `run \`ocipull login ${context.registry ?? 'REGISTRY'}\`, or check the credentials in your docker config`;
     case ErrorCode.Denied:
       return 'the registry refused access with these credentials; check the repository name and your permissions';

@@ -268,7 +268,10 @@ function report(
   const { stderr } = context;
   if (isOciError(error)) {
     stderr.write(`ocipull: ${error.message} (${error.code})\n`);
-    const hint = hintFor(error as OciError, registry ? { registry } : {});
+    const hint = hintFor(error as OciError, {
+      ...(registry ? { registry } : {}),
+      ...(name ? { command: name } : {}),
+    });
     if (hint) stderr.write(`hint: ${hint}\n`);
     if (exitCodeFor(error) === ExitCode.Usage && error.code === 'ERR_INVALID_ARGUMENT' && !context.debug) {
       stderr.write(`run \`ocipull ${name && commands[name] ? `${name} --help` : '--help'}\` for usage\n`);

@@ -131,6 +131,14 @@ esac
     expect((await lookup('solo'))?.username).toBe('org-bot');
   });
 
+  it('an auth file that is not JSON is a local file to fix (ERR_IO), not a usage error', async () => {
+    const broken = join(root, 'broken.json');
+    await writeFile(broken, '{"auths": {');
+    await expect(
+      lookupConfigCredentials('r.example', 'app', { env, dockerConfig: broken }),
+    ).rejects.toMatchObject({ code: ErrorCode.Io, message: expect.stringContaining('is not valid JSON') });
+  });
+
   it('a helper that does not answer in time fails, and what it started is stopped with it', async () => {
     // A shell-script helper whose child keeps the pipes open after the shell is killed (as wrappers
     // around gcloud or aws do): waiting for the pipes to close waited forever.

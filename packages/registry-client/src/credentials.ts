@@ -100,7 +100,10 @@ async function readAuthFile(path: string): Promise<AuthFile | undefined> {
     const parsed = JSON.parse(text) as unknown;
     return typeof parsed === 'object' && parsed !== null ? (parsed as AuthFile) : undefined;
   } catch (error) {
-    throw new OciError(ErrorCode.InvalidArgument, `auth file ${path} is not valid JSON`, { cause: error });
+    // A local file to fix, not a bad argument (exit 5 in the CLI, not "see --help").
+    throw new OciError(ErrorCode.Io, `auth file ${path} is not valid JSON: fix or remove it`, {
+      cause: error,
+    });
   }
 }
 
