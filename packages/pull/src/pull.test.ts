@@ -509,6 +509,44 @@ describe('pull', () => {
     }
   });
 
+  it('a mirror serving bad bytes: the pull is taken again from the upstream alone, and succeeds', async () => {
+    const mirror = await startRegistry({ repositories: { 'test/oci': join(work, 'oci') } });
+    try {
+      const probe = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+      const layer = probe.manifest.layers[0]!;
+      mirror.faults.add({
+        match: { kind: 'blob', digest: layer.digest },
+        action: { type: 'corrupt', offset: 100 },
+        times: Number.POSITIVE_INFINITY,
+      });
+      registry.clearRequests();
+      const events: ProgressEvent[] = [];
+      const rootfs = join(cacheRoot, 'rootfs');
+      const pulled = await pull(ref('test/oci'), {
+        cache: cacheRoot,
+        platform: 'linux/amd64',
+        rootfs,
+        registry: { registries: { [registry.host]: { mirrors: [mirror.host] } } },
+        onProgress: (event) => events.push(event),
+      });
+      expect(pulled.manifestDigest).toBe(probe.manifestDigest);
+      expect(await readFile(join(rootfs, 'etc/os-release'), 'utf8')).toBe('ID=fixture\n');
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          type: 'mirror-fallback',
+          mirror: mirror.host,
+          reason: ErrorCode.DigestMismatch,
+        }),
+      );
+      // The upstream served the bad layer again; the mirror was asked for it at least once.
+      expect(registry.requests.some((request) => request.digest === layer.digest)).toBe(true);
+      expect(mirror.requests.some((request) => request.digest === layer.digest)).toBe(true);
+      expect((await (await openCache({ root: cacheRoot })).verify()).corrupt).toEqual([]);
+    } finally {
+      await mirror.close();
+    }
+  });
+
   it('refuses an existing rootfs before any request, and records nothing', async () => {
     const rootfs = join(cacheRoot, 'taken');
     await mkdir(rootfs);

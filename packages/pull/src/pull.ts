@@ -24,6 +24,7 @@ import type { ProgressEvent } from '@ocipull/progress';
 import {
   createRegistryClient,
   hostPlatform,
+  normalizeAuthKey,
   parseManifest,
   parsePlatform,
   parseReference,
@@ -86,6 +87,66 @@ export type ResolvedManifest = ResolvedImage & { offline: boolean };
  * `options.onProgress`; `options.signal` cancels and leaves the cache consistent.
  */
 export async function pull(input: string, options: PullOptions = {}): Promise<PullResult> {
+  try {
+    return await pullOnce(input, options);
+  } catch (error) {
+    const upstreamOnly = withoutMirrors(input, options, error);
+    if (upstreamOnly === undefined) throw error;
+    // A mirror that served bad bytes: the digest check comes after the bytes were taken (into the
+    // cache, into the rootfs), too late for the client's own fallback. The failed pull left the cache
+    // consistent and nothing half-built, so the upstream is asked for the whole pull once more (what
+    // is already verified in the cache is not fetched again).
+    options.onProgress?.({
+      type: 'mirror-fallback',
+      mirror: upstreamOnly.mirrors.map((mirror) => mirrorHost(mirror)).join(', '),
+      registry: upstreamOnly.registry,
+      reason: (error as OciError).code,
+    });
+    return pullOnce(input, upstreamOnly.options);
+  }
+}
+
+/**
+ * The options of a pull from the upstream registry alone, when `error` is bad bytes (digest or size
+ * mismatch) and the reference's registry has mirrors a pull of ours may have taken them from.
+ */
+function withoutMirrors(
+  input: string,
+  options: PullOptions,
+  error: unknown,
+): { options: PullOptions; registry: string; mirrors: string[] } | undefined {
+  if (!isOciError(error, ErrorCode.DigestMismatch) && !isOciError(error, ErrorCode.SizeMismatch))
+    return undefined;
+  if (options.client !== undefined || options.signal?.aborted) return undefined;
+  const registries = options.registry?.registries;
+  if (registries === undefined) return undefined;
+  const registry = parseReference(input).registry;
+  const key = Object.keys(registries).find((name) => normalizeAuthKey(name) === normalizeAuthKey(registry));
+  const mirrors = key === undefined ? [] : (registries[key]?.mirrors ?? []);
+  if (key === undefined || mirrors.length === 0) return undefined;
+  return {
+    options: {
+      ...options,
+      registry: {
+        ...options.registry,
+        registries: { ...registries, [key]: { ...registries[key], mirrors: [] } },
+      },
+    },
+    registry,
+    mirrors,
+  };
+}
+
+/** A mirror URL's host, without user info (progress never shows credentials). */
+function mirrorHost(mirror: string): string {
+  try {
+    return new URL(mirror.includes('://') ? mirror : `https://${mirror}`).host;
+  } catch {
+    return 'mirror';
+  }
+}
+
+async function pullOnce(input: string, options: PullOptions): Promise<PullResult> {
   const started = performance.now();
   const policy = options.policy ?? DEFAULT_PULL_POLICY;
   if (!PULL_POLICIES.includes(policy)) {
