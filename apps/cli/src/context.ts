@@ -2,8 +2,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { ErrorCode, OciError } from '@ocipull/core';
-import type { RegistryTransportOptions } from '@ocipull/registry-client';
+import { ErrorCode, OciError, type Platform } from '@ocipull/core';
+import { parsePlatform, type RegistryTransportOptions } from '@ocipull/registry-client';
 
 /** What every command gets: its arguments, the global flags and where to write. */
 export interface CommandContext {
@@ -43,6 +43,19 @@ export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnTy
   }
   if ((parsed.positionals as string[]).includes('')) throw usageError('an argument is an empty string');
   return parsed;
+}
+
+/**
+ * `--platform`, parsed where the command reads its flags: before any request, since a single-platform
+ * image never reads it and a mistyped one would go unnoticed there.
+ */
+export function platformFlag(value: string | undefined): Platform | undefined {
+  return value === undefined ? undefined : parsePlatform(value);
+}
+
+/** Prints what an extraction left out on stderr, as skopeo and umoci warn (stdout stays the result). */
+export function printWarnings(context: CommandContext, warnings: readonly string[]): void {
+  if (!context.quiet) for (const warning of warnings) context.stderr.write(`warning: ${warning}\n`);
 }
 
 /** Writes a value as pretty JSON followed by a newline. */

@@ -1,10 +1,6 @@
+import type { BlobCache } from '@ocipull/blob-cache';
 import { type Descriptor, ErrorCode, isOciError, OciError } from '@ocipull/core';
 import { digestOfFile } from '@ocipull/digest';
-
-/** What reading a cached blob needs: where it lives. */
-interface BlobPaths {
-  blobPath(digest: string): string;
-}
 
 /**
  * A layer read from the cache that could not be extracted (undecompressable, or the wrong diff_id) may
@@ -12,7 +8,11 @@ interface BlobPaths {
  * (`ERR_CACHE_CORRUPT`, whose hint is `ocipull verify`), not what the rot did to the tar. Otherwise,
  * and for every other error, `error` as it is.
  */
-export async function corruptCacheOr(cache: BlobPaths, layer: Descriptor, error: unknown): Promise<unknown> {
+export async function corruptCacheOr(
+  cache: Pick<BlobCache, 'blobPath'>,
+  layer: Descriptor,
+  error: unknown,
+): Promise<unknown> {
   if (!isOciError(error, ErrorCode.InvalidLayer) && !isOciError(error, ErrorCode.DiffIdMismatch))
     return error;
   let digest: string;

@@ -13,7 +13,7 @@ import { parseReference } from '@ocipull/registry-client';
 import { corruptCacheOr } from './cache-verdict.ts';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import type { PullOptions } from './options.ts';
-import { readConfig, resolveManifest } from './pull.ts';
+import { layerWarnings, readConfig, resolveManifest } from './pull.ts';
 
 /** A cached image as `inspect` shows it. */
 export interface ImageInspection {
@@ -143,10 +143,7 @@ export function unpackImage(
     ).catch(async (error: unknown) => {
       throw failed ? await corruptCacheOr(cache, failed, error) : error;
     });
-    // As `pull` words them: `layer N: <entry>: <why>`.
-    const warnings = flattened.layers.flatMap((layer, index) =>
-      layer.warnings.map((warning) => `layer ${index + 1}: ${warning}`),
-    );
+    const warnings = layerWarnings(flattened.layers.map((layer) => layer.warnings));
     return { destination, layers: layers.length, warnings };
   });
 }

@@ -409,9 +409,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
       })),
       ...(options.rootfs ? { rootfs: options.rootfs } : {}),
       offline: !clients.used,
-      warnings: warnings.flatMap((said, index) =>
-        [...said].map((warning) => `layer ${index + 1}: ${warning}`),
-      ),
+      warnings: layerWarnings(warnings),
       durationMs,
     };
   } finally {
@@ -421,6 +419,11 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
     await clients.close();
     if (ownsCache) await cache.close();
   }
+}
+
+/** Warnings said per layer (bottom first), each as `layer N: <warning>`: `PullResult.warnings`. */
+export function layerWarnings(perLayer: Iterable<string>[]): string[] {
+  return perLayer.flatMap((said, index) => [...said].map((warning) => `layer ${index + 1}: ${warning}`));
 }
 
 /** Whether anything (a symlink too) is at `path`; an unreadable path is left to whoever writes there. */

@@ -9,10 +9,21 @@ import { BlobInterruptedError, errorFromTransport } from './errors.ts';
  */
 export const BLOB_HIGH_WATER_MARK = 1024 * 1024;
 
-/** Whether a 206's `Content-Range` value (`bytes <first>-<last>/<total or *>`) starts at `offset`. */
-export function contentRangeStartsAt(value: string | undefined, offset: number): boolean {
+/**
+ * A 206's `Content-Range` value (`bytes <first>-<last>/<total or *>`): its first byte and the whole
+ * blob's size (undefined for `*`); undefined when it is not that shape.
+ */
+export function parseContentRange(value: string | undefined): { first: number; total?: number } | undefined {
   const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(value ?? '');
-  return range !== null && Number(range[1]) === offset;
+  if (range === null) return undefined;
+  return range[3] === '*'
+    ? { first: Number(range[1]) }
+    : { first: Number(range[1]), total: Number(range[3]) };
+}
+
+/** Whether a 206's `Content-Range` value starts at `offset`. */
+export function contentRangeStartsAt(value: string | undefined, offset: number): boolean {
+  return parseContentRange(value)?.first === offset;
 }
 
 /** Where a blob body starts and how long it must be. */

@@ -5,6 +5,7 @@ import {
   type BlobSource,
   type Descriptor,
   type Digest,
+  discard as destroyUnread,
   ErrorCode,
   type FetchOptions,
   type ImageIndex,
@@ -16,7 +17,7 @@ import {
 } from '@ocipull/core';
 import { createHasher, isDigest, SizeMismatchError, verifyBytes } from '@ocipull/digest';
 import type { Dispatcher } from 'undici';
-import { BlobBodyStream, contentRangeStartsAt } from './blob-stream.ts';
+import { BlobBodyStream, contentRangeStartsAt, parseContentRange } from './blob-stream.ts';
 import { type Challenge, parseChallenges, pickChallenge } from './challenge.ts';
 import {
   type Credentials,
@@ -425,7 +426,7 @@ class Client implements RegistryClient {
   ) {
     const length = Number(header(response.headers, 'content-length') ?? Number.NaN);
     if (length > MAX_MANIFEST_BYTES) {
-      dropBody(response.body);
+      destroyUnread(response.body);
       throw new InvalidManifestError(
         `manifest of ${length} bytes exceeds the ${MAX_MANIFEST_BYTES} byte cap`,
       );
@@ -681,7 +682,7 @@ class Client implements RegistryClient {
     if (offset > 0) {
       if (response.statusCode === 206) {
         if (!contentRangeStartsAt(header(response.headers, 'content-range'), offset)) {
-          dropBody(response.body);
+          destroyUnread(response.body);
           throw new RegistryError(
             ErrorCode.Registry,
             `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
@@ -703,7 +704,7 @@ class Client implements RegistryClient {
     // descriptor's is a size mismatch now, not a body "cut short" to retry (and report as a network error).
     const declared = declaredBlobSize(response);
     if (declared !== undefined && declared !== descriptor.size) {
-      dropBody(response.body);
+      destroyUnread(response.body);
       throw new SizeMismatchError(
         descriptor.size,
         declared,
@@ -1352,30 +1353,19 @@ function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
 }
 
 /**
- * Stops reading an answer's body. undici's body errors on `destroy()` ("Request aborted"): with no
- * listener that error would crash the process.
- */
-function dropBody(body: Readable): void {
-  body.on('error', () => {});
-  body.destroy();
-}
-
-/**
  * The whole blob's size a blob answer states: a 206's `Content-Range` total, a 200's `Content-Length`.
  * Undefined when it states none (chunked, `*`) or its body is content-coded (the length is the coding's).
  */
 function declaredBlobSize(response: Dispatcher.ResponseData): number | undefined {
   const coding = header(response.headers, 'content-encoding');
   if (coding !== undefined && coding.toLowerCase() !== 'identity') return undefined;
-  const value =
-    response.statusCode === 206
-      ? /^bytes \d+-\d+\/(\d+)$/.exec(header(response.headers, 'content-range') ?? '')?.[1]
-      : response.statusCode === 200
-        ? header(response.headers, 'content-length')
-        : undefined;
-  if (value === undefined || !/^\d+$/.test(value.trim())) return undefined;
-  const size = Number(value.trim());
-  return Number.isSafeInteger(size) ? size : undefined;
+  let size: number | undefined;
+  if (response.statusCode === 206) size = parseContentRange(header(response.headers, 'content-range'))?.total;
+  else if (response.statusCode === 200) {
+    const value = header(response.headers, 'content-length')?.trim();
+    if (value !== undefined && /^\d+$/.test(value)) size = Number(value);
+  }
+  return size !== undefined && Number.isSafeInteger(size) ? size : undefined;
 }
 
 function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {

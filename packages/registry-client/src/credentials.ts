@@ -211,9 +211,8 @@ export async function runCredentialHelper(
       detached: true,
     });
     let settled = false;
+    /** Kills the helper's process group and stops reading it. */
     const stop = () => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
       try {
         if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
       } catch {

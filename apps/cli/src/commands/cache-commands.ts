@@ -1,13 +1,15 @@
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import { formatBytes } from '@ocipull/progress';
 import { inspectImage, unpackImage } from '@ocipull/pull';
-import { formatPlatform, parsePlatform, parseReference } from '@ocipull/registry-client';
+import { formatPlatform, parseReference } from '@ocipull/registry-client';
 import {
   type CommandContext,
   formatTable,
   parseCommandArgs,
+  platformFlag,
   prepareOutputParent,
   printJson,
+  printWarnings,
   usageError,
 } from '../context.ts';
 import { ExitCode } from '../exit-codes.ts';
@@ -34,8 +36,7 @@ function oneReference(
   if (positionals.length < 1) throw usageError(`${command} takes an image reference`);
   return {
     reference: parseReference(positionals[0]!).toString(),
-    // Checked here, not only when an index is met: a single-platform image never reads it.
-    platform: values.platform === undefined ? undefined : parsePlatform(values.platform),
+    platform: platformFlag(values.platform),
     values,
     positionals,
   };
@@ -197,7 +198,7 @@ export async function unpackCommand(context: CommandContext): Promise<number> {
     ...(platform ? { platform } : {}),
     signal: context.signal,
   });
-  if (!context.quiet) for (const warning of result.warnings) context.stderr.write(`warning: ${warning}\n`);
+  printWarnings(context, result.warnings);
   if (context.json) printJson(context, result);
   else if (!context.quiet)
     context.stdout.write(`unpacked ${result.layers} layers into ${result.destination}\n`);

@@ -13,12 +13,14 @@ import {
   type PullPolicy,
   pull,
 } from '@ocipull/pull';
-import { parsePlatform, parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
+import { parseReference, type RegistryTransportOptions } from '@ocipull/registry-client';
 import {
   type CommandContext,
   parseCommandArgs,
+  platformFlag,
   prepareOutputParent,
   printJson,
+  printWarnings,
   usageError,
   withTlsFlags,
 } from '../context.ts';
@@ -113,9 +115,7 @@ export async function pullCommand(context: CommandContext): Promise<number> {
   }
   if (positionals.length !== 1) throw usageError(`pull takes one image reference\n\n${PULL_USAGE}`);
   const reference = parseReference(positionals[0]!);
-  // Checked before any request, not only when the registry answers with an index: a single-platform
-  // image never reads it, so a mistyped --platform went unnoticed there.
-  const platform = values.platform === undefined ? undefined : parsePlatform(values.platform);
+  const platform = platformFlag(values.platform);
   const policy = values.pull ?? 'always';
   if (!PULL_POLICIES.includes(policy as PullPolicy)) {
     throw usageError(`--pull takes always, missing or never, not ${JSON.stringify(policy)}`);
@@ -156,8 +156,8 @@ export async function pullCommand(context: CommandContext): Promise<number> {
       signal: context.signal,
     });
     progress.close();
-    // On stderr with the progress (stdout stays the result), as skopeo and umoci warn; the JSON carries them too.
-    if (!context.quiet) for (const warning of result.warnings) context.stderr.write(`warning: ${warning}\n`);
+    // The JSON carries them too.
+    printWarnings(context, result.warnings);
     if (context.json) {
       printJson(context, {
         reference: result.reference,
