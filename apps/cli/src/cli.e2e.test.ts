@@ -367,23 +367,13 @@ describe('ocipull CLI with a pull-through mirror', () => {
 
 describe('ocipull CLI killed mid-pull', () => {
   it('resumes after SIGKILL and transfers only the missing bytes', async () => {
-    const layout = join(work, 'kill-layout');
-    const built = await buildImage(
-      randomImage({ seed: 11, layers: 1, bytesPerLayer: 4 * 1024 * 1024, compression: 'none' }),
-      {
-        dir: layout,
-        tag: 'v1',
-      },
-    );
-    const layer = built.manifests[0]!.layers[0]!.descriptor;
-    const registry = await startRegistry({ repositories: { 'kill/me': layout } });
+    const { registry, layer, reference } = await slowBottomLayer('kill', 'kill/me', {
+      seed: 11,
+      layers: 1,
+      compression: 'none',
+    });
     try {
-      registry.faults.add({
-        match: { kind: 'blob', digest: layer.digest },
-        action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
-      });
       const cache = join(work, 'cache-kill');
-      const reference = `${registry.host}/kill/me:v1`;
       const child: ChildProcess = spawn(launcher, ['pull', reference, '--cache', cache, '--quiet'], {
         stdio: 'ignore',
       });
@@ -413,23 +403,16 @@ describe('ocipull CLI killed mid-pull', () => {
   }, 90_000);
 
   it('a --rootfs pull killed mid-layer resumes on the rerun and leaves only the rootfs beside it', async () => {
-    const layout = join(work, 'kill-rootfs-layout');
-    const built = await buildImage(
-      randomImage({ seed: 12, layers: 2, bytesPerLayer: 4 * 1024 * 1024, compression: 'gzip' }),
-      { dir: layout, tag: 'v1' },
-    );
-    const bottom = built.manifests[0]!.layers[0]!.descriptor;
-    const registry = await startRegistry({ repositories: { 'kill/rootfs': layout } });
+    const {
+      registry,
+      layer: bottom,
+      reference,
+    } = await slowBottomLayer('kill-rootfs', 'kill/rootfs', { seed: 12, layers: 2, compression: 'gzip' });
     try {
-      registry.faults.add({
-        match: { kind: 'blob', digest: bottom.digest },
-        action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
-      });
       const cache = join(work, 'cache-kill-rootfs');
       const parent = join(work, 'kill-rootfs-out');
       await mkdir(parent);
       const rootfs = join(parent, 'rootfs');
-      const reference = `${registry.host}/kill/rootfs:v1`;
       const args = ['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'];
       const child: ChildProcess = spawn(launcher, args, { stdio: 'ignore' });
       const part = join(cache, 'ingest', `${bottom.digest.slice('sha256:'.length)}.part`);
@@ -458,31 +441,21 @@ describe('ocipull CLI killed mid-pull', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)(
     '%s cancels a --rootfs pull cleanly: exit 130, nothing beside the rootfs, the rerun resumes',
     async (signal) => {
-      const layout = join(work, `signal-${signal}-layout`);
-      const built = await buildImage(
-        randomImage({ seed: 13, layers: 2, bytesPerLayer: 4 * 1024 * 1024, compression: 'gzip' }),
-        { dir: layout, tag: 'v1' },
-      );
-      const bottom = built.manifests[0]!.layers[0]!.descriptor;
-      const registry = await startRegistry({ repositories: { 'signal/me': layout } });
+      const {
+        registry,
+        layer: bottom,
+        reference,
+      } = await slowBottomLayer(`signal-${signal}`, 'signal/me', {
+        seed: 13,
+        layers: 2,
+        compression: 'gzip',
+      });
       try {
-        registry.faults.add({
-          match: { kind: 'blob', digest: bottom.digest },
-          action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
-        });
         const cache = join(work, `cache-${signal}`);
         const parent = join(work, `signal-${signal}-out`);
         await mkdir(parent);
         const rootfs = join(parent, 'rootfs');
-        const args = [
-          'pull',
-          `${registry.host}/signal/me:v1`,
-          '--cache',
-          cache,
-          '--rootfs',
-          rootfs,
-          '--quiet',
-        ];
+        const args = ['pull', reference, '--cache', cache, '--rootfs', rootfs, '--quiet'];
         const child = spawn(launcher, args, { stdio: ['ignore', 'ignore', 'pipe'] });
         let stderr = '';
         child.stderr!.on('data', (chunk) => {
@@ -509,6 +482,29 @@ describe('ocipull CLI killed mid-pull', () => {
     90_000,
   );
 });
+
+/**
+ * A harness registry serving a random image (4 MiB layers) under `repository:v1` whose bottom layer
+ * trickles at 2 MiB/s: time to stop a pull in the middle of it.
+ */
+async function slowBottomLayer(
+  name: string,
+  repository: string,
+  image: { seed: number; layers: number; compression: 'none' | 'gzip' },
+) {
+  const layout = join(work, `${name}-layout`);
+  const built = await buildImage(randomImage({ ...image, bytesPerLayer: 4 * 1024 * 1024 }), {
+    dir: layout,
+    tag: 'v1',
+  });
+  const layer = built.manifests[0]!.layers[0]!.descriptor;
+  const registry = await startRegistry({ repositories: { [repository]: layout } });
+  registry.faults.add({
+    match: { kind: 'blob', digest: layer.digest },
+    action: { type: 'throttle', bytesPerSecond: 2 * 1024 * 1024 },
+  });
+  return { registry, layer, reference: `${registry.host}/${repository}:v1` };
+}
 
 /** Waits (up to 30 s) until a download's `.part` holds more than `bytes`. */
 async function untilPartHolds(part: string, bytes: number): Promise<void> {
