@@ -404,6 +404,27 @@ describe('pull', () => {
     const result = await pull(ref('test/docker'), { cache: cacheRoot, platform: 'linux/amd64' });
     expect(result.manifest.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
     expect(await readFile(join(result.layers[1]!.path!, 'bin/app'), 'utf8')).toBe('binary');
+    expect(result.warnings).toEqual([]);
+  });
+
+  it('takes a single-platform image as it is when another platform is asked for, and says so', async () => {
+    const result = await pull(ref('test/oci'), {
+      cache: cacheRoot,
+      platform: 'linux/arm64/v8',
+      layers: false,
+    });
+    expect(result.platform).toMatchObject({ os: 'linux', architecture: 'amd64' });
+    expect(result.warnings).toEqual([
+      'the image is for linux/amd64, not linux/arm64: it names one platform, so it was pulled as it is',
+    ]);
+    const again = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/arm64', policy: 'never' });
+    expect(again.warnings).toHaveLength(1);
+    const picked = await pull(ref('test/multi'), {
+      cache: cacheRoot,
+      platform: 'linux/arm64',
+      layers: false,
+    });
+    expect(picked.warnings).toEqual([]);
   });
 
   it('picks the wanted platform from an index and names what is offered on a miss', async () => {

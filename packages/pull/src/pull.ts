@@ -23,8 +23,10 @@ import { extractLayer, flattenLayers, isMissingLinkTarget } from '@ocipull/layer
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   createRegistryClient,
+  formatPlatform,
   hostPlatform,
   normalizeAuthKey,
+  normalizePlatform,
   parseManifest,
   parsePlatform,
   parseReference,
@@ -70,7 +72,8 @@ export interface PullResult {
   durationMs: number;
   /**
    * What the extraction could not write as the image describes it — device nodes recorded, not made
-   * (rootless), xattrs refused, entries skipped — each as `layer N: <entry>: <why>`, bottom layer first.
+   * (rootless), xattrs refused, entries skipped — each as `layer N: <entry>: <why>`, bottom layer first;
+   * before them, that a single-platform image is for another platform than `options.platform`.
    * Empty when nothing was left out (and for layer trees reused from the cache).
    */
   warnings: string[];
@@ -375,6 +378,8 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
     const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);
     if (failure) throw failure.error;
     const { config, diffIds, platform } = await configReady;
+    const platformWarning =
+      options.platform && !resolved.index ? otherPlatform(platform, options.platform) : undefined;
 
     // Record the image only once every blob it needs is committed: index.json never names an
     // incomplete image, so the cache stays a valid OCI layout at every instant.
@@ -409,7 +414,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
       })),
       ...(options.rootfs ? { rootfs: options.rootfs } : {}),
       offline: !clients.used,
-      warnings: layerWarnings(warnings),
+      warnings: [...(platformWarning ? [platformWarning] : []), ...layerWarnings(warnings)],
       durationMs,
     };
   } finally {
@@ -424,6 +429,21 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
 /** Warnings said per layer (bottom first), each as `layer N: <warning>`: `PullResult.warnings`. */
 export function layerWarnings(perLayer: Iterable<string>[]): string[] {
   return perLayer.flatMap((said, index) => [...said].map((warning) => `layer ${index + 1}: ${warning}`));
+}
+
+/**
+ * A single-platform image has no index to choose from: like skopeo, the pull takes it as it is, and says
+ * so when its config names another platform than the one asked for. Undefined when they agree (or the
+ * config names none).
+ */
+function otherPlatform(image: Platform, wanted: Platform | string): string | undefined {
+  if (!image.os || !image.architecture) return undefined;
+  const have = normalizePlatform(image);
+  const want = typeof wanted === 'string' ? parsePlatform(wanted) : normalizePlatform(wanted);
+  if (have.os === want.os && have.architecture === want.architecture && have.variant === want.variant) {
+    return undefined;
+  }
+  return `the image is for ${formatPlatform(have)}, not ${formatPlatform(want)}: it names one platform, so it was pulled as it is`;
 }
 
 /** Whether anything (a symlink too) is at `path`; an unreadable path is left to whoever writes there. */
