@@ -398,6 +398,14 @@ describe('overlay semantics (applyLayer / flattenLayers)', () => {
     expect([...tree.keys()].filter((path) => path.startsWith('a'))).toEqual(['a', 'a/keep']);
   });
 
+  it('reads a whiteout name on a directory entry as a whiteout, as containerd and umoci do', async () => {
+    const { tree } = await flatten([
+      [file('a/keep', '1'), dir('a/x'), file('a/x/old', '2'), file('a/y', '3')],
+      [dir('a/.wh.x'), dir('a/.wh.y')],
+    ]);
+    expect([...tree.keys()].filter((path) => path.startsWith('a')).sort()).toEqual(['a', 'a/keep']);
+  });
+
   it('empties opaque directories of lower content but keeps what the same layer adds, in any order', async () => {
     for (const order of ['marker-first', 'marker-last']) {
       const upper: TreeEntry[] = [dir('d'), file('d/new', 'n'), file('d/sub/deep', 'deep')];

@@ -132,6 +132,8 @@ export class TreeWriter {
   #addedParents = new Set<string>();
   /** Opaque directories, emptied of lower content at `finish` so tar order does not matter. */
   #opaques = new Set<string>();
+  /** Layer mode: where this layer made a whiteout device (a directory it makes there later is opaque). */
+  #whiteouts = new Set<string>();
   #deferred = new Map<string, DirMeta>();
   /** Root-level AUFS metadata names seen (`.wh..wh.plnk`, …), removed at `finish`. */
   #aufsMeta = new Set<string>();
@@ -253,8 +255,9 @@ export class TreeWriter {
         this.warnings.push(`${name}: unsupported tar entry type ${String(type)}, skipped`);
         return undefined;
     }
-    if (kind !== 'file' && kind !== 'directory' && base.startsWith(WHITEOUT_PREFIX)) {
-      // A whiteout name on a link or device: Docker and containerd treat any `.wh.` entry as a whiteout.
+    if (kind !== 'file' && base.startsWith(WHITEOUT_PREFIX)) {
+      // A whiteout name on a directory, link or device: containerd and umoci treat any `.wh.` entry as
+      // a whiteout, whatever its type.
       kind = base === OPAQUE_MARKER ? 'opaque' : 'whiteout';
     }
     const top = parts[0] as string;
@@ -506,12 +509,16 @@ export class TreeWriter {
     // modes (group/world-writable, setgid, sticky, 0555) start without those bits, with owner rwx,
     // and are set last.
     let made = false;
+    // Layer mode: it replaces the layer's own whiteout of the lower directory there, which must stay
+    // hidden below it (a layer-mode path is its entry's path: no link is followed).
+    const overWhiteout = this.#whiteouts.has(parts.join('/'));
     const path = this.#place(name, parts, 'directory', (target) => {
       fs.mkdirSync(target, (mode & 0o755) | 0o700);
       made = true;
     });
     // It is a real directory now: its children resolve their parent without looking again.
     this.#dirs.set(parts.join('/'), path);
+    if (overWhiteout) this.#makeOpaque(name, path);
     if (this.mode === 'stage') {
       // Set by the merge, on the rootfs's directory (which may be a lower layer's): the last entry for
       // the directory describes it, xattrs included, as in apply mode.
@@ -736,17 +743,23 @@ export class TreeWriter {
       }
       const dirPath = this.#resolveDir(name, parts.slice(0, -1), true) as string;
       if (kind === 'opaque') {
-        this.#setXattr(this.#full(dirPath), name, OVERLAY_OPAQUE_XATTR, Buffer.from('y'), true);
+        this.#makeOpaque(name, dirPath);
         return undefined;
       }
       const hidden = base.slice(WHITEOUT_PREFIX.length);
       const path = join(dirPath, hidden);
-      if (this.#added.has(path)) return undefined;
+      if (this.#added.has(path)) {
+        // The layer's own entry wins, whatever the order; a directory of its own still hides what the
+        // lower layers have in it: in overlay terms, it is opaque.
+        if (this.#isDirectory(path)) this.#makeOpaque(name, path);
+        return undefined;
+      }
       this.#place(name, [...parts.slice(0, -1), hidden], 'whiteout');
       // overlayfs whiteout: a 0:0 character device (Documentation/filesystems/overlayfs.rst, "whiteouts").
       this.#makeSpecial(this.#full(path), (target) =>
         run('mknod', ['-m', '000', '--', target, 'c', '0', '0']),
       );
+      this.#whiteouts.add(path);
       return undefined;
     }
 
@@ -761,8 +774,9 @@ export class TreeWriter {
         return undefined;
       }
       const path = join(dirPath, base.slice(WHITEOUT_PREFIX.length));
-      if (this.#added.has(path)) return undefined;
-      if (this.#addedParents.has(path)) {
+      const ownDirectory = this.#added.has(path) && this.#isDirectory(path);
+      if (this.#added.has(path) && !ownDirectory) return undefined;
+      if (ownDirectory || this.#addedParents.has(path)) {
         this.#stageOps.push({ kind: 'hide', path });
         return undefined;
       }
@@ -783,9 +797,12 @@ export class TreeWriter {
       return undefined;
     }
     const path = join(dirPath, base.slice(WHITEOUT_PREFIX.length));
-    if (this.#added.has(path)) return undefined; // the same layer's own entry wins, whatever the order
-    if (this.#addedParents.has(path)) {
-      // This layer also writes below the whited-out name: hide only the lower content, like an opaque dir.
+    // The same layer's own entry wins, whatever the order: a file or link of its own replaced the lower
+    // one already, but a directory of its own merged with it, so the lower content still goes.
+    const ownDirectory = this.#added.has(path) && this.#isDirectory(path);
+    if (this.#added.has(path) && !ownDirectory) return undefined;
+    if (ownDirectory || this.#addedParents.has(path)) {
+      // This layer also writes there or below: hide only the lower content, like an opaque dir.
       this.#opaques.add(path);
       return undefined;
     }
@@ -842,6 +859,16 @@ export class TreeWriter {
         real.push(part);
         continue;
       }
+      if (this.#whiteouts.delete(candidate)) {
+        // Layer mode: an entry below the layer's own whiteout of a lower directory. The directory is
+        // the layer's now, and opaque: the lower one stays hidden.
+        fs.unlinkSync(full);
+        fs.mkdirSync(full, 0o755);
+        this.#makeOpaque(name, candidate);
+        this.#markAdded(candidate);
+        real.push(part);
+        continue;
+      }
       if (stat.isSymbolicLink()) {
         if (this.mode === 'layer') throw new UnsafePathError(name, `parent ${candidate} is a symlink`);
         // A layer never needs to write through a link it made itself (image builders record real
@@ -877,6 +904,7 @@ export class TreeWriter {
     const full = this.#full(path);
     this.#keepTimes(dir);
     this.#markAdded(path);
+    this.#whiteouts.delete(path);
     if (create !== undefined) {
       // Optimistic, as GNU tar is: almost every entry is new, so create it (O_EXCL semantics: open,
       // mkdir and symlink never follow or replace what is there) and look only when the name is taken.
@@ -894,6 +922,16 @@ export class TreeWriter {
     }
     create?.(full);
     return path;
+  }
+
+  /** Whether `path` is a directory in this writer's tree now (never following a link). */
+  #isDirectory(path: string): boolean {
+    return fs.lstatSync(this.#full(path), { throwIfNoEntry: false })?.isDirectory() === true;
+  }
+
+  /** Layer mode: marks the directory `path` opaque for overlayfs (its lower content stays hidden). */
+  #makeOpaque(name: string, path: string): void {
+    this.#setXattr(this.#full(path), name, OVERLAY_OPAQUE_XATTR, Buffer.from('y'), true);
   }
 
   #markAdded(path: string): void {
@@ -974,7 +1012,8 @@ export class TreeWriter {
   /** Removes everything below `dir` except the paths in `keep` (this layer's own entries and their parents). */
   #emptyExcept(dir: string, keep: (path: string) => boolean): void {
     const full = this.#full(dir);
-    const stat = fs.lstatSync(full, { throwIfNoEntry: false });
+    // Gone, or below what became a file since (a later entry of the layer replaced it): nothing to empty.
+    const stat = statUnlessGone(full);
     if (stat === undefined || !stat.isDirectory()) return;
     for (const entry of fs.readdirSync(full, { withFileTypes: true, encoding: 'buffer' })) {
       const path = join(dir, this.#decoded(entry.name));

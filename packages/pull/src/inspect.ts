@@ -13,7 +13,7 @@ import { parseReference } from '@ocipull/registry-client';
 import { corruptCacheOr } from './cache-verdict.ts';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import type { PullOptions } from './options.ts';
-import { layerWarnings, readConfig, resolveManifest } from './pull.ts';
+import { imageDiffIds, layerWarnings, readConfig, resolveManifest } from './pull.ts';
 
 /** A cached image as `inspect` shows it. */
 export interface ImageInspection {
@@ -114,6 +114,7 @@ export function unpackImage(
   return withCache(options, async (cache) => {
     const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
     const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
+    const diffIds = imageDiffIds(resolved.manifest, config);
     const layers = resolved.manifest.layers;
     for (const layer of layers) {
       if (!(await cache.has(layer))) {
@@ -128,7 +129,7 @@ export function unpackImage(
       layers.map((layer, index) => ({
         open: () => cache.fetch(layer, options.signal ? { signal: options.signal } : {}),
         mediaType: layer.mediaType,
-        ...(config.rootfs?.diff_ids?.[index] ? { diffId: config.rootfs.diff_ids[index] } : {}),
+        diffId: diffIds[index]!,
       })),
       {
         ...options.extract,

@@ -415,7 +415,7 @@ describe('pull', () => {
     });
     expect(result.platform).toMatchObject({ os: 'linux', architecture: 'amd64' });
     expect(result.warnings).toEqual([
-      'the image is for linux/amd64, not linux/arm64: it names one platform, so it was pulled as it is',
+      'the image is for linux/amd64, not linux/arm64: no manifest names the platform to choose by, so it was pulled as it is',
     ]);
     const again = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/arm64', policy: 'never' });
     expect(again.warnings).toHaveLength(1);
@@ -772,5 +772,154 @@ describe('pull', () => {
         },
       });
     }
+  });
+});
+
+describe('images whose manifest or config a pull cannot take as they are', () => {
+  let layouts: string;
+  let odd: HarnessRegistry;
+
+  /** Writes `value` (JSON unless bytes) as a blob of the layout `dir`; its descriptor. */
+  async function blob(dir: string, mediaType: string, value: unknown): Promise<Descriptor> {
+    const bytes = Buffer.isBuffer(value) ? value : Buffer.from(JSON.stringify(value));
+    const hex = createHash('sha256').update(bytes).digest('hex');
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(dir, 'blobs', 'sha256', hex), bytes);
+    return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
+  }
+
+  /** An OCI layout tagged `v1`: a manifest with `config` (of `configType`) and one plain-tar layer per tar. */
+  async function layout(
+    name: string,
+    config: unknown,
+    tars: Buffer[],
+    configType: string = MediaType.OciConfig,
+  ): Promise<string> {
+    const at = join(layouts, name);
+    const layers = await Promise.all(tars.map((tar) => blob(at, MediaType.OciLayer, tar)));
+    const manifest = await blob(at, MediaType.OciManifest, {
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: await blob(at, configType, config),
+      layers,
+    });
+    await writeFile(join(at, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    const tagged = { ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'v1' } };
+    await writeFile(join(at, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [tagged] }));
+    return at;
+  }
+
+  /** A one-file plain tar and its diff_id. */
+  function tarOf(name: string, content: string): { tar: Buffer; diffId: string } {
+    const source = join(layouts, `src-${name}`);
+    execFileSync('mkdir', ['-p', source]);
+    execFileSync('sh', ['-c', `printf %s "$1" > "$2"`, 'sh', content, join(source, name)]);
+    const tar = execFileSync('tar', ['-C', source, '--owner=0', '--group=0', '-cf', '-', name]);
+    return { tar, diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}` };
+  }
+
+  const imageConfig = (diffIds: unknown) => ({
+    architecture: 'amd64',
+    os: 'linux',
+    rootfs: { type: 'layers', diff_ids: diffIds },
+  });
+
+  beforeAll(async () => {
+    layouts = await mkdtemp(join(work, 'odd-'));
+    const one = tarOf('a', 'a');
+    const repositories: Record<string, string> = {
+      // No layers, so the rootfs is complete before the config fails the pull.
+      'odd/empty-no-diff-ids': await layout('empty-no-diff-ids', { architecture: 'amd64', os: 'linux' }, []),
+      'odd/bad-diff-id': await layout('bad-diff-id', imageConfig(['sha256:zzzz']), [one.tar]),
+      'odd/number-diff-id': await layout('number-diff-id', imageConfig([42]), [one.tar]),
+      'odd/artifact': await layout('artifact', {}, [one.tar], 'application/vnd.cncf.helm.config.v1+json'),
+      'odd/empty-artifact': await layout('empty-artifact', {}, [one.tar], MediaType.OciEmpty),
+    };
+    // An index whose one image entry names no platform (skopeo takes it).
+    const unnamed = await layout('unnamed', imageConfig([one.diffId]), [one.tar]);
+    const index = JSON.parse(await readFile(join(unnamed, 'index.json'), 'utf8'));
+    const { annotations: _tag, ...entry } = index.manifests[0];
+    const top = await blob(unnamed, MediaType.OciIndex, {
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: [
+        { ...entry, platform: undefined },
+        { ...entry, digest: `sha256:${'0'.repeat(64)}`, platform: { os: 'windows', architecture: 'amd64' } },
+      ],
+    });
+    const tagged = { ...top, annotations: { 'org.opencontainers.image.ref.name': 'v1' } };
+    await writeFile(join(unnamed, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [tagged] }));
+    repositories['odd/unnamed'] = unnamed;
+    odd = await startRegistry({ repositories });
+  });
+
+  afterAll(async () => {
+    await odd?.close();
+  });
+
+  const oddRef = (repository: string) => `${odd.host}/${repository}:v1`;
+
+  it('leaves no rootfs behind when the config fails the pull after the flatten finished', async () => {
+    for (const layers of [false, true]) {
+      const parent = await mkdtemp(join(work, 'left-'));
+      const rootfs = join(parent, 'rootfs');
+      const error = await pull(oddRef('odd/empty-no-diff-ids'), { cache: cacheRoot, rootfs, layers }).catch(
+        (e) => e,
+      );
+      expect(isOciError(error, ErrorCode.InvalidManifest), String(error)).toBe(true);
+      expect(error.message).toContain('lists no diff_ids for 0 layers');
+      expect(await readdir(parent)).toEqual([]);
+    }
+  });
+
+  it('refuses a diff_id that is not a digest the same way whether it flattens or extracts trees', async () => {
+    for (const [repository, shown] of [
+      ['odd/bad-diff-id', '"sha256:zzzz"'],
+      ['odd/number-diff-id', '42'],
+    ] as const) {
+      for (const options of [
+        { layers: true },
+        { layers: false, rootfs: true },
+        { layers: true, rootfs: true },
+      ]) {
+        const parent = await mkdtemp(join(work, 'diffid-'));
+        const rootfs = options.rootfs ? { rootfs: join(parent, 'rootfs') } : {};
+        const error = await pull(oddRef(repository), {
+          cache: await mkdtemp(join(work, 'cache-')),
+          layers: options.layers,
+          ...rootfs,
+        }).catch((e) => e);
+        expect(isOciError(error, ErrorCode.InvalidManifest), `${repository} ${String(error)}`).toBe(true);
+        expect(error.message).toBe(`the config's diff_id for layer 1 is not a digest: ${shown}`);
+        expect(await readdir(parent)).toEqual([]);
+      }
+    }
+  });
+
+  it('says an OCI artifact is not a container image', async () => {
+    for (const repository of ['odd/artifact', 'odd/empty-artifact']) {
+      const error = await pull(oddRef(repository), { cache: cacheRoot, layers: false }).catch((e) => e);
+      expect(isOciError(error, ErrorCode.UnsupportedMediaType), String(error)).toBe(true);
+      expect(error.message).toMatch(/^not a container image: its config is application\/vnd\./);
+    }
+  });
+
+  it('takes the index entry that names no platform, and says the image is for another one when it is', async () => {
+    const pulled = await pull(oddRef('odd/unnamed'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+      layers: false,
+    });
+    expect(pulled.platform).toMatchObject({ os: 'linux', architecture: 'amd64' });
+    expect(pulled.warnings).toEqual([]);
+    const other = await pull(oddRef('odd/unnamed'), {
+      cache: cacheRoot,
+      platform: 'linux/arm64',
+      layers: false,
+    });
+    expect(other.manifestDigest).toBe(pulled.manifestDigest);
+    expect(other.warnings).toEqual([
+      'the image is for linux/amd64, not linux/arm64: no manifest names the platform to choose by, so it was pulled as it is',
+    ]);
   });
 });

@@ -13,6 +13,7 @@ import {
   type ImageConfig,
   type ImageManifest,
   isOciError,
+  MediaType,
   OciError,
   type Platform,
   throwIfAborted,
@@ -224,13 +225,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
       ({ config, stored: configStored }) => {
         stored.push(configStored);
         configStored.catch(() => {});
-        const diffIds = config.rootfs?.diff_ids;
-        if (!Array.isArray(diffIds) || diffIds.length !== layers.length) {
-          throw new OciError(
-            ErrorCode.InvalidManifest,
-            `the config lists ${Array.isArray(diffIds) ? diffIds.length : 'no'} diff_ids for ${layers.length} layers`,
-          );
-        }
+        const diffIds = imageDiffIds(resolved.manifest, config);
         const platform: Platform = resolved.platform ?? {
           os: config.os,
           architecture: config.architecture,
@@ -245,7 +240,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
         });
         resolveEnded = true;
         for (const event of held.splice(0)) emit(event);
-        return { config, diffIds: diffIds as string[], platform };
+        return { config, diffIds, platform };
       },
     );
     // Handled below (a failure fails the pull); until then it must not count as unhandled.
@@ -317,6 +312,8 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
     const layerWork = runBounded(tasks, weights, concurrency, signal, fail);
     /** The layer whose failure failed the flatten. */
     let failedLayer: Descriptor | undefined;
+    /** Set once the flattened rootfs is in place (it is this pull's: an existing one was refused). */
+    let rootfsMade = false;
     if (flattenOnly && extractAhead === 'auto') idle = spareTime();
     // The flattener takes each layer through the cache: a blob already committed is read from disk;
     // one a layer task is downloading is followed as it grows (flattening only, an upper layer is
@@ -366,6 +363,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
           },
         ).then(
           (flattened) => {
+            rootfsMade = true;
             for (const [index, layer] of flattened.layers.entries()) warn(index, layer.warnings);
           },
           async (error: unknown) => {
@@ -376,10 +374,16 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
         )
       : undefined;
     const [paths] = await Promise.all([layerWork, rootfsWork, configReady.catch(fail)]);
-    if (failure) throw failure.error;
+    if (failure) {
+      // The rootfs may be complete (a layer tree or the config failed after the flatten): a failed pull
+      // leaves none.
+      if (rootfsMade) await rm(options.rootfs!, { recursive: true, force: true });
+      throw failure.error;
+    }
     const { config, diffIds, platform } = await configReady;
-    const platformWarning =
-      options.platform && !resolved.index ? otherPlatform(platform, options.platform) : undefined;
+    // The config told the platform (a single-platform image, or an index entry that names none).
+    const asked = options.platform ?? (resolved.index ? hostPlatform() : undefined);
+    const platformWarning = asked && !resolved.platform ? otherPlatform(platform, asked) : undefined;
 
     // Record the image only once every blob it needs is committed: index.json never names an
     // incomplete image, so the cache stays a valid OCI layout at every instant.
@@ -432,9 +436,49 @@ export function layerWarnings(perLayer: Iterable<string>[]): string[] {
 }
 
 /**
- * A single-platform image has no index to choose from: like skopeo, the pull takes it as it is, and says
- * so when its config names another platform than the one asked for. Undefined when they agree (or the
- * config names none).
+ * The config's `rootfs.diff_ids`: one digest per layer, or `ERR_INVALID_MANIFEST` (and, for an OCI
+ * artifact — a config that is not an image config and names no layers' diff_ids — ERR_UNSUPPORTED_MEDIA_TYPE
+ * saying so).
+ */
+export function imageDiffIds(manifest: ImageManifest, config: ImageConfig): string[] {
+  const diffIds: unknown = config.rootfs?.diff_ids;
+  const count = manifest.layers.length;
+  const configType = manifest.config.mediaType;
+  if (
+    !Array.isArray(diffIds) &&
+    configType !== MediaType.OciConfig &&
+    configType !== MediaType.DockerConfig
+  ) {
+    throw new OciError(
+      ErrorCode.UnsupportedMediaType,
+      `not a container image: its config is ${configType} (an artifact, with no root filesystem)`,
+    );
+  }
+  if (!Array.isArray(diffIds) || diffIds.length !== count) {
+    throw new OciError(
+      ErrorCode.InvalidManifest,
+      `the config lists ${Array.isArray(diffIds) ? diffIds.length : 'no'} diff_ids for ${count} layers`,
+    );
+  }
+  for (const [index, diffId] of diffIds.entries()) {
+    try {
+      if (typeof diffId !== 'string') throw new TypeError(`a ${typeof diffId}`);
+      parseDigest(diffId);
+    } catch (error) {
+      throw new OciError(
+        ErrorCode.InvalidManifest,
+        `the config's diff_id for layer ${index + 1} is not a digest: ${JSON.stringify(diffId)}`,
+        { cause: error },
+      );
+    }
+  }
+  return diffIds as string[];
+}
+
+/**
+ * A single-platform image (or an index entry that names no platform) leaves nothing to choose from:
+ * like skopeo, the pull takes it as it is, and says so when its config names another platform than the
+ * one wanted. Undefined when they agree (or the config names none).
  */
 function otherPlatform(image: Platform, wanted: Platform | string): string | undefined {
   if (!image.os || !image.architecture) return undefined;
@@ -443,7 +487,7 @@ function otherPlatform(image: Platform, wanted: Platform | string): string | und
   if (have.os === want.os && have.architecture === want.architecture && have.variant === want.variant) {
     return undefined;
   }
-  return `the image is for ${formatPlatform(have)}, not ${formatPlatform(want)}: it names one platform, so it was pulled as it is`;
+  return `the image is for ${formatPlatform(have)}, not ${formatPlatform(want)}: no manifest names the platform to choose by, so it was pulled as it is`;
 }
 
 /** Whether anything (a symlink too) is at `path`; an unreadable path is left to whoever writes there. */

@@ -96,6 +96,22 @@ describe('selectManifest', () => {
     expect(selectManifest(noVariant, 'linux/arm64/v8').digest).toBe(digestOf(9));
   });
 
+  it('takes an image entry that names no platform when none names the wanted one, as skopeo does', () => {
+    const unnamed = index([
+      entry(11, undefined, { annotations: { 'vnd.docker.reference.type': 'attestation-manifest' } }),
+      entry(12, undefined, { mediaType: MediaType.OciIndex }),
+      entry(13, { os: 'windows', architecture: 'amd64' }),
+      entry(14),
+      entry(15, { os: 'linux', architecture: 'arm64' }),
+    ]);
+    expect(selectManifest(unnamed, 'linux/amd64').digest).toBe(digestOf(14));
+    // A named match still wins over it, wherever it is listed.
+    expect(selectManifest(unnamed, 'linux/arm64').digest).toBe(digestOf(15));
+    expect(selectManifest(unnamed, 'windows/amd64').digest).toBe(digestOf(13));
+    const none = index([entry(11, undefined, { mediaType: MediaType.OciIndex })]);
+    expect(() => selectManifest(none, 'linux/amd64')).toThrow(PlatformNotFoundError);
+  });
+
   it('falls back from arm/v7 to v6 then v5 only when asked', () => {
     expect(() => selectManifest(multi, 'linux/arm/v7')).toThrow(PlatformNotFoundError);
     expect(selectManifest(multi, 'linux/arm/v7', { variantFallback: true }).digest).toBe(digestOf(3));

@@ -117,8 +117,8 @@ export function isAttestation(descriptor: Descriptor): boolean {
  * Picks the manifest for `wanted` from an index or manifest list: os and architecture must match
  * after normalisation, the variant must match (or fall back when asked), `os.version` prefers an exact
  * match, then the same build (`10.0.17763.*`), then any, and `os.features` of the entry must all be
- * wanted. Skips attestation entries and nested indexes. Throws `PlatformNotFoundError` listing what the
- * index offers.
+ * wanted. Skips attestation entries and nested indexes. With no match, an image entry that names no
+ * platform is taken (as skopeo takes it); else throws `PlatformNotFoundError` listing what the index offers.
  */
 export function selectManifest(
   index: ImageIndex,
@@ -161,6 +161,12 @@ export function selectManifest(
     }
     return matches[0]!;
   }
+  // An image entry that names no platform: like skopeo, taken when no entry names the wanted one (its
+  // config says what it is for).
+  const unnamed = index.manifests.find(
+    (entry) => entry.platform === undefined && !isAttestation(entry) && isImageManifestEntry(entry),
+  );
+  if (unnamed) return unnamed;
   const available = [
     ...new Set(
       index.manifests
