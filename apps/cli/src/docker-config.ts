@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, readlink, realpath, rename, rm, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { ErrorCode, OciError } from '@ocipull/core';
+import { ErrorCode, homeDirectory, OciError } from '@ocipull/core';
 import { DEFAULT_REGISTRY, DOCKER_HUB_CONFIG_KEY, normalizeAuthKey } from '@ocipull/registry-client';
 
 /** The parts of `~/.docker/config.json` login and logout touch; everything else is kept as is. */
@@ -15,7 +14,7 @@ interface DockerConfig {
 
 /** `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`: where `docker login` writes. */
 export function dockerConfigPath(env: NodeJS.ProcessEnv): string {
-  return join(env.DOCKER_CONFIG ?? join(env.HOME ?? homedir(), '.docker'), 'config.json');
+  return join(env.DOCKER_CONFIG || join(homeDirectory(env), '.docker'), 'config.json');
 }
 
 /** The key Docker uses in `auths` for a registry (`https://index.docker.io/v1/` for Docker Hub). */

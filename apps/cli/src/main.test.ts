@@ -158,7 +158,16 @@ describe('ocipull', () => {
     expect(await readFile(join(target, 'app'), 'utf8')).toBe('x');
 
     expect((await run(['verify', '--cache', cache])).code).toBe(0);
-    expect((await run(['rm', ref, '--cache', cache])).code).toBe(0);
+    // A DIGEST that is not a digest is a usage error, not an integrity failure.
+    const badDigest = await run(['verify', 'sha256:zz', '--cache', cache]);
+    expect(badDigest.code).toBe(1);
+    expect(badDigest.stderr).toContain('ERR_INVALID_ARGUMENT');
+    const removed = await run(['rm', ref, `${registry.host}/cli/app:nope`, '--cache', cache, '--json']);
+    expect(removed.code).toBe(2);
+    expect(JSON.parse(removed.stdout)).toEqual({
+      removed: [ref],
+      missing: [`${registry.host}/cli/app:nope`],
+    });
     expect((await run(['rm', ref, '--cache', cache])).code).toBe(2);
     const pruned = await run(['prune', '--cache', cache, '--json']);
     expect(JSON.parse(pruned.stdout).removedBlobs.length).toBeGreaterThanOrEqual(4);
@@ -268,7 +277,9 @@ describe('ocipull', () => {
       stdout: new FailingOutput('EPIPE'),
     });
     expect(partly.code).toBe(2);
-    expect(partly.stderr).toBe(`ocipull: ${registry.host}/cli/app:nope is not in the cache\n`);
+    expect(partly.stderr).toBe(
+      `ocipull: ${registry.host}/cli/app:nope is not in the cache (ERR_NOT_CACHED)\n`,
+    );
     expect((await run(['images', '--cache', cache, '--json'])).stdout).toBe('[]\n');
   });
 

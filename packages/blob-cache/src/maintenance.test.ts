@@ -86,6 +86,9 @@ describe('defaultCacheRoot', () => {
     expect(defaultCacheRoot({ OCIPULL_CACHE: '/c', XDG_CACHE_HOME: '/x', HOME: '/h' })).toBe('/c');
     expect(defaultCacheRoot({ XDG_CACHE_HOME: '/x' })).toBe('/x/ocipull');
     expect(defaultCacheRoot({ XDG_CACHE_HOME: '' })).toMatch(/\/\.cache\/ocipull$/);
+    // A relative XDG_CACHE_HOME is ignored (XDG spec), an empty HOME is no relative `.cache`.
+    expect(defaultCacheRoot({ XDG_CACHE_HOME: 'rel', HOME: '/h' })).toBe('/h/.cache/ocipull');
+    expect(defaultCacheRoot({ HOME: '' })).toMatch(/^\/.*\/\.cache\/ocipull$/);
   });
 });
 

@@ -1,4 +1,5 @@
 export { discard, drained } from './drained.ts';
+export { homeDirectory } from './home.ts';
 export { isIndexMediaType, isManifestMediaType, MediaType } from './media-types.ts';
 export type { OciErrorOptions } from './oci-error.ts';
 export { AbortedError, ErrorCode, isOciError, OciError, throwIfAborted } from './oci-error.ts';

@@ -623,6 +623,19 @@ describe('per-layer trees (extractLayer)', () => {
       extractLayer(await layerStream([file('a', 'x')]), { destination: parent }),
       'ERR_INVALID_ARGUMENT',
     );
+    // A dangling symlink is there too: refused before any work, not at the final rename.
+    const dangling = join(parent, 'dangling');
+    fs.symlinkSync(join(parent, 'nowhere'), dangling);
+    for (const extract of [
+      async () => extractLayer(await layerStream([file('a', 'x')]), { destination: dangling }),
+      async () => flattenLayers([{ open: () => layerStream([file('a', 'x')]) }], { destination: dangling }),
+    ]) {
+      const error = await extract().catch((caught: unknown) => caught);
+      expect((error as { code?: string }).code).toBe('ERR_INVALID_ARGUMENT');
+      expect((error as Error).message).toContain('already exists');
+      expect(fs.readdirSync(parent)).toEqual(['dangling']);
+    }
+    fs.unlinkSync(dangling);
     const destination = join(parent, 'layer');
     await expectCode(
       extractLayer(await layerStream([file('a', 'x'), raw({ name: '../escape', type: 'file' }, 'x')]), {

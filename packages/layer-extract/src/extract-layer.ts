@@ -459,7 +459,8 @@ function commit(temp: string, destination: string): void {
 }
 
 function makeTempSibling(destination: string, input: Readable | undefined): string {
-  if (fs.existsSync(destination)) {
+  // Anything there counts, a dangling symlink too: the final rename could not replace it.
+  if (statUnlessGone(destination) !== undefined) {
     if (input) discard(input);
     throw new OciError(ErrorCode.InvalidArgument, `destination ${destination} already exists`);
   }
@@ -713,4 +714,13 @@ function ignoreError(): void {}
 /** Destroys a layer stream opened ahead that will not be applied (once its open settles). */
 function discardOpened(opened: Promise<Readable>): void {
   opened.then((input) => input.destroy(), ignoreError);
+}
+
+/** lstat, undefined when nothing is there (or a parent is a file, or it cannot be looked at). */
+function statUnlessGone(path: string): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
 }

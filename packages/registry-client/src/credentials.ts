@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { AbortedError, ErrorCode, OciError } from '@ocipull/core';
+import { AbortedError, ErrorCode, homeDirectory, OciError } from '@ocipull/core';
 import { DEFAULT_REGISTRY } from './reference.ts';
 
 /**
@@ -49,7 +48,7 @@ export function authFilePaths(dockerConfig?: string, env: NodeJS.ProcessEnv = pr
   const paths: string[] = [];
   if (env.REGISTRY_AUTH_FILE) paths.push(env.REGISTRY_AUTH_FILE);
   if (env.XDG_RUNTIME_DIR) paths.push(join(env.XDG_RUNTIME_DIR, 'containers', 'auth.json'));
-  const home = env.HOME ?? homedir();
+  const home = homeDirectory(env);
   paths.push(join(env.XDG_CONFIG_HOME ?? join(home, '.config'), 'containers', 'auth.json'));
   paths.push(dockerConfig ?? join(env.DOCKER_CONFIG ?? join(home, '.docker'), 'config.json'));
   return paths;

@@ -1,4 +1,5 @@
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
+import { ErrorCode, isOciError } from '@ocipull/core';
 import { formatBytes } from '@ocipull/progress';
 import { inspectImage, unpackImage } from '@ocipull/pull';
 import { formatPlatform, parseReference } from '@ocipull/registry-client';
@@ -134,17 +135,20 @@ export async function rmCommand(context: CommandContext): Promise<number> {
   const { positionals } = parseCommandArgs({ args: context.args, allowPositionals: true, options: {} });
   if (positionals.length === 0) throw usageError('rm takes one or more image references');
   return withCache(context, async (cache) => {
-    let missing = 0;
+    const removed: string[] = [];
+    const missing: string[] = [];
     for (const input of positionals) {
       const reference = parseReference(input).toString();
       if (await cache.untag(reference)) {
-        if (!context.quiet) context.stdout.write(`removed ${reference}\n`);
+        removed.push(reference);
+        if (!context.quiet && !context.json) context.stdout.write(`removed ${reference}\n`);
       } else {
-        missing++;
-        context.stderr.write(`ocipull: ${reference} is not in the cache\n`);
+        missing.push(reference);
+        context.stderr.write(`ocipull: ${reference} is not in the cache (${ErrorCode.NotCached})\n`);
       }
     }
-    return missing === 0 ? ExitCode.Ok : ExitCode.NotFoundOrAuth;
+    if (context.json) printJson(context, { removed, missing });
+    return missing.length === 0 ? ExitCode.Ok : ExitCode.NotFoundOrAuth;
   });
 }
 
@@ -169,10 +173,12 @@ export async function pruneCommand(context: CommandContext): Promise<number> {
 export async function verifyCommand(context: CommandContext): Promise<number> {
   const { positionals } = parseCommandArgs({ args: context.args, allowPositionals: true, options: {} });
   return withCache(context, async (cache) => {
-    const report = await cache.verify({
-      ...(positionals.length ? { digests: positionals } : {}),
-      signal: context.signal,
-    });
+    const report = await cache
+      .verify({ ...(positionals.length ? { digests: positionals } : {}), signal: context.signal })
+      .catch((error: unknown) => {
+        // A DIGEST argument that is not a digest is the command line's fault, not the cache's.
+        throw isOciError(error, ErrorCode.InvalidDigest) ? usageError(error.message) : error;
+      });
     if (context.json) printJson(context, report);
     else {
       context.stdout.write(`checked ${report.checked} blobs (${formatBytes(report.bytes)})\n`);
