@@ -398,6 +398,23 @@ describe('overlay semantics (applyLayer / flattenLayers)', () => {
     expect([...tree.keys()].filter((path) => path.startsWith('a'))).toEqual(['a', 'a/keep']);
   });
 
+  it('sets nothing through a symlink that replaced a directory the layer wrote below', async () => {
+    // The layer writes into the lower `c/c`, then makes `c` a symlink (to a host directory, or to a
+    // loop): the times noted for `c/c` must not be set back through the link at the layer's end.
+    const outside = fresh();
+    fs.mkdirSync(join(outside, 'c'), { recursive: true });
+    const old = new Date('2001-01-01T00:00:00Z');
+    fs.utimesSync(join(outside, 'c'), old, old);
+    for (const target of [outside, 'c/a/a']) {
+      const { tree } = await flatten([
+        [dir('c'), dir('c/c'), file('c/c/y', 'y')],
+        [file('c/c/x', 'x'), symlink('c', target)],
+      ]);
+      expect(tree.get('c')).toMatchObject({ type: 'symlink' });
+    }
+    expect(fs.statSync(join(outside, 'c')).mtime).toEqual(old);
+  });
+
   it('reads a whiteout name on a directory entry as a whiteout, as containerd and umoci do', async () => {
     const { tree } = await flatten([
       [file('a/keep', '1'), dir('a/x'), file('a/x/old', '2'), file('a/y', '3')],

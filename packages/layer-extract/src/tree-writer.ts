@@ -952,8 +952,12 @@ export class TreeWriter {
     if (stat.isDirectory()) {
       // rmSync never follows symlinks inside the tree it removes.
       fs.rmSync(full, { recursive: true, force: true });
+      // What was noted for the directories below goes with them: the name may next be a symlink,
+      // and nothing may be set through it.
       for (const key of this.#deferred.keys())
         if (key === path || key.startsWith(`${path}/`)) this.#deferred.delete(key);
+      for (const key of this.#keptTimes.keys())
+        if (key === path || key.startsWith(`${path}/`)) this.#keptTimes.delete(key);
       this.#dirs.clear();
     } else {
       fs.unlinkSync(full);
