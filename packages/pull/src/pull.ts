@@ -395,8 +395,15 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
       throw error;
     }
     const top = topDescriptor(resolved);
-    if (!resolved.offline || !(await cache.resolveImage(reference.toString()))) {
-      await cache.putImage(reference.toString(), top);
+    try {
+      // Every blob is leased (taken from the cache or written by this pull), so the record names a
+      // whole image; putImage still refuses a top blob that is gone (ERR_BLOB_UNKNOWN).
+      if (!resolved.offline || !(await cache.resolveImage(reference.toString()))) {
+        await cache.putImage(reference.toString(), top);
+      }
+    } catch (error) {
+      if (options.rootfs) await rm(options.rootfs, { recursive: true, force: true });
+      throw error;
     }
     const durationMs = performance.now() - started;
     emit({ type: 'pull-end', durationMs });
@@ -569,10 +576,13 @@ async function resolveManifestLater(
 async function resolveFromCache(
   reference: Reference,
   cache: BlobCache,
-  options: Pick<PullOptions, 'platform' | 'variantFallback'>,
+  options: Pick<PullOptions, 'platform' | 'variantFallback'> & { signal?: AbortSignal },
 ): Promise<ResolvedManifest | undefined> {
   const digest = reference.digest ?? (await cache.resolveImage(reference.toString()))?.digest;
-  if (!digest || !(await cache.has({ digest }))) return undefined;
+  // Leased before they are read, like every blob a pull takes from the cache: an `rm` and a `prune`
+  // meanwhile keep them, so the image this pull records (again, if its record went) is whole.
+  const use = { signal: options.signal };
+  if (!digest || !(await cache.useBlob({ digest }, use))) return undefined;
   const bytes = await cache.readBlob(digest);
   const parsed = parseManifest(bytes);
   if (parsed.kind === 'manifest') {
@@ -589,7 +599,7 @@ async function resolveFromCache(
   const entry = selectManifest(parsed.manifest, typeof wanted === 'string' ? parsePlatform(wanted) : wanted, {
     variantFallback: options.variantFallback ?? false,
   });
-  if (!(await cache.has(entry))) return undefined;
+  if (!(await cache.useBlob(entry, use))) return undefined;
   const manifestBytes = await cache.readBlob(entry.digest);
   const manifest = parseManifest(manifestBytes, entry.mediaType);
   if (manifest.kind !== 'manifest') {
@@ -932,7 +942,9 @@ function downloadProgress(layer: Descriptor, index: number, emit: Emit): Downloa
         type: 'layer-download-end',
         index,
         digest: layer.digest,
-        cached,
+        // The path that ends it may have found the blob committed by the other one (a layer task
+        // and the rootfs flattener race): bytes this pull wrote mean it was not cached.
+        cached: cached && !started,
         resumedFrom,
         total: layer.size,
       });
