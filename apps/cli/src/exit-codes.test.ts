@@ -22,5 +22,25 @@ describe('hints', () => {
     expect(hintFor(refused, { registry: 'r.example', command: 'login' })).toBe(
       'check the username and password (or token) for this registry',
     );
+    // Docker Hub's answer for a repository that does not exist, to credentials it accepted.
+    const noSuchRepository = new OciError(
+      ErrorCode.Unauthorized,
+      'r.example answered 401 for manifest nosuch:v1: the token server accepted the configured credentials, but the token gives no access to nosuch: the repository may not exist, or these credentials may not pull from it',
+    );
+    expect(hintFor(noSuchRepository, { registry: 'r.example' })).toBe(
+      'check the repository name; the credentials were accepted, but give no access to it',
+    );
+  });
+
+  it('denied: blames the credentials only when the request carried some', () => {
+    const withCredentials = new OciError(ErrorCode.Denied, 'r.example answered 403 for manifest a:b');
+    expect(hintFor(withCredentials)).toContain('with these credentials');
+    const anonymous = new OciError(
+      ErrorCode.Denied,
+      'r.example answered 403 for manifest a:b; the request carried no credentials: none found for r.example',
+    );
+    expect(hintFor(anonymous, { registry: 'r.example' })).toBe(
+      'check the repository name; if it is private, run `ocipull login r.example`',
+    );
   });
 });

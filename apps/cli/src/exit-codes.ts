@@ -58,8 +58,14 @@ export function hintFor(
     case ErrorCode.Unauthorized:
       // `login` itself failed: telling the user to run it again says nothing.
       if (context.command === 'login') return 'check the username and password (or token) for this registry';
+      if (error.message.includes('the repository may not exist')) {
+        return 'check the repository name; the credentials were accepted, but give no access to it';
+      }
       return `run \`ocipull login ${context.registry ?? 'REGISTRY'}\`, or check the credentials in your docker config`;
     case ErrorCode.Denied:
+      if (error.message.includes('carried no credentials')) {
+        return `check the repository name; if it is private, run \`ocipull login ${context.registry ?? 'REGISTRY'}\``;
+      }
       return 'the registry refused access with these credentials; check the repository name and your permissions';
     case ErrorCode.NotCached:
       return 'the image is not in the cache; pull it with `--pull missing` or `--pull always`';

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { type Descriptor, ErrorCode, MediaType, type OciError } from '@ocipull/core';
 import {
   type BuiltImage,
@@ -13,7 +14,7 @@ import {
   startRegistry,
 } from '@ocipull/test-harness';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { BlobInterruptedError, RegistryError } from './index.ts';
+import { type BlobInterruptedError, MAX_MANIFEST_BYTES, type RegistryError } from './index.ts';
 import { drain, rejection as rejectionOf, testClients } from './testing/clients.ts';
 
 const rejection = (promise: Promise<unknown>) => rejectionOf<RegistryError>(promise);
@@ -125,6 +126,35 @@ describe('registry client against the harness registry', () => {
         size: single.descriptor.size,
       });
       expect(await registryClient.headManifest(ref('library/app:nope'))).toBeUndefined();
+    });
+
+    it('HEAD answered 405 or 501 falls back to GET, as a HEAD without Docker-Content-Digest does', async () => {
+      const registryClient = client();
+      for (const status of [405, 501]) {
+        registry.clearRequests();
+        registry.faults.add({
+          match: { kind: 'manifest', method: 'HEAD' },
+          action: { type: 'status', status },
+          times: 2,
+        });
+        expect(await registryClient.headManifest(ref('library/app:latest'))).toEqual({
+          digest: single.digest,
+          mediaType: MediaType.OciManifest,
+          size: single.descriptor.size,
+        });
+        // A miss there is a miss like a HEAD 404.
+        expect(await registryClient.headManifest(ref('library/app:nope'))).toBeUndefined();
+        expect(
+          registry.requests
+            .filter((request) => request.kind === 'manifest')
+            .map((request) => [request.method, request.status]),
+        ).toEqual([
+          ['HEAD', status],
+          ['GET', 200],
+          ['HEAD', status],
+          ['GET', 404],
+        ]);
+      }
     });
 
     it('refuses a schema 1 manifest with a clear error', async () => {
@@ -317,11 +347,40 @@ describe('registry client against the harness registry', () => {
       const started = performance.now();
       const error = await rejection(client().fetchBlob(ref('library/app'), layer));
       expect(performance.now() - started).toBeLessThan(1000);
-      expect([error.code, error.status, error.retryAfterMs]).toEqual([
+      expect([error.code, error.status, error.retryAfterMs, error.retryable]).toEqual([
         ErrorCode.TooManyRequests,
         429,
         3_600_000,
+        // Given up on, so nobody retries it sooner (the blob cache retries what is retryable).
+        false,
       ]);
+      expect(error.message).toContain('it asks to wait 3600 s, longer than the 60 s this client waits');
+      expect(registry.requests.filter((request) => request.kind === 'blob')).toHaveLength(1);
+    });
+
+    it('a status from the redirect target names that host and is no verdict on credentials (ERR_REGISTRY)', async () => {
+      registry.faults.add({ match: { kind: 'blob' }, action: { type: 'redirect' } });
+      registry.faults.add({ match: { kind: 'origin' }, action: { type: 'status', status: 403 }, times: 2 });
+      const registryClient = client({
+        retries: 0,
+        credentials: { [registry.host]: { username: 'u', password: 'registry-password' } },
+      });
+      const streamed = await rejection(registryClient.fetchBlob(ref('library/app'), layer));
+      const sunk = await rejection(registryClient.fetchBlobInto(ref('library/app'), layer, () => undefined));
+      for (const error of [streamed, sunk]) {
+        expect([error.code, error.status, error.registry, error.retryable]).toEqual([
+          ErrorCode.Registry,
+          403,
+          registry.origin.host,
+          false,
+        ]);
+        expect(error.message).toMatch(
+          new RegExp(
+            `^${registry.origin.host} answered 403 for blob ${layer.digest}, where ${registry.host} redirected it`,
+          ),
+        );
+        expect(error.message).not.toContain('credentials');
+      }
     });
 
     it('500 and 503 are retried with backoff; a persistent 500 gives up after the retries', async () => {
@@ -741,6 +800,264 @@ describe('registry client against the harness registry', () => {
       await registryClient.resolve(ref('library/app'));
       expect(tunnels).toEqual([remote]);
       expect(registry.requests.filter((request) => request.kind === 'manifest').length).toBe(2);
+    });
+  });
+});
+
+/**
+ * A plain HTTP server on 127.0.0.1 whose answers a test scripts: `handle` gets every request, and
+ * `seen` lists each one's method and path (query included).
+ */
+async function scriptedServer() {
+  const state = {
+    host: '',
+    seen: [] as string[],
+    handle: (_request: IncomingMessage, response: ServerResponse): void => {
+      response.writeHead(404).end();
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+  const server = createServer((request, response) => {
+    state.seen.push(`${request.method} ${request.url}`);
+    state.handle(request, response);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  return state;
+}
+
+describe('registry client against scripted servers', () => {
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: { mediaType: MediaType.OciConfig, digest: `sha256:${'c'.repeat(64)}`, size: 2 },
+      layers: [],
+    }),
+  );
+  const manifestDigest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+  let registry: Awaited<ReturnType<typeof scriptedServer>>;
+  let storage: Awaited<ReturnType<typeof scriptedServer>>;
+  const { client, close } = testClients({ retries: 0 });
+
+  beforeAll(async () => {
+    registry = await scriptedServer();
+    storage = await scriptedServer();
+  });
+
+  afterEach(() => {
+    registry.seen.length = 0;
+    storage.seen.length = 0;
+  });
+
+  afterAll(async () => {
+    await close();
+    await Promise.all([registry?.close(), storage?.close()]);
+  });
+
+  const json = (
+    response: ServerResponse,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ) =>
+    response.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+
+  describe('what a refusal says about the credentials', () => {
+    const users = new Map<string, string | undefined>();
+    const alice = `Basic ${Buffer.from('alice:s3cret-password').toString('base64')}`;
+
+    beforeAll(() => {
+      // Docker Hub's ways: the token server grants a token for any scope it knows the user for, and
+      // the registry answers a repository that does not exist with 401 insufficient_scope.
+      registry.handle = (request, response) => {
+        const url = new URL(request.url ?? '/', 'http://registry');
+        const realm = `http://${registry.host}/token`;
+        if (url.pathname === '/token') {
+          const authorization = request.headers.authorization;
+          if (authorization !== undefined && authorization !== alice) {
+            json(response, 401, {
+              errors: [{ code: 'UNAUTHORIZED', message: 'incorrect username or password' }],
+            });
+            return;
+          }
+          const token = `token-${users.size}`;
+          users.set(token, authorization === undefined ? undefined : 'alice');
+          json(response, 200, { token, expires_in: 300 });
+          return;
+        }
+        const token = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+        const repository = /^\/v2\/(.+)\/manifests\//.exec(url.pathname)?.[1] ?? '';
+        const scope = `scope="repository:${repository}:pull"`;
+        if (token === undefined || !users.has(token)) {
+          json(
+            response,
+            401,
+            { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] },
+            {
+              'www-authenticate': `Bearer realm="${realm}",service="test",${scope}`,
+            },
+          );
+        } else if (repository === 'nosuch') {
+          json(
+            response,
+            401,
+            { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] },
+            {
+              'www-authenticate': `Bearer realm="${realm}",service="test",${scope},error="insufficient_scope"`,
+            },
+          );
+        } else if (users.get(token) === undefined) {
+          json(response, 403, {
+            errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }],
+          });
+        } else {
+          response.writeHead(200, { 'content-type': MediaType.OciManifest }).end(manifest);
+        }
+      };
+    });
+
+    const withCredentials = () =>
+      client({ credentials: { [registry.host]: { username: 'alice', password: 's3cret-password' } } });
+
+    it('a 401 insufficient_scope after the token server took the credentials: the repository may not exist', async () => {
+      const error = await rejection(withCredentials().fetchManifest(`${registry.host}/nosuch:v1`));
+      expect([error.code, error.status]).toEqual([ErrorCode.Unauthorized, 401]);
+      expect(error.message).toContain(
+        'the token server accepted the configured credentials, but the token gives no access to nosuch: the repository may not exist, or these credentials may not pull from it',
+      );
+      expect(error.message).not.toContain('refused');
+      expect(error.message).not.toContain('s3cret');
+      // Anonymous, the same answer still says that no credentials were found.
+      const anonymous = await rejection(client().fetchManifest(`${registry.host}/nosuch:v1`));
+      expect(anonymous.message).toContain(`no credentials found for ${registry.host}`);
+      // Credentials the token server refuses are still called refused.
+      const wrong = await rejection(
+        client({
+          credentials: { [registry.host]: { username: 'alice', password: 'wrong-one' } },
+        }).fetchManifest(`${registry.host}/nosuch:v1`),
+      );
+      expect([wrong.code, wrong.message]).toEqual([
+        ErrorCode.Unauthorized,
+        `${registry.host}: the token server refused the configured credentials for repository:nosuch:pull (401)`,
+      ]);
+    });
+
+    it('a 403 after an anonymous token says the request carried no credentials', async () => {
+      const error = await rejection(client().fetchManifest(`${registry.host}/private:v1`));
+      expect([error.code, error.status]).toEqual([ErrorCode.Denied, 403]);
+      expect(error.message).toBe(
+        `${registry.host} answered 403 for manifest private:v1 (DENIED: requested access to the resource is denied): the request carried no credentials: no credentials found for ${registry.host} (options.credentials, auth files, credential helpers)`,
+      );
+      expect((await withCredentials().fetchManifest(`${registry.host}/private:v1`)).digest).toBe(
+        manifestDigest,
+      );
+    });
+  });
+
+  it("a redirect target's 401 challenge is not learned: no token is asked for at its realm", async () => {
+    registry.handle = (_request, response) => {
+      response.writeHead(307, { location: `http://${storage.host}/bucket/blob?signature=abc` }).end();
+    };
+    storage.handle = (request, response) => {
+      if (request.url?.startsWith('/token')) {
+        json(response, 200, { token: 'stolen', expires_in: 300 });
+        return;
+      }
+      json(
+        response,
+        401,
+        {},
+        { 'www-authenticate': `Bearer realm="http://${storage.host}/token",service="s"` },
+      );
+    };
+    const blob = {
+      mediaType: 'application/octet-stream',
+      digest: `sha256:${'e'.repeat(64)}`,
+      size: 10,
+    } as Descriptor;
+    const error = await rejection(
+      client({
+        credentials: { [registry.host]: { username: 'alice', password: 's3cret-password' } },
+      }).fetchBlob(`${registry.host}/team/app`, blob),
+    );
+    expect([error.code, error.status, error.registry]).toEqual([ErrorCode.Registry, 401, storage.host]);
+    expect(error.message).not.toContain('credentials');
+    expect(storage.seen).toEqual(['GET /bucket/blob?signature=abc']);
+  });
+
+  describe('content codings nobody asked for', () => {
+    /** The body and Content-Encoding the next answer carries. */
+    let coded: { body: Buffer; coding: string } = { body: manifest, coding: 'identity' };
+
+    beforeAll(() => {
+      registry.handle = (request, response) => {
+        const blob = request.url?.includes('/blobs/');
+        response.writeHead(200, {
+          'content-type': blob ? 'application/octet-stream' : MediaType.OciManifest,
+          'content-encoding': coded.coding,
+          'content-length': String(coded.body.length),
+          ...(blob ? {} : { 'docker-content-digest': manifestDigest }),
+        });
+        response.end(coded.body);
+      };
+    });
+
+    it('a gzip, deflate or br manifest is decoded before its digest is checked, the direct way and undici’s', async () => {
+      const cases: [string, Buffer][] = [
+        ['gzip', gzipSync(manifest)],
+        ['x-gzip', gzipSync(manifest)],
+        ['deflate', deflateSync(manifest)],
+        ['deflate', deflateRawSync(manifest)],
+        ['br', brotliCompressSync(manifest)],
+        ['deflate, gzip', gzipSync(deflateSync(manifest))],
+      ];
+      for (const directBlobReads of [true, false]) {
+        const registryClient = client({ directBlobReads });
+        for (const [coding, body] of cases) {
+          coded = { body, coding };
+          const fetched = await registryClient.fetchManifest(`${registry.host}/team/app:v1`);
+          expect([coding, fetched.digest]).toEqual([coding, manifestDigest]);
+          expect(Buffer.from(fetched.bytes).equals(manifest)).toBe(true);
+        }
+      }
+    });
+
+    it('a decoded manifest is held to the cap; a coding it cannot decode is named', async () => {
+      coded = { body: gzipSync(Buffer.alloc(MAX_MANIFEST_BYTES + 1, 32)), coding: 'gzip' };
+      const bomb = await rejection(client().fetchManifest(`${registry.host}/team/app:v1`));
+      expect([bomb.code, bomb.message]).toEqual([
+        ErrorCode.InvalidManifest,
+        `manifest from ${registry.host} exceeds the ${MAX_MANIFEST_BYTES} byte cap once decoded (Content-Encoding gzip)`,
+      ]);
+      coded = { body: manifest, coding: 'compress' };
+      const unknown = await rejection(client().fetchManifest(`${registry.host}/team/app:v1`));
+      expect([unknown.code, unknown.message]).toEqual([
+        ErrorCode.InvalidManifest,
+        `${registry.host} sent the manifest with Content-Encoding "compress", which this client cannot decode (it asks for none)`,
+      ]);
+    });
+
+    it('a content-coded blob is refused, naming the coding, both ways', async () => {
+      const bytes = Buffer.alloc(50_000, 1);
+      const blob = {
+        mediaType: 'application/octet-stream',
+        digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+        size: bytes.length,
+      } as Descriptor;
+      coded = { body: gzipSync(bytes), coding: 'gzip' };
+      const registryClient = client();
+      const streamed = await rejection(registryClient.fetchBlob(`${registry.host}/team/app`, blob));
+      const sunk = await rejection(
+        registryClient.fetchBlobInto(`${registry.host}/team/app`, blob, () => undefined),
+      );
+      for (const error of [streamed, sunk]) {
+        expect([error.code, error.retryable, error.message]).toEqual([
+          ErrorCode.Registry,
+          false,
+          `${registry.host} sent blob ${blob.digest} with Content-Encoding "gzip", which was not asked for; a blob is taken only as stored`,
+        ]);
+      }
     });
   });
 });

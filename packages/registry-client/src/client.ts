@@ -269,6 +269,21 @@ interface RequestSpec {
   signal?: AbortSignal | undefined;
   /** Statuses handed back to the caller instead of thrown (404 for HEAD). */
   pass?: readonly number[];
+  /**
+   * How a first attempt made elsewhere failed (a direct read's timeout or 429/503): the retries go on
+   * from it, waiting as it says, instead of asking again at once.
+   */
+  failed?: OciError | undefined;
+}
+
+/** An answer `#send` got, after any redirects. */
+interface Sent {
+  response: Dispatcher.ResponseData;
+  /**
+   * `host:port` of the origin that answered when a redirect led off the endpoint's origin (object
+   * storage, a CDN): errors name it, and its 401/403 says nothing about the registry's credentials.
+   */
+  elsewhere?: string;
 }
 
 interface CachedToken {
@@ -400,26 +415,38 @@ class Client implements RegistryClient {
         `reference ${reference.toString()} has neither tag nor digest`,
       );
     }
-    return this.#withEndpoints(reference, 'manifest', (endpoint) => {
-      return this.#request(
-        endpoint,
-        reference.repository,
-        {
-          method: 'GET',
-          path: `/v2/${reference.repository}/manifests/${target}`,
-          headers: { accept: accept.join(', ') },
-          kind: 'manifest',
-          what: `manifest ${reference.repository}${reference.digest ? '@' : ':'}${target}`,
-          signal,
-        },
-        (response) => this.#readManifest(response, endpoint, reference, signal, size),
-      );
-    });
+    return this.#withEndpoints(reference, 'manifest', (endpoint) =>
+      this.#getManifest(endpoint, reference, target, accept, signal, size),
+    );
+  }
+
+  /** GETs a manifest from one endpoint, verifies and parses it. */
+  #getManifest(
+    endpoint: Endpoint,
+    reference: Reference,
+    target: string,
+    accept: readonly string[],
+    signal: AbortSignal | undefined,
+    size?: number,
+  ) {
+    return this.#request(
+      endpoint,
+      reference.repository,
+      {
+        method: 'GET',
+        path: `/v2/${reference.repository}/manifests/${target}`,
+        headers: { accept: accept.join(', ') },
+        kind: 'manifest',
+        what: `manifest ${reference.repository}${reference.digest ? '@' : ':'}${target}`,
+        signal,
+      },
+      (response, host) => this.#readManifest(response, host, reference, signal, size),
+    );
   }
 
   async #readManifest(
     response: Dispatcher.ResponseData,
-    endpoint: Endpoint,
+    host: string,
     reference: Reference,
     signal: AbortSignal | undefined,
     size: number | undefined,
@@ -431,20 +458,22 @@ class Client implements RegistryClient {
         `manifest of ${length} bytes exceeds the ${MAX_MANIFEST_BYTES} byte cap`,
       );
     }
-    const bytes = await readBody(response.body, MAX_MANIFEST_BYTES, signal, endpoint.registry);
-    if (bytes === undefined) {
+    const read = await readBody(response.body, MAX_MANIFEST_BYTES, signal, host);
+    if (read === undefined) {
       throw new InvalidManifestError(`manifest exceeds the ${MAX_MANIFEST_BYTES} byte cap`);
     }
+    // The digest covers the manifest itself, not a coding a server (or proxy) applied unasked.
+    const bytes = decodeManifest(read, header(response.headers, 'content-encoding'), host);
     const served = header(response.headers, 'docker-content-digest');
     let digest: Digest;
     if (reference.digest) {
       digest = verifyBytes(bytes, {
         digest: reference.digest,
         ...(size === undefined ? {} : { size }),
-        label: `manifest from ${endpoint.registry}`,
+        label: `manifest from ${host}`,
       });
     } else if (served !== undefined && isDigest(served)) {
-      digest = verifyBytes(bytes, { digest: served, label: `manifest from ${endpoint.registry}` });
+      digest = verifyBytes(bytes, { digest: served, label: `manifest from ${host}` });
     } else {
       digest = createHasher().update(bytes).digest();
     }
@@ -478,7 +507,7 @@ class Client implements RegistryClient {
             kind: 'manifest',
             what: `manifest ${reference.repository}${reference.digest ? '@' : ':'}${target}`,
             signal: options.signal,
-            pass: [404],
+            pass: [404, ...HEAD_REFUSED],
           },
           async (answer) => {
             await discard(answer.body);
@@ -488,21 +517,35 @@ class Client implements RegistryClient {
         if (response.statusCode === 404) return undefined;
         const served = header(response.headers, 'docker-content-digest');
         const digest = served !== undefined && isDigest(served) ? served : reference.digest;
-        if (digest === undefined) {
-          // No digest header: the body is the only way to learn it.
-          const fetched = await this.#fetchManifest(reference, MANIFEST_ACCEPT, options.signal);
-          return {
-            digest: fetched.digest,
-            mediaType: fetched.parsed.mediaType,
-            size: fetched.bytes.byteLength,
-          };
+        if (digest === undefined || HEAD_REFUSED.includes(response.statusCode)) {
+          // HEAD not allowed, or no digest header: the body is the only way to learn it (containerd
+          // does the same). From the same endpoint; a 404 there is a miss like the HEAD's.
+          try {
+            const fetched = await this.#getManifest(
+              endpoint,
+              reference,
+              target,
+              MANIFEST_ACCEPT,
+              options.signal,
+            );
+            return {
+              digest: fetched.digest,
+              mediaType: fetched.parsed.mediaType,
+              size: fetched.bytes.byteLength,
+            };
+          } catch (error) {
+            if (error instanceof RegistryError && error.status === 404) return undefined;
+            throw error;
+          }
         }
         const lengthText = header(response.headers, 'content-length');
         const size = lengthText === undefined ? undefined : Number(lengthText);
+        // A coded answer's length is the coding's, not the manifest's.
+        const coded = !isIdentity(header(response.headers, 'content-encoding'));
         return {
           digest,
           mediaType: baseMediaType(header(response.headers, 'content-type')),
-          size: size !== undefined && Number.isSafeInteger(size) ? size : undefined,
+          size: size !== undefined && Number.isSafeInteger(size) && !coded ? size : undefined,
         };
       },
       (result) => result === undefined,
@@ -514,7 +557,17 @@ class Client implements RegistryClient {
     descriptor: Descriptor,
     options: FetchOptions = {},
   ): Promise<Readable> {
-    const reference = toReference(input);
+    // Async, so that a bad reference rejects rather than throws.
+    return this.#fetchBlob(toReference(input), descriptor, options, undefined);
+  }
+
+  /** `fetchBlob`, going on from `failed` when a direct read's attempt failed in a way that counts. */
+  async #fetchBlob(
+    reference: Reference,
+    descriptor: Descriptor,
+    options: FetchOptions,
+    failed: OciError | undefined,
+  ): Promise<Readable> {
     const offset = checkBlobRequest(descriptor, options);
     const signal = options.signal;
     // Nothing left to read: a Range of `bytes=<size>-` would only earn a 416.
@@ -536,10 +589,11 @@ class Client implements RegistryClient {
           kind: 'blob',
           what: `blob ${descriptor.digest}`,
           signal,
+          failed,
         },
-        async (answer) => answer,
+        async (answer, host) => ({ answer, host }),
       );
-      return this.#blobBody(endpoint, response, descriptor, offset, signal);
+      return this.#blobBody(response.host, response.answer, descriptor, offset, signal);
     });
   }
 
@@ -552,8 +606,9 @@ class Client implements RegistryClient {
     const reference = toReference(input);
     const offset = checkBlobRequest(descriptor, options);
     if (offset === descriptor.size) return;
-    if (await this.#directBlob(reference, descriptor, offset, sink, options)) return;
-    for await (const chunk of await this.fetchBlob(reference, descriptor, options)) {
+    const direct = await this.#directBlob(reference, descriptor, offset, sink, options);
+    if (direct === true) return;
+    for await (const chunk of await this.#fetchBlob(reference, descriptor, options, direct)) {
       const result = sink(chunk as Buffer);
       if (result !== undefined) await result;
     }
@@ -561,9 +616,11 @@ class Client implements RegistryClient {
 
   /**
    * `fetchBlobInto`'s fast way: one GET of the registry's blob URL on a connection of its own (see
-   * `directBlobGet`). False when it does not apply or was declined before the sink saw a byte; a
-   * registry that redirected is not asked this way again (its blobs live elsewhere: the general path
-   * follows the redirect without our credentials).
+   * `directBlobGet`). True when the sink got every byte; otherwise it did not apply or was declined
+   * before the sink saw a byte, and the general path takes over — from the failure this attempt counts
+   * as (a timeout, a 429/503 and its `Retry-After`) when there is one. A registry that redirected is
+   * not asked this way again (its blobs live elsewhere: the general path follows the redirect without
+   * our credentials).
    */
   async #directBlob(
     reference: Reference,
@@ -571,17 +628,17 @@ class Client implements RegistryClient {
     offset: number,
     sink: BlobSink,
     { signal, priority }: FetchOptions,
-  ): Promise<boolean> {
+  ): Promise<true | OciError | undefined> {
     if (this.#options.directBlobReads === false || descriptor.size - offset < DIRECT_BLOB_MIN_BYTES)
-      return false;
-    if (this.#options.blobUrls !== false && (descriptor.urls?.length ?? 0) > 0) return false;
+      return undefined;
+    if (this.#options.blobUrls !== false && (descriptor.urls?.length ?? 0) > 0) return undefined;
     const endpoints = this.#endpoints(reference);
-    if (endpoints.length !== 1) return false;
+    if (endpoints.length !== 1) return undefined;
     const endpoint = endpoints[0] as Endpoint;
-    if (this.#redirectingOrigins.has(endpoint.origin)) return false;
+    if (this.#redirectingOrigins.has(endpoint.origin)) return undefined;
     const url = new URL(`/v2/${reference.repository}/blobs/${descriptor.digest}`, endpoint.origin);
     const connection = this.#transport.directOptions(url);
-    if (!connection) return false;
+    if (!connection) return undefined;
     const headers: Record<string, string> = { 'user-agent': this.#userAgent };
     const authorization = await this.#authorization(
       endpoint,
@@ -591,7 +648,7 @@ class Client implements RegistryClient {
     );
     if (authorization) headers.authorization = authorization;
     if (offset > 0) headers.range = `bytes=${offset}-`;
-    if (!directHeadersSafe(headers)) return false;
+    if (!directHeadersSafe(headers)) return undefined;
     const outcome = await this.#directExchange(
       endpoint.origin,
       signal,
@@ -623,7 +680,7 @@ class Client implements RegistryClient {
     if (outcome.status !== undefined && outcome.status >= 300 && outcome.status < 400) {
       this.#redirectingOrigins.add(endpoint.origin);
     }
-    return false;
+    return outcome.failure;
   }
 
   /**
@@ -652,12 +709,18 @@ class Client implements RegistryClient {
       signal,
     };
     try {
-      const response = await this.#retrying(url.host, signal, this.#policy.retries, async () => {
-        const answer = await this.#send(endpoint, spec, undefined);
-        if (answer.statusCode >= 200 && answer.statusCode < 300) return answer;
-        throw await this.#errorFrom(answer, endpoint, spec);
-      });
-      return this.#blobBody(endpoint, response, descriptor, offset, signal);
+      const { response, elsewhere } = await this.#retrying(
+        url.host,
+        signal,
+        this.#policy.retries,
+        async () => {
+          const sent = await this.#send(endpoint, spec, undefined);
+          const status = sent.response.statusCode;
+          if (status >= 200 && status < 300) return sent;
+          throw await this.#errorFrom(sent.response, endpoint, spec, sent.elsewhere);
+        },
+      );
+      return this.#blobBody(elsewhere ?? url.host, response, descriptor, offset, signal);
     } catch (error) {
       if (OciError.isInstance(error) && error.code === ErrorCode.Aborted) throw error;
       this.#emit({
@@ -670,14 +733,27 @@ class Client implements RegistryClient {
     }
   }
 
-  /** The verified body of a blob answer, checking a 206's Content-Range or skipping a 200's prefix. */
+  /**
+   * The verified body of a blob answer from `host`, checking a 206's Content-Range or skipping a 200's
+   * prefix. A content-coded body is refused: the digest covers the blob as stored, and decoding a
+   * coding nobody asked for could hand over other bytes than the registry holds.
+   */
   #blobBody(
-    endpoint: Endpoint,
+    host: string,
     response: Dispatcher.ResponseData,
     descriptor: Descriptor,
     offset: number,
     signal: AbortSignal | undefined,
   ): Readable {
+    const coding = header(response.headers, 'content-encoding');
+    if (!isIdentity(coding)) {
+      destroyUnread(response.body);
+      throw new RegistryError(
+        ErrorCode.Registry,
+        `${host} sent blob ${descriptor.digest} with Content-Encoding ${JSON.stringify(coding?.slice(0, 64))}, which was not asked for; a blob is taken only as stored`,
+        { status: response.statusCode, registry: host, retryable: false },
+      );
+    }
     let skip = 0;
     if (offset > 0) {
       if (response.statusCode === 206) {
@@ -685,8 +761,8 @@ class Client implements RegistryClient {
           destroyUnread(response.body);
           throw new RegistryError(
             ErrorCode.Registry,
-            `${endpoint.registry} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
-            { status: 206, registry: endpoint.registry, retryable: false },
+            `${host} answered a range request from byte ${offset} with Content-Range ${JSON.stringify(header(response.headers, 'content-range') ?? null)}`,
+            { status: 206, registry: host, retryable: false },
           );
         }
       } else {
@@ -694,7 +770,7 @@ class Client implements RegistryClient {
         skip = offset;
         this.#emit({
           type: 'blob-range-ignored',
-          registry: endpoint.registry,
+          registry: host,
           digest: descriptor.digest,
           offset,
         });
@@ -705,15 +781,11 @@ class Client implements RegistryClient {
     const declared = declaredBlobSize(response);
     if (declared !== undefined && declared !== descriptor.size) {
       destroyUnread(response.body);
-      throw new SizeMismatchError(
-        descriptor.size,
-        declared,
-        `blob ${descriptor.digest} from ${endpoint.registry}`,
-      );
+      throw new SizeMismatchError(descriptor.size, declared, `blob ${descriptor.digest} from ${host}`);
     }
     return new BlobBodyStream(response.body, {
       digest: descriptor.digest,
-      registry: endpoint.registry,
+      registry: host,
       start: offset,
       skip,
       expected: descriptor.size - offset,
@@ -739,12 +811,14 @@ class Client implements RegistryClient {
     const spec: RequestSpec = { method: 'GET', path: '/v2/', kind: 'ping', what: 'the API root', signal };
     const name = endpoint.registry;
     return this.#retrying(name, signal, this.#policy.retries, async () => {
-      const ping = await this.#send(endpoint, spec, undefined);
+      const { response: ping, elsewhere } = await this.#send(endpoint, spec, undefined);
       if (ping.statusCode >= 200 && ping.statusCode < 300) {
         await discard(ping.body);
         return { registry: name, authenticated: false };
       }
-      if (ping.statusCode !== 401) throw await this.#errorFrom(ping, endpoint, spec);
+      // A challenge counts only from the registry itself: its credentials go nowhere else.
+      if (ping.statusCode !== 401 || elsewhere !== undefined)
+        throw await this.#errorFrom(ping, endpoint, spec, elsewhere);
       const challenge = pickChallenge(parseChallenges(ping.headers['www-authenticate']));
       await discard(ping.body);
       if (!challenge) {
@@ -778,13 +852,17 @@ class Client implements RegistryClient {
           registry: name,
         });
       if (authorization === undefined) throw refused();
-      const answer = await this.#send(endpoint, spec, authorization);
+      const { response: answer, elsewhere: answeredElsewhere } = await this.#send(
+        endpoint,
+        spec,
+        authorization,
+      );
       if (answer.statusCode >= 200 && answer.statusCode < 300) {
         await discard(answer.body);
         return { registry: name, authenticated: true };
       }
-      if (answer.statusCode !== 401 && answer.statusCode !== 403)
-        throw await this.#errorFrom(answer, endpoint, spec);
+      if ((answer.statusCode !== 401 && answer.statusCode !== 403) || answeredElsewhere !== undefined)
+        throw await this.#errorFrom(answer, endpoint, spec, answeredElsewhere);
       await discard(answer.body);
       throw refused(answer.statusCode);
     });
@@ -838,6 +916,18 @@ class Client implements RegistryClient {
     return { registry: host, origin: `${scheme}://${host}`, mirror: true };
   }
 
+  /**
+   * TLS settings for a host an endpoint sends us to (a redirect target, its token realm): the host's
+   * own when it is configured, else the endpoint's — one TLS configuration per registry, redirects
+   * included, as Docker, containerd and skopeo have it (a private registry's storage usually shares
+   * its CA). Before the first request to the host: undici makes an origin's pool once.
+   */
+  #lendTls(host: string, endpoint: Endpoint): void {
+    const own = this.#registries.get(host.toLowerCase());
+    if (own) this.#transport.configureHost(host, own);
+    else this.#transport.inheritHost(host, new URL(endpoint.origin).host);
+  }
+
   async #withEndpoints<T>(
     reference: Reference,
     operation: 'manifest' | 'blob' | 'head',
@@ -888,17 +978,23 @@ class Client implements RegistryClient {
     endpoint: Endpoint,
     repository: string,
     spec: RequestSpec,
-    consume: (response: Dispatcher.ResponseData) => Promise<T>,
+    consume: (response: Dispatcher.ResponseData, host: string) => Promise<T>,
   ): Promise<T> {
     const scope = pullScope(repository);
     let reauthenticated = false;
     const retries = endpoint.mirror ? 0 : this.#policy.retries;
-    return this.#retrying(endpoint.registry, spec.signal, retries, async () => {
+    const attempt = async () => {
       for (;;) {
         const authorization = await this.#authorization(endpoint, repository, scope, spec.signal);
-        const response = await this.#send(endpoint, spec, authorization);
+        const { response, elsewhere } = await this.#send(endpoint, spec, authorization);
         const status = response.statusCode;
-        if ((status >= 200 && status < 300) || spec.pass?.includes(status)) return consume(response);
+        if ((status >= 200 && status < 300) || spec.pass?.includes(status))
+          return consume(response, elsewhere ?? endpoint.registry);
+        if (elsewhere !== undefined) {
+          // A redirect target's answer: no challenge to learn (the registry's credentials must never
+          // go to a realm another host names) and no verdict on credentials that never went there.
+          throw await this.#errorFrom(response, endpoint, spec, elsewhere);
+        }
         if (status === 401 && !reauthenticated) {
           const challenge = pickChallenge(parseChallenges(response.headers['www-authenticate']));
           if (challenge) {
@@ -910,74 +1006,119 @@ class Client implements RegistryClient {
           }
         }
         const error = await this.#errorFrom(response, endpoint, spec);
-        if (status === 401) throw await this.#explainUnauthorized(error, endpoint, repository, spec.signal);
+        if (status === 401 || status === 403) {
+          throw await this.#explainRefusal(error, endpoint, repository, response.headers, spec.signal);
+        }
         throw error;
       }
-    });
+    };
+    return this.#retrying(endpoint.registry, spec.signal, retries, attempt, spec.failed);
   }
 
-  /** Says whether credentials were missing or refused; never what they were. */
-  async #explainUnauthorized(
+  /**
+   * Adds to a 401 or 403 of the registry what it says about the credentials: none found, refused, or
+   * accepted by the token server yet without access to the repository (Docker Hub answers so for one
+   * that does not exist); a 403 to a request that carried none says so. Never what they were.
+   */
+  async #explainRefusal(
     error: RegistryError,
     endpoint: Endpoint,
     repository: string,
+    headers: Dispatcher.ResponseData['headers'],
     signal: AbortSignal | undefined,
   ): Promise<RegistryError> {
     const credentials = await this.#credentialsFor(endpoint.registry, repository, signal).catch(
       () => undefined,
     );
-    const hint = credentials
-      ? 'the configured credentials were refused'
-      : `no credentials found for ${endpoint.registry} (options.credentials, auth files, credential helpers)`;
+    const challenge = this.#challenges.get(endpoint.origin);
+    const none = `no credentials found for ${endpoint.registry} (options.credentials, auth files, credential helpers)`;
+    // Credentials go out only once the registry asked (a challenge); a Bearer token is fetched with
+    // them only when they hold a secret (else anonymously), and a registry token goes as it is.
+    const secret = Boolean(credentials?.identityToken || basicAuthorization(credentials));
+    const viaTokenServer = challenge?.scheme === 'bearer' && !credentials?.registryToken && secret;
+    let hint: string | undefined;
+    if (error.status === 401) {
+      const insufficientScope = parseChallenges(headers['www-authenticate']).some(
+        (offered) => offered.scheme === 'bearer' && offered.params.error === 'insufficient_scope',
+      );
+      if (!credentials) hint = none;
+      else if (viaTokenServer && insufficientScope) {
+        // The token server took the credentials (a refusal there fails earlier, saying so).
+        hint = `the token server accepted the configured credentials, but the token gives no access to ${repository}: the repository may not exist, or these credentials may not pull from it`;
+      } else hint = 'the configured credentials were refused';
+    } else if (!credentials) {
+      hint = `the request carried no credentials: ${none}`;
+    } else if (challenge === undefined) {
+      hint = 'the request carried no credentials: the registry did not ask for any';
+    } else if (!secret && !credentials.registryToken) {
+      hint = 'the request carried no credentials: the configured ones hold no password or token';
+    }
+    if (hint === undefined) return error;
     return new RegistryError(error.code, `${error.message}: ${hint}`, {
-      status: error.status,
+      ...(error.status === undefined ? {} : { status: error.status }),
       errors: error.errors,
       registry: endpoint.registry,
+      ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
     });
   }
 
+  /**
+   * The error an answer's status stands for, naming the host that gave it: the endpoint's registry,
+   * or `elsewhere` (a redirect target) whose 401/403 is no verdict on the registry's credentials.
+   */
   async #errorFrom(
     response: Dispatcher.ResponseData,
     endpoint: Endpoint,
     spec: Pick<RequestSpec, 'kind' | 'what' | 'signal'>,
+    elsewhere?: string,
   ) {
+    const host = elsewhere ?? endpoint.registry;
     const body =
       spec.kind === 'ping'
         ? undefined
-        : await readBody(response.body, MAX_ERROR_BODY_BYTES, spec.signal, endpoint.registry, true);
+        : await readBody(response.body, MAX_ERROR_BODY_BYTES, spec.signal, host, true);
     const retryAfterMs = parseRetryAfter(response.headers['retry-after']);
     return errorFromResponse(
       response.statusCode,
       parseErrorBody(body ? Buffer.from(body).toString('utf8') : ''),
       {
-        registry: endpoint.registry,
+        registry: host,
         what: spec.what,
         kind: spec.kind,
         ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+        ...(elsewhere === undefined ? {} : { redirectedFrom: endpoint.registry }),
       },
     );
   }
 
-  /** Runs `attempt` with bounded retries on retryable `OciError`s, honouring `Retry-After`. */
+  /**
+   * Runs `attempt` with bounded retries on retryable `OciError`s, honouring `Retry-After`. `failed` is
+   * how a first attempt made elsewhere failed: the retries go on from it as from any other failure.
+   */
   async #retrying<T>(
     registry: string,
     signal: AbortSignal | undefined,
     retries: number,
     attempt: () => Promise<T>,
+    failed?: OciError,
   ): Promise<T> {
     for (let tries = 0; ; tries++) {
       throwIfAborted(signal);
       try {
+        if (tries === 0 && failed !== undefined) throw failed;
         return await attempt();
       } catch (caught) {
         const error = OciError.isInstance(caught) ? caught : errorFromTransport(caught, registry, signal);
-        if (!error.retryable || tries >= retries || error.code === ErrorCode.Aborted) throw error;
-        let delayMs = backoffDelay(tries, this.#policy);
+        if (error.code === ErrorCode.Aborted) throw error;
         const retryAfterMs = error instanceof RegistryError ? error.retryAfterMs : undefined;
-        if (retryAfterMs !== undefined) {
-          if (retryAfterMs > this.#policy.maxRetryAfterMs) throw error;
-          delayMs = Math.max(retryAfterMs, 0);
+        if (error.retryable && retryAfterMs !== undefined && retryAfterMs > this.#policy.maxRetryAfterMs) {
+          // Not waited for, and not retryable for anyone else either (the blob cache retries what is):
+          // the registry asked for quiet for longer than we are willing to wait.
+          throw beyondCeiling(error as RegistryError, this.#policy.maxRetryAfterMs);
         }
+        if (!error.retryable || tries >= retries) throw error;
+        const delayMs =
+          retryAfterMs === undefined ? backoffDelay(tries, this.#policy) : Math.max(retryAfterMs, 0);
         this.#emit({
           type: 'request-retry',
           registry,
@@ -1019,13 +1160,15 @@ class Client implements RegistryClient {
    * whole answer in memory, any status), shaped like undici's answer so everything after it is the
    * same. Undefined when it does not apply (a proxy, `directBlobReads: false`) or was declined (no
    * `Content-Length`, a coded or over-cap body, a connection failure): the request then goes through
-   * undici, with its retries. An abort rejects as it would there.
+   * undici, with its retries. An abort or a timeout rejects as it would there (`ERR_TIMEOUT` is this
+   * attempt's failure: asking undici too would wait as long again).
    */
   async #directSend(
     url: URL,
     method: 'GET' | 'HEAD',
     headers: Record<string, string>,
     spec: RequestSpec,
+    host: string,
   ): Promise<Dispatcher.ResponseData | undefined> {
     if (this.#options.directBlobReads === false || !directHeadersSafe(headers)) return undefined;
     if (this.#undiciManifestOrigins.has(url.origin)) return undefined;
@@ -1033,7 +1176,7 @@ class Client implements RegistryClient {
     if (options === undefined) return undefined;
     const outcome = await this.#directExchange(url.origin, spec.signal, (signal) =>
       directRequest(
-        { url, method, headers, ...options, signal, maxBodyBytes: MAX_MANIFEST_BYTES },
+        { url, method, headers, ...options, signal, maxBodyBytes: MAX_MANIFEST_BYTES, registry: host },
         this.#directConnections,
       ),
     );
@@ -1059,20 +1202,22 @@ class Client implements RegistryClient {
     } as unknown as Dispatcher.ResponseData;
   }
 
-  /** Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin. */
-  async #send(
-    endpoint: Endpoint,
-    spec: RequestSpec,
-    authorization: string | undefined,
-  ): Promise<Dispatcher.ResponseData> {
+  /**
+   * Sends one request, following redirects; `Authorization` only ever goes to the endpoint's origin.
+   * A redirect target is reached with its own TLS settings, or the endpoint's when it has none.
+   */
+  async #send(endpoint: Endpoint, spec: RequestSpec, authorization: string | undefined): Promise<Sent> {
     let url = new URL(spec.path, endpoint.origin);
     let method: string = spec.method;
     for (let hops = 0; ; hops++) {
+      const home = url.origin === endpoint.origin;
+      if (!home) this.#lendTls(url.host, endpoint);
+      const host = home ? endpoint.registry : url.host;
       const headers: Record<string, string> = { 'user-agent': this.#userAgent, ...spec.headers };
-      if (authorization && url.origin === endpoint.origin) headers.authorization = authorization;
+      if (authorization && home) headers.authorization = authorization;
       let response: Dispatcher.ResponseData | undefined;
       if (spec.kind === 'manifest')
-        response = await this.#directSend(url, method as 'GET' | 'HEAD', headers, spec);
+        response = await this.#directSend(url, method as 'GET' | 'HEAD', headers, spec, host);
       try {
         response ??= await this.#transport.request(url, {
           path: `${url.pathname}${url.search}`,
@@ -1082,15 +1227,12 @@ class Client implements RegistryClient {
           highWaterMark: 256 * 1024,
         });
       } catch (error) {
-        throw errorFromTransport(
-          error,
-          url.origin === endpoint.origin ? endpoint.registry : url.host,
-          spec.signal,
-        );
+        throw errorFromTransport(error, host, spec.signal);
       }
       const status = response.statusCode;
       const location = header(response.headers, 'location');
-      if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return response;
+      if (![301, 302, 303, 307, 308].includes(status) || location === undefined)
+        return home ? { response } : { response, elsewhere: url.host };
       await discard(response.body);
       if (hops >= MAX_REDIRECTS) {
         throw new RegistryError(
@@ -1198,9 +1340,7 @@ class Client implements RegistryClient {
     // Our own scope, not the challenge's: a challenge learned on one repository is reused for others.
     const wantedScope = scope;
     // The realm is the registry's own auth service: it gets the registry's TLS settings unless configured.
-    const settings = this.#registries.get(endpoint.registry.toLowerCase());
-    if (settings && !this.#registries.has(realm.host.toLowerCase()))
-      this.#transport.configureHost(realm.host, settings);
+    this.#lendTls(realm.host, endpoint);
     const tokenEndpoint: Endpoint = { registry: realm.host, origin: realm.origin, mirror: false };
     const what = wantedScope === '' ? 'a token' : `a token for ${wantedScope}`;
     const response = await this.#retrying(endpoint.registry, signal, this.#policy.retries, async () => {
@@ -1344,6 +1484,83 @@ function basicAuthorization(credentials: Credentials | undefined): string | unde
   return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
 }
 
+/** HEAD answers that mean "ask with GET" (some registries and proxies allow GET only). */
+const HEAD_REFUSED: readonly number[] = [405, 501];
+
+/**
+ * `error` given up on because its `Retry-After` is above the ceiling: not retryable, so that no
+ * caller (the blob cache retries what is) asks sooner than the registry said.
+ */
+function beyondCeiling(error: RegistryError, ceilingMs: number): RegistryError {
+  const seconds = (ms: number) => Math.ceil(ms / 1000);
+  return new RegistryError(
+    error.code,
+    `${error.message}; it asks to wait ${seconds(error.retryAfterMs ?? 0)} s, longer than the ${seconds(ceilingMs)} s this client waits (retryPolicy.maxRetryAfterMs)`,
+    {
+      ...(error.status === undefined ? {} : { status: error.status }),
+      errors: error.errors,
+      ...(error.registry === undefined ? {} : { registry: error.registry }),
+      ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
+      retryable: false,
+    },
+  );
+}
+
+/** Whether a `Content-Encoding` value names no coding (absent, empty or `identity`). */
+function isIdentity(coding: string | undefined): boolean {
+  return (coding ?? '')
+    .split(',')
+    .every((name) => name.trim() === '' || name.trim().toLowerCase() === 'identity');
+}
+
+/**
+ * A manifest body without the content codings a server or proxy applied though we did not ask for any
+ * (gzip, deflate, br; RFC 9110 §8.4: listed in the order applied, so undone from the last). The
+ * decoded size is held to `MAX_MANIFEST_BYTES` too, so a small bomb cannot fill memory.
+ */
+function decodeManifest(bytes: Uint8Array, coding: string | undefined, host: string): Uint8Array {
+  if (isIdentity(coding)) return bytes;
+  const codings = (coding ?? '')
+    .split(',')
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name !== '' && name !== 'identity');
+  // Loaded here: only a misbehaving server needs it.
+  const zlib = process.getBuiltinModule('node:zlib') as typeof import('node:zlib');
+  const options = { maxOutputLength: MAX_MANIFEST_BYTES };
+  let decoded = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (const name of codings.reverse()) {
+    try {
+      if (name === 'gzip' || name === 'x-gzip') decoded = zlib.gunzipSync(decoded, options);
+      else if (name === 'br') decoded = zlib.brotliDecompressSync(decoded, options);
+      else if (name === 'deflate') {
+        // RFC 9110 §8.4.1.2 means the zlib format; some servers send raw deflate, as browsers accept.
+        try {
+          decoded = zlib.inflateSync(decoded, options);
+        } catch (error) {
+          if ((error as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') throw error;
+          decoded = zlib.inflateRawSync(decoded, options);
+        }
+      } else {
+        throw new InvalidManifestError(
+          `${host} sent the manifest with Content-Encoding ${JSON.stringify(name.slice(0, 64))}, which this client cannot decode (it asks for none)`,
+        );
+      }
+    } catch (error) {
+      if (OciError.isInstance(error)) throw error;
+      if ((error as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new InvalidManifestError(
+          `manifest from ${host} exceeds the ${MAX_MANIFEST_BYTES} byte cap once decoded (Content-Encoding ${name})`,
+        );
+      }
+      throw new InvalidManifestError(
+        `manifest from ${host} is not valid ${name} (Content-Encoding ${name}, not asked for)`,
+        error,
+      );
+    }
+  }
+  return decoded;
+}
+
 /** The error code and HTTP status of a failure, for fallback events. */
 function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
   return {
@@ -1354,11 +1571,9 @@ function failureOf(error: unknown): { code?: ErrorCode; status?: number } {
 
 /**
  * The whole blob's size a blob answer states: a 206's `Content-Range` total, a 200's `Content-Length`.
- * Undefined when it states none (chunked, `*`) or its body is content-coded (the length is the coding's).
+ * Undefined when it states none (chunked, `*`). Coded bodies are refused before this is asked.
  */
 function declaredBlobSize(response: Dispatcher.ResponseData): number | undefined {
-  const coding = header(response.headers, 'content-encoding');
-  if (coding !== undefined && coding.toLowerCase() !== 'identity') return undefined;
   let size: number | undefined;
   if (response.statusCode === 206) size = parseContentRange(header(response.headers, 'content-range'))?.total;
   else if (response.statusCode === 200) {

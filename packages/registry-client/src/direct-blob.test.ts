@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,12 @@ import {
   directBlobGet,
   directRequest,
 } from './direct-blob.ts';
-import { type BlobInterruptedError, type BlobSink, DIRECT_BLOB_MIN_BYTES } from './index.ts';
+import {
+  type BlobInterruptedError,
+  type BlobSink,
+  DIRECT_BLOB_MIN_BYTES,
+  type RegistryError,
+} from './index.ts';
 import { rejection, testClients } from './testing/clients.ts';
 
 const LAYER_SIZE = 5 * 1024 * 1024 + 12_345;
@@ -258,6 +264,52 @@ describe('fetchBlobInto', () => {
     const short = { ...layer, size: layer.size - 10 };
     const mismatch = await failure(client().fetchBlobInto(ref(), short, collector().sink));
     expect(mismatch.code).toBe(ErrorCode.SizeMismatch);
+  });
+
+  it('a 429 to a direct read is the first attempt: the general path waits its Retry-After, one over the ceiling fails at once, not retryable', async () => {
+    registry.faults.add({ match: { kind: 'blob' }, action: { type: 'status', status: 429, retryAfter: 1 } });
+    const sink = collector();
+    await client().fetchBlobInto(ref(), layer, sink.sink);
+    expect(sink.bytes().equals(layerBytes)).toBe(true);
+    const [asked, again] = blobRequests();
+    expect([way(asked!), asked!.status, way(again!), again!.status]).toEqual(['direct', 429, 'pool', 200]);
+    // Not sent again at once: the general path waited as asked.
+    expect(again!.startedAt - asked!.startedAt).toBeGreaterThanOrEqual(950);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'request-retry', delayMs: 1000, status: 429 }),
+    );
+
+    registry.clearRequests();
+    registry.faults.clear();
+    registry.faults.add({
+      match: { kind: 'blob' },
+      action: { type: 'status', status: 429, retryAfter: 3600 },
+      times: 100,
+    });
+    const error = (await failure(client().fetchBlobInto(ref(), layer, collector().sink))) as RegistryError;
+    expect([error.code, error.status, error.retryAfterMs, error.retryable]).toEqual([
+      ErrorCode.TooManyRequests,
+      429,
+      3_600_000,
+      // The blob cache retries what is retryable; an hour's quiet asked for is not.
+      false,
+    ]);
+    expect(error.message).toContain('longer than the 60 s this client waits');
+    expect(blobRequests().map(way)).toEqual(['direct']);
+  });
+
+  it('a 503 to a direct read waits like a retry of the general path, without Retry-After by the backoff', async () => {
+    registry.faults.add({ match: { kind: 'blob' }, action: { type: 'status', status: 503 } });
+    const sink = collector();
+    await client({ retries: 1 }).fetchBlobInto(ref(), layer, sink.sink);
+    expect(sink.bytes().equals(layerBytes)).toBe(true);
+    expect(blobRequests().map((request) => [way(request), request.status])).toEqual([
+      ['direct', 503],
+      ['pool', 200],
+    ]);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'request-retry', attempt: 1, status: 503, code: ErrorCode.Registry }),
+    );
   });
 
   it('a blob the registry does not have fails like fetchBlob', async () => {
@@ -541,6 +593,20 @@ describe('directBlobGet against a scripted HTTP server', () => {
     });
   });
 
+  it('two identical Content-Length fields are one (RFC 9112 §6.3); two different ones are declined', async () => {
+    script = { pieces: [ok(body.length, `Content-Length: ${body.length}\r\n`), body] };
+    const sink = collector();
+    expect(await directBlobGet(request(), sink.sink)).toEqual({ delivered: true });
+    expect(sink.bytes().equals(body)).toBe(true);
+    script = { pieces: [ok(body.length, `Content-Length: ${body.length + 1}\r\n`), body] };
+    const other = collector();
+    expect(await directBlobGet(request(), other.sink)).toMatchObject({
+      delivered: false,
+      reason: 'Content-Length is not the size asked for',
+    });
+    expect(other.calls).toBe(0);
+  });
+
   it('a connection closed before any body byte, or refused, is declined; one closed mid-body is an interruption', async () => {
     script = { pieces: [ok(body.length)] };
     expect(await directBlobGet(request(), collector().sink)).toMatchObject({ delivered: false });
@@ -557,13 +623,18 @@ describe('directBlobGet against a scripted HTTP server', () => {
     expect(sink.bytes().equals(body.subarray(0, 777_777))).toBe(true);
   });
 
-  it('a silent server: the headers timeout declines, the body-idle timeout interrupts', async () => {
+  it('a silent server: the headers timeout declines with an ERR_TIMEOUT failure, the body-idle timeout interrupts', async () => {
     script = { pieces: [], end: false };
     const quiet = { ...request(), timeouts: { connect: 2000, headers: 200, bodyIdle: 300 } };
-    expect(await directBlobGet(quiet, collector().sink)).toEqual({
-      delivered: false,
-      reason: 'no response head after 200 ms',
-    });
+    const outcome = await directBlobGet(quiet, collector().sink);
+    expect(outcome).toMatchObject({ delivered: false, reason: 'no response head after 200 ms' });
+    // The general path counts it as its first failed attempt instead of waiting as long again at once.
+    const timedOut = 'failure' in outcome ? outcome.failure : undefined;
+    expect([timedOut?.code, timedOut?.retryable, timedOut?.message]).toEqual([
+      ErrorCode.Timeout,
+      true,
+      `127.0.0.1:${port}: headers timeout`,
+    ]);
     script = { pieces: [ok(body.length), body.subarray(0, 10_000)], end: false };
     const started = performance.now();
     const error = (await failure(directBlobGet(request(), collector().sink))) as BlobInterruptedError;
@@ -734,6 +805,7 @@ describe('directRequest (whole small answers, any status)', () => {
     tls: {},
     timeouts: { connect: 2000, headers: 2000, bodyIdle: 2000 },
     maxBodyBytes,
+    registry: 'registry.test',
   });
 
   it('reads a whole answer of any status, a HEAD without body, on one kept connection', async () => {
@@ -806,9 +878,22 @@ describe('directRequest (whole small answers, any status)', () => {
     expect(await directRequest(request(), pool)).toEqual({
       declined: 'connection closed before the whole answer',
     });
-    respond = () => {};
+    pool.close();
+  });
+
+  it('a silent server is ERR_TIMEOUT, headers or body, not a decline that sends the request again', async () => {
+    const pool = new DirectConnections();
     const quiet = { ...request(), timeouts: { connect: 2000, headers: 150, bodyIdle: 150 } };
-    expect(await directRequest(quiet, pool)).toEqual({ declined: 'no response head after 150 ms' });
+    respond = () => {};
+    const headers = await failure(directRequest(quiet, pool));
+    expect([headers.code, headers.retryable, headers.message]).toEqual([
+      ErrorCode.Timeout,
+      true,
+      'registry.test: headers timeout',
+    ]);
+    respond = (_head, socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort');
+    const body = await failure(directRequest(quiet, pool));
+    expect([body.code, body.message]).toEqual([ErrorCode.Timeout, 'registry.test: body timeout']);
     pool.close();
   });
 
@@ -844,6 +929,22 @@ describe('directRequest (whole small answers, any status)', () => {
     }
   });
 
+  it('two identical Content-Length fields are one (RFC 9112 §6.3); two different ones are declined', async () => {
+    const pool = new DirectConnections();
+    respond = (_head, socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello');
+    expect(await directRequest(request(), pool)).toMatchObject({
+      response: { status: 200, body: Buffer.from('hello') },
+    });
+    respond = (_head, socket) =>
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!');
+    expect(await directRequest(request(), pool)).toEqual({
+      declined: 'invalid Content-Length',
+      lasting: true,
+    });
+    pool.close();
+  });
+
   it('an abort rejects with ERR_ABORTED', async () => {
     respond = () => {};
     const controller = new AbortController();
@@ -852,6 +953,198 @@ describe('directRequest (whole small answers, any status)', () => {
       directRequest({ ...request(), signal: controller.signal }, new DirectConnections()),
     );
     expect(error.code).toBe(ErrorCode.Aborted);
+  });
+});
+
+/** A small OCI image manifest and its digest, for servers that answer manifests by hand. */
+function handMadeManifest() {
+  const bytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: `sha256:${'c'.repeat(64)}`,
+        size: 2,
+      },
+      layers: [],
+    }),
+  );
+  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+}
+
+describe('interim (1xx) answers before the final one', () => {
+  const manifest = handMadeManifest();
+  const blob = Buffer.alloc(200_000, 7);
+  const blobDigest = `sha256:${createHash('sha256').update(blob).digest('hex')}` as Descriptor['digest'];
+  let http: Awaited<ReturnType<typeof keepAliveServer>>;
+  /** What goes before each final answer. */
+  let interim = '';
+  const seen: string[] = [];
+  const { client, close } = testClients();
+
+  beforeAll(async () => {
+    http = await keepAliveServer();
+    http.respond = (head, socket) => {
+      const [method, path] = head.split(' ');
+      seen.push(
+        `${method} ${path?.split('/').at(-2)} ${/\r\nconnection: keep-alive/i.test(head) ? 'pool' : 'direct'}`,
+      );
+      socket.write(interim);
+      if (path?.includes('/manifests/')) {
+        socket.write(
+          `HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: ${manifest.digest}\r\nContent-Length: ${manifest.bytes.length}\r\n\r\n`,
+        );
+        if (method === 'GET') socket.write(manifest.bytes);
+      } else {
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+        socket.write(blob);
+      }
+    };
+  });
+
+  afterEach(() => {
+    seen.length = 0;
+    http.reset();
+  });
+
+  afterAll(async () => {
+    await close();
+    await http.close();
+  });
+
+  const EARLY_HINTS = 'HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n';
+  const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+
+  it('a manifest answered 103 Early Hints (or an unasked 100 Continue) first resolves on the direct way, in one request', async () => {
+    for (const before of [EARLY_HINTS, CONTINUE, EARLY_HINTS + CONTINUE]) {
+      interim = before;
+      seen.length = 0;
+      const fetched = await client().fetchManifest(`127.0.0.1:${http.port}/x:latest`);
+      expect(fetched.digest).toBe(manifest.digest);
+      expect(seen).toEqual(['GET manifests direct']);
+    }
+    // undici's way takes 103 too (it refuses an unasked 100 Continue: "bad response").
+    interim = EARLY_HINTS;
+    seen.length = 0;
+    const general = await client({ directBlobReads: false }).fetchManifest(`127.0.0.1:${http.port}/x:latest`);
+    expect(general.digest).toBe(manifest.digest);
+    expect(seen).toEqual(['GET manifests pool']);
+  });
+
+  it('a blob answered 103 Early Hints (or 100 Continue) first is read directly, without a second request', async () => {
+    for (const before of [EARLY_HINTS, CONTINUE]) {
+      interim = before;
+      seen.length = 0;
+      const sink = collector();
+      await client().fetchBlobInto(
+        `127.0.0.1:${http.port}/x`,
+        { mediaType: 'application/octet-stream', digest: blobDigest, size: blob.length },
+        sink.sink,
+      );
+      expect(sink.bytes().equals(blob)).toBe(true);
+      expect(seen).toEqual(['GET blobs direct']);
+    }
+  });
+});
+
+describe('a timeout of the direct way is ERR_TIMEOUT for the attempt, not a decline sent again', () => {
+  const manifest = handMadeManifest();
+  const blob = {
+    mediaType: 'application/octet-stream',
+    digest: `sha256:${'d'.repeat(64)}`,
+    size: 100_000,
+  } as Descriptor;
+  let silent: Awaited<ReturnType<typeof keepAliveServer>>;
+  let good: Awaited<ReturnType<typeof keepAliveServer>>;
+  /** How the silent server answers a blob GET: not at all, or a head and then nothing. */
+  let blobAnswer: 'nothing' | 'head' = 'nothing';
+  const seen: string[] = [];
+  const { client, events, close } = testClients();
+
+  beforeAll(async () => {
+    silent = await keepAliveServer();
+    silent.respond = (head, socket) => {
+      seen.push(/\r\nconnection: keep-alive/i.test(head) ? 'pool' : 'direct');
+      if (head.includes('/blobs/') && blobAnswer === 'head')
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.size}\r\n\r\n`);
+    };
+    good = await keepAliveServer();
+    good.respond = (_head, socket) => {
+      socket.write(
+        `HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: ${manifest.bytes.length}\r\n\r\n`,
+      );
+      socket.write(manifest.bytes);
+    };
+  });
+
+  afterEach(() => {
+    seen.length = 0;
+    events.length = 0;
+    blobAnswer = 'nothing';
+    silent.reset();
+  });
+
+  afterAll(async () => {
+    await close();
+    await Promise.all([silent.close(), good.close()]);
+  });
+
+  const timeouts = { connect: 2000, headers: 300, bodyIdle: 300 };
+
+  it('a manifest never answered fails after one headers timeout, in one request', async () => {
+    const started = performance.now();
+    const error = await failure(
+      client({ retries: 0, timeouts }).fetchManifest(`127.0.0.1:${silent.port}/x:latest`),
+    );
+    expect([error.code, error.message]).toEqual([
+      ErrorCode.Timeout,
+      `127.0.0.1:${silent.port}: headers timeout`,
+    ]);
+    expect(seen).toEqual(['direct']);
+    expect(performance.now() - started).toBeLessThan(2 * timeouts.headers);
+  });
+
+  it('a silent mirror costs one headers timeout before the upstream answers', async () => {
+    const mirror = `127.0.0.1:${silent.port}`;
+    const registryClient = client({
+      timeouts,
+      registries: { [`127.0.0.1:${good.port}`]: { mirrors: [mirror] } },
+    });
+    const fetched = await registryClient.fetchManifest(`127.0.0.1:${good.port}/x:latest`);
+    expect(fetched.digest).toBe(manifest.digest);
+    expect(seen).toEqual(['direct']);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'mirror-fallback',
+        mirror,
+        operation: 'manifest',
+        code: ErrorCode.Timeout,
+      }),
+    );
+  });
+
+  it('a blob never answered: the direct timeout is the first attempt, the retries go on from it', async () => {
+    const error = await failure(
+      client({ retries: 1, timeouts }).fetchBlobInto(`127.0.0.1:${silent.port}/x`, blob, collector().sink),
+    );
+    expect(error.code).toBe(ErrorCode.Timeout);
+    // One direct attempt, one retry the general way: not the same request again at once.
+    expect(seen).toEqual(['direct', 'pool']);
+    expect(events.filter((event) => event.type === 'request-retry')).toHaveLength(1);
+  });
+
+  it('a blob head and then silence is an interruption at the start, caused by ERR_TIMEOUT, in one request', async () => {
+    blobAnswer = 'head';
+    const error = (await failure(
+      client({ retries: 0, timeouts }).fetchBlobInto(`127.0.0.1:${silent.port}/x`, blob, collector().sink),
+    )) as BlobInterruptedError;
+    expect([error.code, error.offset, (error.cause as OciError).code]).toEqual([
+      ErrorCode.BlobInterrupted,
+      0,
+      ErrorCode.Timeout,
+    ]);
+    expect(seen).toEqual(['direct']);
   });
 });
 

@@ -2,7 +2,8 @@ import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import { AbortedError, type BlobSink, ErrorCode } from '@ocipull/core';
 import { contentRangeStartsAt } from './blob-stream.ts';
-import { BlobInterruptedError, RegistryError } from './errors.ts';
+import { BlobInterruptedError, errorFromResponse, RegistryError } from './errors.ts';
+import { parseRetryAfter } from './retry.ts';
 import type { Timeouts } from './transport.ts';
 
 /** Read buffers per request, and their size: reads go on into free ones while the sink is busy. */
@@ -29,14 +30,21 @@ class HeadReader {
    * in, `'too large'` past MAX_HEAD_BYTES, undefined while the head goes on.
    */
   read(view: Buffer): { head: string; rest: Buffer } | 'too large' | undefined {
-    const before = this.#text.length;
-    const room = Math.max(0, Math.min(view.byteLength, MAX_HEAD_BYTES + 4 - before));
-    this.#text += view.toString('latin1', 0, room);
-    const end = this.#text.indexOf('\r\n\r\n');
-    if (end < 0) return this.#text.length > MAX_HEAD_BYTES ? 'too large' : undefined;
-    const head = this.#text.slice(0, end);
-    this.#text = '';
-    return { head, rest: view.subarray(end + 4 - before) };
+    for (;;) {
+      const before = this.#text.length;
+      const room = Math.max(0, Math.min(view.byteLength, MAX_HEAD_BYTES + 4 - before));
+      this.#text += view.toString('latin1', 0, room);
+      const end = this.#text.indexOf('\r\n\r\n');
+      if (end < 0) return this.#text.length > MAX_HEAD_BYTES ? 'too large' : undefined;
+      const head = this.#text.slice(0, end);
+      this.#text = '';
+      const rest = view.subarray(end + 4 - before);
+      // An interim answer (103 Early Hints, an unasked 100 Continue) comes before the final one, which
+      // a client must read on to (RFC 9110 §15.2). 101 switches protocols: that one is final.
+      const interim = /^HTTP\/1\.[01] (1\d\d)(?: |$)/.exec(head);
+      if (interim === null || interim[1] === '101') return { head, rest };
+      view = rest;
+    }
   }
 }
 /**
@@ -46,6 +54,26 @@ class HeadReader {
 const IDLE_CONNECTION_MS = 5_000;
 /** The reason a connection reports when it closes; the request says how far it got. */
 const CONNECTION_CLOSED = 'connection closed';
+
+/**
+ * A timeout of a direct request: the error undici's would be (`errorFromTransport`). Final for the
+ * attempt: sending the same request again the general way would only wait as long once more.
+ */
+function timeoutError(registry: string, which: 'connect' | 'headers' | 'body'): RegistryError {
+  return new RegistryError(ErrorCode.Timeout, `${registry}: ${which} timeout`, { registry, retryable: true });
+}
+
+/**
+ * A `Content-Length` value as a number: one decimal value, or a list of identical ones (a proxy that
+ * repeated the field; RFC 9112 §6.3 lets a recipient take that as the one value). Undefined otherwise.
+ */
+function contentLength(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const values = value.split(',').map((part) => part.trim());
+  const first = values[0] as string;
+  if (!/^\d+$/.test(first) || values.some((part) => part !== first)) return undefined;
+  return Number(first);
+}
 
 /** One direct blob GET: where, with which headers, and what the body must be. */
 export interface DirectBlobRequest {
@@ -77,6 +105,12 @@ export type DirectBlobOutcome =
       status?: number;
       /** The connection was a reused one that failed before any answer: try a fresh one. */
       stale?: boolean;
+      /**
+       * This attempt failed in a way the general path counts as its first failed attempt instead of
+       * asking again at once: a connect or headers timeout (`ERR_TIMEOUT`), or a 429/503 whose
+       * `Retry-After` (in `retryAfterMs`) the next attempt must wait for.
+       */
+      failure?: RegistryError;
     };
 
 /** What a connection's reads and failures are routed to: the request using it, or its idle watch. */
@@ -205,13 +239,13 @@ interface Queued {
 /**
  * Puts `user` on a connection for `request`: a kept one of `connections` (`send` then runs in a
  * microtask, once the caller holds the connection) or a new one (`send` runs once it is up; the
- * returned timer declines after the connect timeout, and is cleared then). Then listens for
+ * returned timer calls `connectTimeout` after the connect timeout, and is cleared then). Then listens for
  * `signal`'s abort. `send` must do nothing once the request has settled.
  */
 function attach(
   request: Pick<DirectBlobRequest, 'url' | 'tls' | 'timeouts' | 'signal'>,
   connections: DirectConnections | undefined,
-  user: ConnectionUser & { send(): void; decline(reason: string): void; abort(): void },
+  user: ConnectionUser & { send(): void; connectTimeout(): void; abort(): void },
 ): { connection: DirectConnection; reused: boolean; timer?: NodeJS.Timeout } {
   request.signal?.addEventListener('abort', user.abort, { once: true });
   const kept = connections?.take(request.url.origin);
@@ -223,7 +257,7 @@ function attach(
   }
   const connection = new DirectConnection(request, user);
   const { connect } = request.timeouts;
-  const timer = setTimeout(() => user.decline(`connect timeout after ${connect} ms`), connect);
+  const timer = setTimeout(user.connectTimeout, connect);
   connection.socket.once(request.url.protocol === 'https:' ? 'secureConnect' : 'connect', () => {
     clearTimeout(timer);
     user.send();
@@ -289,13 +323,17 @@ export function directBlobGet(
       if (outcome instanceof Error) reject(outcome);
       else resolve(outcome);
     };
-    const decline = (reason: string, status?: number, stale = false) => {
+    const decline = (
+      reason: string,
+      { status, stale = false, failure }: { status?: number; stale?: boolean; failure?: RegistryError } = {},
+    ) => {
       if (settled) return;
       finish({
         delivered: false,
         reason,
         ...(status === undefined ? {} : { status }),
         ...(stale ? { stale: true } : {}),
+        ...(failure === undefined ? {} : { failure }),
       });
     };
     const failed = () => {
@@ -328,7 +366,7 @@ export function directBlobGet(
       if (reason === CONNECTION_CLOSED) reason = `connection closed after ${received} of ${expected} bytes`;
       if (handed === 0 && !sinking) {
         // A kept connection the server had closed meanwhile: nothing was answered, a fresh one may do.
-        decline(reason, undefined, reused && phase === 'head' && !head.started);
+        decline(reason, { stale: reused && phase === 'head' && !head.started });
         return;
       }
       fail((offset) => new BlobInterruptedError(request.digest, offset, reason, cause), true);
@@ -338,13 +376,18 @@ export function directBlobGet(
     const bodyTimer = () => {
       stopTimer();
       if (paused || settled || failure) return;
+      // An interruption even before the first body byte: declining would send the request again the
+      // general way, only to wait as long once more. The caller resumes from where the sink got to.
       timer = setTimeout(() => {
-        broken(
-          `no data for ${timeouts.bodyIdle} ms`,
-          new RegistryError(ErrorCode.Timeout, `${request.registry}: body timeout`, {
-            registry: request.registry,
-            retryable: true,
-          }),
+        fail(
+          (offset) =>
+            new BlobInterruptedError(
+              request.digest,
+              offset,
+              `no data for ${timeouts.bodyIdle} ms`,
+              timeoutError(request.registry, 'body'),
+            ),
+          true,
         );
       }, timeouts.bodyIdle);
     };
@@ -412,7 +455,7 @@ export function directBlobGet(
         const verdict = checkHead(read.head, request);
         if ('reason' in verdict) {
           connection.free.push(backing);
-          decline(verdict.reason, verdict.status);
+          decline(verdict.reason, verdict);
           return false;
         }
         reusable = verdict.keepAlive;
@@ -450,7 +493,13 @@ export function directBlobGet(
     const send = () => {
       if (settled) return;
       phase = 'head';
-      timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
+      timer = setTimeout(
+        () =>
+          decline(`no response head after ${timeouts.headers} ms`, {
+            failure: timeoutError(request.registry, 'headers'),
+          }),
+        timeouts.headers,
+      );
       connection.socket.write(requestText('GET', request.url, request.headers, connections !== undefined));
     };
     if (signal?.aborted) {
@@ -461,7 +510,10 @@ export function directBlobGet(
       onRead,
       broken,
       send,
-      decline,
+      connectTimeout: () =>
+        decline(`connect timeout after ${timeouts.connect} ms`, {
+          failure: timeoutError(request.registry, 'connect'),
+        }),
       abort: onAbort,
     }));
   });
@@ -522,26 +574,38 @@ function coded(value: string | undefined): boolean {
 }
 
 /**
- * Why a response head is not a body this reader takes, or (when it is) whether the connection may
- * carry another request afterwards (HTTP/1.1 without `Connection: close`).
+ * Why a response head is not a body this reader takes (with, for a 429/503, the failure the general
+ * path counts as its first attempt), or (when it is) whether the connection may carry another request
+ * afterwards (HTTP/1.1 without `Connection: close`).
  */
 function checkHead(
   text: string,
   request: DirectBlobRequest,
-): { reason: string; status?: number } | { keepAlive: boolean } {
+): { reason: string; status?: number; failure?: RegistryError } | { keepAlive: boolean } {
   const head = parseHead(text);
   if ('reason' in head) return head;
   const { status, fields } = head;
+  if (status === 429 || status === 503) {
+    // Asking again at once would ignore the wait the registry asked for: the general path's retry
+    // logic takes this as its first attempt's answer and waits as told (or gives up at once).
+    const retryAfterMs = parseRetryAfter(fields.get('retry-after'));
+    const failure = errorFromResponse(status, [], {
+      registry: request.registry,
+      what: `blob ${request.digest}`,
+      kind: 'blob',
+      ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+    });
+    return { reason: `status ${status}`, status, failure };
+  }
   if (status !== (request.start === 0 ? 200 : 206)) return { reason: `status ${status}`, status };
   if (request.start > 0 && !contentRangeStartsAt(fields.get('content-range'), request.start)) {
     return { reason: 'unexpected Content-Range', status };
   }
   if (coded(fields.get('transfer-encoding'))) return { reason: 'transfer coding', status };
   if (coded(fields.get('content-encoding'))) return { reason: 'content coding', status };
-  const length = fields.get('content-length');
-  if (length === undefined || !/^\d+$/.test(length) || Number(length) !== request.expected) {
+  if (contentLength(fields.get('content-length')) !== request.expected) {
     return {
-      reason: length === undefined ? 'no Content-Length' : 'Content-Length is not the size asked for',
+      reason: fields.has('content-length') ? 'Content-Length is not the size asked for' : 'no Content-Length',
       status,
     };
   }
@@ -559,6 +623,8 @@ export interface DirectRequest {
   signal?: AbortSignal | undefined;
   /** A longer body is declined (left to the general way, which applies its own cap). */
   maxBodyBytes: number;
+  /** The name errors give the host (a registry as references name it, else `host:port`). */
+  registry: string;
 }
 
 /** A whole answer of `directRequest`, whatever its status. */
@@ -572,8 +638,8 @@ export interface DirectResponse {
 /**
  * How `directRequest` ended: the answer, or declined — a body without `Content-Length`, coded or over
  * the cap, a head that is not HTTP/1.x (`lasting`: the server will answer so again), a connection that
- * failed or timed out before the whole answer (`stale` when a kept connection turned out closed) — so
- * the caller sends the request the general way.
+ * failed before the whole answer (`stale` when a kept connection turned out closed) — so the caller
+ * sends the request the general way.
  */
 export type DirectRequestOutcome =
   | { response: DirectResponse }
@@ -581,8 +647,10 @@ export type DirectRequestOutcome =
 
 /**
  * Sends one GET or HEAD on a kept direct connection of `connections` (or a new one) and reads the
- * whole answer, any status: what a manifest request needs, without loading undici. Only an abort
- * rejects (`ERR_ABORTED`); everything else that goes wrong is declined.
+ * whole answer, any status: what a manifest request needs, without loading undici. An abort rejects
+ * (`ERR_ABORTED`), and so does a connect, headers or body-idle timeout (`ERR_TIMEOUT`, as undici's
+ * would: sending the request again the general way would only wait as long once more); everything
+ * else that goes wrong is declined.
  */
 export function directRequest(
   request: DirectRequest,
@@ -634,6 +702,7 @@ export function directRequest(
       finish({ response: { status, headers, body } });
     };
     const onAbort = () => finish(new AbortedError(signal?.reason));
+    const timedOut = (which: 'connect' | 'headers' | 'body') => finish(timeoutError(request.registry, which));
     const broken = (reason: string) => {
       if (settled) return;
       decline(
@@ -643,7 +712,7 @@ export function directRequest(
     };
     const bodyTimer = () => {
       stopTimer();
-      timer = setTimeout(() => decline(`no data for ${timeouts.bodyIdle} ms`), timeouts.bodyIdle);
+      timer = setTimeout(() => timedOut('body'), timeouts.bodyIdle);
     };
 
     const onRead = (length: number, buffer: Uint8Array): boolean => {
@@ -670,12 +739,12 @@ export function directRequest(
               declineLasting('transfer coding');
               return false;
             }
-            const length = fields.get('content-length');
-            if (length === undefined || !/^\d+$/.test(length)) {
-              declineLasting('no Content-Length');
+            const length = contentLength(fields.get('content-length'));
+            if (length === undefined) {
+              declineLasting(fields.has('content-length') ? 'invalid Content-Length' : 'no Content-Length');
               return false;
             }
-            bodyLength = Number(length);
+            bodyLength = length;
             if (bodyLength > request.maxBodyBytes) {
               declineLasting('body over the cap');
               return false;
@@ -705,7 +774,7 @@ export function directRequest(
     const send = () => {
       if (settled) return;
       phase = 'head';
-      timer = setTimeout(() => decline(`no response head after ${timeouts.headers} ms`), timeouts.headers);
+      timer = setTimeout(() => timedOut('headers'), timeouts.headers);
       connection.socket.write(requestText(request.method, request.url, request.headers, true));
     };
     if (signal?.aborted) {
@@ -716,7 +785,7 @@ export function directRequest(
       onRead,
       broken,
       send,
-      decline,
+      connectTimeout: () => timedOut('connect'),
       abort: onAbort,
     }));
   });

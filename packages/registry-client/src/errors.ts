@@ -147,11 +147,22 @@ export function parseErrorBody(text: string): RegistryErrorDetail[] {
   }
 }
 
-/** Maps an HTTP error response to a `RegistryError` with a stable code and a retry verdict. */
+/**
+ * Maps an HTTP error response to a `RegistryError` with a stable code and a retry verdict.
+ * `context.registry` is the host that answered; `redirectedFrom`, when set, is the registry whose
+ * redirect led there (object storage, a CDN): no credentials went to that host, so its 401 or 403 is
+ * no verdict on them and maps to `ERR_REGISTRY`.
+ */
 export function errorFromResponse(
   status: number,
   errors: RegistryErrorDetail[],
-  context: { registry: string; what: string; kind: RequestKind; retryAfterMs?: number },
+  context: {
+    registry: string;
+    what: string;
+    kind: RequestKind;
+    retryAfterMs?: number;
+    redirectedFrom?: string;
+  },
 ): RegistryError {
   let code: ErrorCode | undefined;
   for (const entry of errors) {
@@ -166,13 +177,18 @@ export function errorFromResponse(
     else if (status === 404 && context.kind === 'blob') code = ErrorCode.BlobUnknown;
     else code = ErrorCode.Registry;
   }
+  const { redirectedFrom } = context;
+  if (redirectedFrom !== undefined && (code === ErrorCode.Unauthorized || code === ErrorCode.Denied)) {
+    code = ErrorCode.Registry;
+  }
   const said = errors
     .map((entry) => (entry.message ? `${entry.code}: ${entry.message}` : entry.code))
     .join('; ')
     .slice(0, 500);
+  const via = redirectedFrom === undefined ? '' : `, where ${redirectedFrom} redirected it`;
   return new RegistryError(
     code,
-    `${context.registry} answered ${status} for ${context.what}${said ? ` (${said})` : ''}`,
+    `${context.registry} answered ${status} for ${context.what}${via}${said ? ` (${said})` : ''}`,
     {
       status,
       errors,

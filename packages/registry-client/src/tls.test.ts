@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { ErrorCode, type OciError } from '@ocipull/core';
+import { type Descriptor, ErrorCode, type OciError } from '@ocipull/core';
 import {
   type BuiltImage,
   buildImage,
@@ -222,5 +223,131 @@ describe('TLS transport options', () => {
       .resolve(`${host}/team/app`)
       .catch((error: unknown) => error as OciError);
     expect([ErrorCode.Network, ErrorCode.Registry]).toContain((plainToTls as OciError).code);
+  });
+});
+
+describe('TLS settings of a registry reach the hosts it redirects to', () => {
+  let root: string;
+  let pem: Awaited<ReturnType<typeof certificates>>;
+  let registry: Server;
+  let storage: Server;
+  let registryHost: string;
+  let storageHost: string;
+  /** Whether each request the storage host got carried an `Authorization` header. */
+  const storageAuthorization: boolean[] = [];
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: `sha256:${'c'.repeat(64)}`,
+        size: 2,
+      },
+      layers: [],
+    }),
+  );
+  const blob = Buffer.alloc(300_000, 9);
+  const blobDescriptor = {
+    mediaType: 'application/octet-stream',
+    digest: `sha256:${createHash('sha256').update(blob).digest('hex')}`,
+    size: blob.length,
+  } as Descriptor;
+  const clients: RegistryClient[] = [];
+  const basic = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
+
+  function client(options: RegistryClientOptions): RegistryClient {
+    const made = createRegistryClient({
+      dockerConfig: false,
+      retries: 0,
+      credentials: { [registryHost]: { username: 'alice', password: 's3cret' } },
+      ...options,
+    });
+    clients.push(made);
+    return made;
+  }
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'registry-client-tls-redirect-'));
+    pem = await certificates(root);
+    // Two HTTPS hosts whose certificates one private CA signed, like a registry and its MinIO.
+    storage = createServer({ cert: pem.serverCert, key: pem.serverKey }, (request, response) => {
+      storageAuthorization.push(request.headers.authorization !== undefined);
+      const body = request.url?.startsWith('/manifest') ? manifest : blob;
+      response.writeHead(200, { 'content-length': String(body.length) }).end(body);
+    });
+    registry = createServer({ cert: pem.serverCert, key: pem.serverKey }, (request, response) => {
+      if (request.headers.authorization !== basic) {
+        response
+          .writeHead(401, { 'www-authenticate': 'Basic realm="registry"', 'content-length': '0' })
+          .end();
+        return;
+      }
+      const target = request.url?.includes('/manifests/') ? 'manifest' : 'blob';
+      response
+        .writeHead(307, { location: `https://${storageHost}/${target}?signature=abc`, 'content-length': '0' })
+        .end();
+    });
+    for (const server of [registry, storage]) {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    }
+    registryHost = `127.0.0.1:${(registry.address() as { port: number }).port}`;
+    storageHost = `127.0.0.1:${(storage.address() as { port: number }).port}`;
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((made) => made.close()));
+    for (const server of [registry, storage]) {
+      server?.closeAllConnections();
+      await new Promise((resolve) => server?.close(resolve));
+    }
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['the registry CA', () => ({ insecure: false, ca: pem.ca })],
+    ['skipVerify', () => ({ insecure: false, skipVerify: true })],
+  ])(
+    'with %s: manifests and blobs come from the storage host, both ways, without Authorization',
+    async (_name, settings) => {
+      for (const directBlobReads of [true, false]) {
+        const registryClient = client({ registries: { [registryHost]: settings() }, directBlobReads });
+        const fetched = await registryClient.fetchManifest(`${registryHost}/team/app:v1`);
+        expect(Buffer.from(fetched.bytes).equals(manifest)).toBe(true);
+        const chunks: Buffer[] = [];
+        for await (const chunk of await registryClient.fetchBlob(
+          `${registryHost}/team/app`,
+          blobDescriptor,
+        )) {
+          chunks.push(chunk as Buffer);
+        }
+        await registryClient.fetchBlobInto(`${registryHost}/team/app`, blobDescriptor, (chunk) => {
+          chunks.push(Buffer.from(chunk));
+        });
+        expect(Buffer.concat(chunks).equals(Buffer.concat([blob, blob]))).toBe(true);
+      }
+      expect(storageAuthorization.length).toBeGreaterThan(0);
+      expect(storageAuthorization.every((sent) => !sent)).toBe(true);
+    },
+  );
+
+  it('a storage host with settings of its own keeps them: without a CA there, TLS fails naming that host', async () => {
+    const own = client({
+      registries: {
+        [storageHost]: { insecure: false, ca: pem.ca },
+        [registryHost]: { insecure: false, skipVerify: true },
+      },
+    });
+    const chunks: Buffer[] = [];
+    for await (const chunk of await own.fetchBlob(`${registryHost}/team/app`, blobDescriptor))
+      chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(blob)).toBe(true);
+    const error = await client({
+      registries: { [storageHost]: { insecure: false }, [registryHost]: { insecure: false, ca: pem.ca } },
+    })
+      .fetchBlob(`${registryHost}/team/app`, blobDescriptor)
+      .catch((caught: unknown) => caught as OciError);
+    expect([(error as OciError).code, (error as OciError).retryable]).toEqual([ErrorCode.Network, false]);
+    expect((error as OciError).message).toContain(`${storageHost}: TLS failed`);
   });
 });

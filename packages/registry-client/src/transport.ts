@@ -154,6 +154,18 @@ export class Transport {
     if (options) this.#hosts.set(host.toLowerCase(), options);
   }
 
+  /**
+   * Gives `host` the settings of `from` (a host configured before) unless it has some already: the
+   * redirect target or token realm of a registry is reached with that registry's TLS settings. The
+   * first registry to send us there decides: undici makes an origin's pool, with its TLS, only once.
+   */
+  inheritHost(host: string, from: string): void {
+    const key = host.toLowerCase();
+    if (this.#hosts.has(key)) return;
+    const options = this.#hosts.get(from.toLowerCase());
+    if (options) this.#hosts.set(key, options);
+  }
+
   /** Whether requests to `url` go through the proxy: one is configured, and loopback stays direct. */
   #viaProxy(url: URL): boolean {
     return this.#useProxy && !isLoopbackRegistry(url.host);
