@@ -211,6 +211,13 @@ describe('ocipull', () => {
     const verify = await run(['verify', '--cache', cache, '--json']);
     expect(verify.code).toBe(4);
     expect(JSON.parse(verify.stdout).corrupt).toHaveLength(1);
+    // The rotten layer went to quarantine: the image it belongs to is incomplete, on every verify after.
+    const again = await run(['verify', '--cache', cache]);
+    expect(again.code).toBe(4);
+    expect(again.stdout).toContain(
+      `incomplete ${ref} (${pulled.manifestDigest}): missing ${pulled.layers[0].digest}`,
+    );
+    expect(again.stderr).toContain('hint: pull the incomplete images again');
   });
 
   it('logs in and out in the docker config format without printing the password', async () => {

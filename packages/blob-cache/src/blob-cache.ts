@@ -47,7 +47,7 @@ import {
   writeIndex,
 } from './image-records.ts';
 import { CacheLayout, initLayout } from './layout.ts';
-import { Lease } from './leases.ts';
+import { Lease, type LeaseKey } from './leases.ts';
 import { lockDirectory, lockTarget, type Release } from './lock-files.ts';
 import {
   collectGarbage,
@@ -152,14 +152,21 @@ export class BlobCache implements BlobStore {
   readonly #options: Required<Pick<OpenCacheOptions, 'lockTimeoutMs' | 'maxAttempts' | 'retryDelayMs'>> &
     Pick<OpenCacheOptions, 'lockStaleMs' | 'lockUpdateMs'>;
   #lease: Lease;
+  /**
+   * False when this process may only read the cache (a read-only mount, another user's cache): reads
+   * take no lease (none can be written), writes fail with `ERR_IO`.
+   */
+  readonly writable: boolean;
   /** In-process gates per lock name: callers of one process queue here rather than poll the lock file. */
   readonly #gates = new Map<string, Promise<void>>();
   /** Downloads running in this process, by digest: a second reader follows one rather than wait for it. */
   readonly #downloads = new Map<Digest, FetchThroughStream>();
 
-  constructor(layout: CacheLayout, options: OpenCacheOptions = {}) {
+  /** `access.writable` (default true) is what `openCache` found; false makes a read-only cache. */
+  constructor(layout: CacheLayout, options: OpenCacheOptions = {}, access: { writable?: boolean } = {}) {
     this.root = layout.root;
     this.layout = layout;
+    this.writable = access.writable ?? true;
     this.#options = {
       lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
       maxAttempts: options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
@@ -237,6 +244,20 @@ export class BlobCache implements BlobStore {
   async has(descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>): Promise<boolean> {
     const found = await this.stat(descriptor.digest);
     return found !== undefined && (descriptor.size === undefined || found.size === descriptor.size);
+  }
+
+  /**
+   * `has`, after leasing the blob for this cache's lifetime: how a reader makes sure a blob it found —
+   * a manifest it is about to read, a layer it opens later — is not removed by a concurrent `gc`
+   * (`has` only looks). Like `useLayer`, and like `fetchThrough` of a cached blob.
+   */
+  async useBlob(
+    descriptor: Pick<Descriptor, 'digest'> & Partial<Descriptor>,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<boolean> {
+    const digest = parseDigest(descriptor.digest);
+    await this.#use(`blob:${digest}`, this.layout.blobLockName(digest), options.signal);
+    return this.has(descriptor);
   }
 
   /** The size of a committed blob, or undefined when it is not in the cache. */
@@ -332,10 +353,10 @@ export class BlobCache implements BlobStore {
   ): Promise<BlobStream> {
     const digest = checkDescriptor(descriptor);
     throwIfAborted(options.signal);
-    await this.#lease.add(`blob:${digest}`);
-    await this.#passGc(this.layout.blobLockName(digest), options.signal);
+    await this.#use(`blob:${digest}`, this.layout.blobLockName(digest), options.signal);
     const cached = await this.#openCommitted(descriptor, options);
     if (cached) return cached;
+    this.#requireWritable(`download blob ${digest}`);
     const running = this.#downloads.get(digest);
     if (running !== undefined && !running.settling) {
       return new FollowStream(running, {
@@ -452,7 +473,8 @@ export class BlobCache implements BlobStore {
     options: IngestOptions = {},
   ): Promise<IngestResult> {
     const digest = checkDescriptor(descriptor);
-    await this.#lease.add(`blob:${digest}`);
+    // Leased and past a running gc before it counts as cached: found here, it stays (see #passGc).
+    await this.#use(`blob:${digest}`, this.layout.blobLockName(digest), options.signal);
     if (await this.has(descriptor)) return { cached: true, resumedFrom: 0 };
     for (let attempt = 0; ; attempt++) {
       // A download of it running in this process: wait for its verdict rather than read along.
@@ -503,8 +525,10 @@ export class BlobCache implements BlobStore {
       size: data.byteLength,
       ...(expected.annotations ? { annotations: expected.annotations } : {}),
     };
-    await this.#lease.add(`blob:${digest}`);
+    // A blob found here is returned as stored: it must not be one a running gc is removing.
+    await this.#use(`blob:${digest}`, this.layout.blobLockName(digest));
     if (await this.has(descriptor)) return descriptor;
+    this.#requireWritable(`write blob ${digest}`);
     const target = this.layout.blobPath(digest);
     const temp = join(this.layout.ingest, `.${digestEncoded(digest)}.${uniqueSuffix()}.tmp`);
     try {
@@ -585,7 +609,19 @@ export class BlobCache implements BlobStore {
    */
   async putImage(ref: string, descriptor: Descriptor): Promise<void> {
     checkRef(ref);
-    checkDescriptor(descriptor);
+    const digest = checkDescriptor(descriptor);
+    this.#requireWritable(`record ${ref}`);
+    // index.json never names a blob that is not there: the blob is leased and past a running gc
+    // before it is looked at, so what is found stays until this cache's lease ends — by when the
+    // record protects it (gc reads the leases before index.json).
+    await this.#use(`blob:${digest}`, this.layout.blobLockName(digest));
+    const found = await this.stat(digest);
+    if (found === undefined) {
+      throw new OciError(ErrorCode.BlobUnknown, `cannot record ${ref}: blob ${digest} is not in the cache`);
+    }
+    if (found.size !== descriptor.size) {
+      throw new SizeMismatchError(descriptor.size, found.size, `cached blob ${digest} recorded as ${ref}`);
+    }
     await this.#updateIndex((index) => withImage(index, ref, descriptor));
   }
 
@@ -620,6 +656,7 @@ export class BlobCache implements BlobStore {
   }
 
   async #updateIndex(change: (index: Awaited<ReturnType<typeof readIndex>>) => ReturnType<typeof withImage>) {
+    this.#requireWritable('update index.json');
     const release = await this.lock('index.json');
     try {
       const index = await readIndex(this.layout.indexJson);
@@ -646,9 +683,25 @@ export class BlobCache implements BlobStore {
     options: { signal?: AbortSignal } = {},
   ): Promise<string | undefined> {
     const parsed = parseDigest(diffId);
-    await this.#lease.add(`layer:${parsed}`);
-    await this.#passGc(this.layout.layerLockName(parsed), options.signal);
+    await this.#use(`layer:${parsed}`, this.layout.layerLockName(parsed), options.signal);
     return (await this.hasLayer(parsed)) ? this.layerPath(parsed) : undefined;
+  }
+
+  /**
+   * Leases `key` for this cache's lifetime and passes a running gc (`#passGc`): how every reader
+   * makes sure a committed item it then finds stays. A cache this process cannot write takes no
+   * lease: it could not write one, and no gc of its own can run there.
+   */
+  async #use(key: LeaseKey, lockName: string, signal?: AbortSignal): Promise<void> {
+    if (!this.writable) return;
+    await this.#lease.add(key);
+    await this.#passGc(lockName, signal);
+  }
+
+  /** Throws `ERR_IO` when this process may not write the cache: `what` needed a write. */
+  #requireWritable(what: string): void {
+    if (this.writable) return;
+    throw new OciError(ErrorCode.Io, `cannot ${what}: the cache ${this.root} is read-only for this process`);
   }
 
   /**
@@ -678,6 +731,7 @@ export class BlobCache implements BlobStore {
    */
   async createLayerTemp(diffId: Digest | string): Promise<string> {
     const parsed = parseDigest(diffId);
+    this.#requireWritable(`extract layer ${parsed}`);
     await this.#lease.add(`layer:${parsed}`);
     // The lease id in the name lets gc tell a live extraction from an abandoned one.
     const path = join(this.layout.layerTemps, `${digestEncoded(parsed)}.${this.#lease.id}.${uniqueSuffix()}`);
@@ -701,6 +755,7 @@ export class BlobCache implements BlobStore {
   ): Promise<CommitLayerResult> {
     const parsed = parseDigest(diffId);
     const path = this.layout.layerPath(parsed);
+    this.#requireWritable(`commit layer ${parsed}`);
     await this.#lease.add(`layer:${parsed}`);
     const release = await this.lock(this.layout.layerLockName(parsed), { signal: options.signal });
     try {
@@ -745,7 +800,10 @@ export class BlobCache implements BlobStore {
 
   // ---------------------------------------------------------------- maintenance
 
-  /** Re-hashes blobs (all, or `digests`), moving bad ones to `quarantine/` (or deleting them). */
+  /**
+   * Re-hashes blobs (all, or `digests`), moving bad ones to `quarantine/` (or deleting them); a verify
+   * of everything then checks that every image `index.json` records has all the blobs it needs.
+   */
   verify(options: VerifyOptions = {}): Promise<VerifyReport> {
     return verifyBlobs(this, options);
   }
@@ -775,8 +833,8 @@ export class BlobCache implements BlobStore {
   }
 
   /**
-   * Ends this cache's lease: blobs and layers it wrote stop being protected from `gc` unless an image
-   * record reaches them. Call when a pull is done (after `putImage`); the cache stays usable.
+   * Ends this cache's lease: blobs and layers it wrote or used stop being protected from `gc` unless an
+   * image record reaches them. Call when a pull is done (after `putImage`); the cache stays usable.
    */
   async close(): Promise<void> {
     const lease = this.#lease;
@@ -791,8 +849,8 @@ export class BlobCache implements BlobStore {
  */
 export async function openCache(options: OpenCacheOptions = {}): Promise<BlobCache> {
   const layout = new CacheLayout(options.root ?? defaultCacheRoot());
-  await initLayout(layout);
-  return new BlobCache(layout, options);
+  const { writable } = await initLayout(layout);
+  return new BlobCache(layout, options, { writable });
 }
 
 /**

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type Digest, ErrorCode } from '@ocipull/core';
 import { buildImage, file } from '@ocipull/test-harness';
 import { afterAll, expect, it, vi } from 'vitest';
 import { type BlobCache, openCache } from './index.ts';
@@ -163,5 +164,110 @@ it('an extraction that starts after gc read the leases keeps its temp tree', asy
   // Its owner gone, the temp tree is an abandoned one: the next gc takes it.
   await collector.gc();
   expect(existsSync(temp as string)).toBe(false);
+  await collector.close();
+});
+
+/**
+ * A cache holding one blob that nothing records or leases (what gc removes), and the bytes of it. The
+ * sweep's third lease read is its look under that blob's lock, right before the unlink.
+ */
+async function oneUnreferencedBlob() {
+  const { image, manifest, root } = await oneLayerImage();
+  const bytes = await readFile(manifest.path);
+  const writer = await openCache({ root });
+  await writer.writeBlob(bytes, manifest.descriptor);
+  await writer.close();
+  return { root, bytes, descriptor: manifest.descriptor, image };
+}
+
+/** Starts `start` right after gc's look under the blob's lock, and lets it run into gc's unlink. */
+function whileGcRemoves<T>(start: () => Promise<T>): { settled: () => Promise<T> } {
+  let pending: Promise<T> | undefined;
+  afterLeaseRead(3, async () => {
+    pending = start();
+    pending.catch(() => {});
+    // Long enough for the caller to lease and look, were it not to wait for gc's lock first.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  });
+  return {
+    settled: () => {
+      expect(pending).toBeDefined();
+      return pending as Promise<T>;
+    },
+  };
+}
+
+it('putImage of a blob gc is removing refuses with ERR_BLOB_UNKNOWN and records nothing', async () => {
+  const { root, descriptor } = await oneUnreferencedBlob();
+  const recorder = await openCache({ root });
+  const collector = await openCache({ root });
+  const put = whileGcRemoves(() => recorder.putImage('example.com/late:1', descriptor));
+  expect((await collector.gc()).removedBlobs).toEqual([descriptor.digest]);
+  await expect(put.settled()).rejects.toMatchObject({ code: ErrorCode.BlobUnknown });
+  expect(await collector.listImages()).toEqual([]);
+  await recorder.close();
+  await collector.close();
+});
+
+it('putImage refuses a blob that is not in the cache, or is there with another size', async () => {
+  const { root, bytes, descriptor } = await oneUnreferencedBlob();
+  const cache = await openCache({ root });
+  const absent = { ...descriptor, digest: `sha256:${'0'.repeat(64)}` as Digest };
+  await expect(cache.putImage('example.com/absent:1', absent)).rejects.toMatchObject({
+    code: ErrorCode.BlobUnknown,
+  });
+  await expect(
+    cache.putImage('example.com/short:1', { ...descriptor, size: bytes.length - 1 }),
+  ).rejects.toMatchObject({ code: ErrorCode.SizeMismatch });
+  expect(await cache.listImages()).toEqual([]);
+  await cache.putImage('example.com/present:1', descriptor);
+  expect((await cache.listImages()).map((record) => record.ref)).toEqual(['example.com/present:1']);
+  await cache.close();
+});
+
+it('writeBlob of a blob gc is removing writes it again rather than take the doomed file', async () => {
+  const { root, bytes, descriptor } = await oneUnreferencedBlob();
+  const writer = await openCache({ root });
+  const collector = await openCache({ root });
+  const write = whileGcRemoves(() => writer.writeBlob(bytes, descriptor));
+  expect((await collector.gc()).removedBlobs).toEqual([descriptor.digest]);
+  expect(await write.settled()).toMatchObject({ digest: descriptor.digest });
+  expect(await collector.has(descriptor)).toBe(true);
+  // Leased by the writer, it survives another gc.
+  expect((await collector.gc()).removedBlobs).toEqual([]);
+  await writer.close();
+  await collector.close();
+});
+
+it('ingest of a blob gc is removing downloads it again rather than call it cached', async () => {
+  const { root, layer, source } = await unreferenced();
+  const reader = await openCache({ root });
+  const collector = await openCache({ root });
+  const ingest = whileGcRemoves(() => reader.ingest(layer, source));
+  expect((await collector.gc()).removedBlobs).toEqual([layer.digest]);
+  expect(await ingest.settled()).toMatchObject({ cached: false });
+  expect(await collector.has(layer)).toBe(true);
+  await reader.close();
+  await collector.close();
+});
+
+it('useBlob leases: a blob found before gc read the leases stays; one gc is removing is reported gone', async () => {
+  const { root, descriptor } = await oneUnreferencedBlob();
+  const reader = await openCache({ root });
+  const collector = await openCache({ root });
+  let found: boolean | undefined;
+  afterLeaseRead(2, async () => {
+    found = await reader.useBlob(descriptor);
+  });
+  expect((await collector.gc()).removedBlobs).toEqual([]);
+  expect(found).toBe(true);
+  expect(await collector.has(descriptor)).toBe(true);
+  await reader.close();
+
+  const late = await openCache({ root });
+  const use = whileGcRemoves(() => late.useBlob(descriptor));
+  expect((await collector.gc()).removedBlobs).toEqual([descriptor.digest]);
+  expect(await use.settled()).toBe(false);
+  await late.close();
   await collector.close();
 });

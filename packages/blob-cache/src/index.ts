@@ -15,6 +15,7 @@ export type {
   GcOptions,
   GcResult,
   ImageUsage,
+  IncompleteImage,
   UsageReport,
   VerifyOptions,
   VerifyReport,

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { access, link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '@ocipull/core';
@@ -123,8 +124,11 @@ async function ensureOciLayout(layout: CacheLayout): Promise<void> {
 /**
  * Creates the layout idempotently and race-free across processes: `mkdir -p` for the directories and
  * create-once for `oci-layout` and an empty `index.json`; an existing `index.json` is never touched.
+ * Resolves to whether this process can write the cache. A layout it cannot write (a read-only mount,
+ * another user's cache, one written by skopeo without our directories) is opened for reading: false.
+ * A directory that is no layout yet and cannot be made one is an error.
  */
-export async function initLayout(layout: CacheLayout): Promise<void> {
+export async function initLayout(layout: CacheLayout): Promise<{ writable: boolean }> {
   try {
     for (const directory of [
       join(layout.blobs, 'sha256'),
@@ -142,8 +146,29 @@ export async function initLayout(layout: CacheLayout): Promise<void> {
       layout.ingest,
     );
   } catch (error) {
+    if (isReadOnlyError(error) && (await exists(layout.ociLayout).catch(() => false))) {
+      return { writable: false };
+    }
     throw fsError(error, `creating the cache layout in ${layout.root}`);
   }
+  // Everything exists already (mkdir of an existing directory fails with EEXIST even on a read-only
+  // mount): whether a lease can be made there says whether this process may write.
+  try {
+    await access(layout.leases, constants.W_OK);
+  } catch (error) {
+    if (isReadOnlyError(error)) return { writable: false };
+    throw fsError(error, `checking the cache layout in ${layout.root}`);
+  }
+  return { writable: true };
+}
+
+/**
+ * Whether `error` (or the filesystem error it wraps) is what writing where this process may only read
+ * fails with: a read-only mount, permissions, an immutable file.
+ */
+function isReadOnlyError(error: unknown): boolean {
+  const codes = ['EROFS', 'EACCES', 'EPERM'];
+  return isErrno(error, ...codes) || isErrno((error as { cause?: unknown } | null)?.cause, ...codes);
 }
 
 /**

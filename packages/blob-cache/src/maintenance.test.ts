@@ -1,11 +1,29 @@
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  truncate,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Descriptor, type Digest, ErrorCode, isOciError, MediaType } from '@ocipull/core';
 import { digestOf } from '@ocipull/digest';
 import { type BuiltImage, buildImage, file, type ImageSpec } from '@ocipull/test-harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultCacheRoot, openCache, REF_NAME_ANNOTATION, TEMP_GRACE_MS } from './index.ts';
+import {
+  defaultCacheRoot,
+  openCache,
+  REF_NAME_ANNOTATION,
+  TEMP_GRACE_MS,
+  type VerifyReport,
+} from './index.ts';
 import { cacheImage, LayoutSource } from './testing/fixtures/layout-source.ts';
 import { MemorySource } from './testing/fixtures/memory-source.ts';
 
@@ -343,6 +361,93 @@ describe('verify and usage', () => {
     expect(removed.corrupt[0]!.quarantinedTo).toBeUndefined();
     expect(await cache.has(config)).toBe(false);
     expect(await readdir(cache.layout.quarantine)).toHaveLength(1);
+  });
+
+  it('names the images whose blobs are gone or were just quarantined, on this verify and the next', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await cacheImage(cache, imageA, 'example.com/a:1');
+    await cacheImage(cache, multi, 'example.com/multi:1');
+    await cacheImage(cache, imageB, 'example.com/b:1');
+    await cache.close();
+    const [, , onlyALayer] = imageA.manifests[0]!.layers;
+    // onlyA is in a:1 and multi's amd64 manifest, onlyB in b:1 and multi's arm64 manifest.
+    const onlyBLayer = imageB.manifests[0]!.layers[2]!.descriptor;
+    await unlink(cache.blobPath(onlyALayer!.descriptor.digest));
+    await chmod(cache.blobPath(onlyBLayer.digest), 0o644);
+    await truncate(cache.blobPath(onlyBLayer.digest), 1000);
+    const expected = [
+      { ref: 'example.com/a:1', digest: imageA.digest, missing: [onlyALayer!.descriptor.digest] },
+      { ref: 'example.com/b:1', digest: imageB.digest, missing: [onlyBLayer.digest] },
+      {
+        ref: 'example.com/multi:1',
+        digest: multi.digest,
+        missing: [onlyALayer!.descriptor.digest, onlyBLayer.digest],
+      },
+    ];
+    const byRef = (report: VerifyReport) =>
+      [...report.incompleteImages].sort((a, b) => (a.ref ?? '').localeCompare(b.ref ?? ''));
+    const first = await cache.verify();
+    expect(first.corrupt.map((bad) => bad.digest)).toEqual([onlyBLayer.digest]);
+    expect(byRef(first)).toEqual(expected);
+    expect(first.indexCorrupt).toBeUndefined();
+    const second = await cache.verify();
+    expect(second.corrupt).toEqual([]);
+    expect(byRef(second)).toEqual(expected);
+    // The report is what `verify --json` prints.
+    expect(JSON.parse(JSON.stringify(second)).incompleteImages).toHaveLength(3);
+    // Only the blobs asked for: no image is checked.
+    const some = await cache.verify({ digests: [imageA.manifests[0]!.layers[0]!.descriptor.digest] });
+    expect(some).toMatchObject({ checked: 1, corrupt: [], missing: [], incompleteImages: [] });
+  });
+
+  it('takes an index with one cached platform as whole, and one with none (or a broken one) as not', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await cacheImage(cache, multi, 'example.com/multi:1');
+    const [amd64, arm64] = multi.manifests;
+    // A pull takes one platform of an index: the other manifests are not needed.
+    await unlink(cache.blobPath(arm64!.descriptor.digest));
+    expect((await cache.verify()).incompleteImages).toEqual([]);
+    // The cached platform must be whole.
+    await unlink(cache.blobPath(amd64!.config.descriptor.digest));
+    expect((await cache.verify()).incompleteImages).toEqual([
+      { ref: 'example.com/multi:1', digest: multi.digest, missing: [amd64!.config.descriptor.digest] },
+    ]);
+    // No platform left: every manifest is missing.
+    await unlink(cache.blobPath(amd64!.descriptor.digest));
+    expect((await cache.verify()).incompleteImages).toEqual([
+      {
+        ref: 'example.com/multi:1',
+        digest: multi.digest,
+        missing: [amd64!.descriptor.digest, arm64!.descriptor.digest],
+      },
+    ]);
+    // And the index itself.
+    await unlink(cache.blobPath(multi.digest));
+    expect((await cache.verify()).incompleteImages).toEqual([
+      { ref: 'example.com/multi:1', digest: multi.digest, missing: [multi.digest] },
+    ]);
+    await cache.close();
+  });
+
+  it('reports a corrupt index.json, or an entry of it without a digest, rather than pass', async () => {
+    const root = await tempDir();
+    const cache = await openCache({ root });
+    await cacheImage(cache, imageA, 'example.com/a:1');
+    const good = await readFile(cache.layout.indexJson, 'utf8');
+    await writeFile(cache.layout.indexJson, '{');
+    const report = await cache.verify();
+    expect(report.checked).toBe(blobsOf(imageA).size);
+    expect(report.indexCorrupt).toMatch(/index\.json is not valid JSON/);
+    expect(report.incompleteImages).toEqual([]);
+    const index = JSON.parse(good);
+    index.manifests.push({ mediaType: MediaType.OciManifest, digest: 'sha256:nope', size: 2 });
+    await writeFile(cache.layout.indexJson, JSON.stringify(index));
+    expect((await cache.verify()).indexCorrupt).toMatch(/entry 2 has no valid digest/);
+    await writeFile(cache.layout.indexJson, good);
+    expect((await cache.verify()).indexCorrupt).toBeUndefined();
+    await cache.close();
   });
 
   it('reports bytes per image, shared and unique', async () => {

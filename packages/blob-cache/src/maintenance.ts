@@ -14,7 +14,7 @@ import { digestOfFile, isDigest, parseDigest } from '@ocipull/digest';
 import { childPath, uniqueSuffix } from './atomic-file.ts';
 import type { BlobCache } from './blob-cache.ts';
 import { fsError, isErrno } from './fs-errors.ts';
-import { LAST_USED_ANNOTATION, readIndex, recordsOf } from './image-records.ts';
+import { LAST_USED_ANNOTATION, REF_NAME_ANNOTATION, readIndex, recordsOf } from './image-records.ts';
 import { leaseIsLive, readLeases } from './leases.ts';
 import { removeTree } from './remove-tree.ts';
 
@@ -36,13 +36,25 @@ export interface Reachable {
   layers: Set<Digest>;
 }
 
+/**
+ * A small blob parsed as a JSON object; undefined when it is too large, not JSON or not an object.
+ * Blobs that cannot be read (gone, rotted) are undefined too, or with `strict` the `readBlob` error.
+ */
 async function readJson(
   cache: BlobCache,
   descriptor: Descriptor,
+  options: { strict?: boolean } = {},
 ): Promise<Record<string, unknown> | undefined> {
   if (descriptor.size > MAX_JSON_BYTES) return undefined;
+  let bytes: Buffer;
   try {
-    const value: unknown = JSON.parse((await cache.readBlob(descriptor.digest)).toString('utf8'));
+    bytes = await cache.readBlob(descriptor.digest, { maxBytes: MAX_JSON_BYTES });
+  } catch (error) {
+    if (options.strict && !isOciError(error, ErrorCode.LimitExceeded)) throw error;
+    return undefined;
+  }
+  try {
+    const value: unknown = JSON.parse(bytes.toString('utf8'));
     return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
@@ -415,7 +427,7 @@ async function sweepTempFiles(directory: string, result: GcResult, options: GcOp
 
 /** Options for `verify`. */
 export interface VerifyOptions {
-  /** Only these blobs. Default: every committed blob. */
+  /** Only these blobs (and no image is checked). Default: every committed blob, then every image. */
   digests?: Array<Digest | string>;
   /** Move bad blobs to `quarantine/` (true) or delete them (false). Default true. */
   quarantine?: boolean;
@@ -432,11 +444,35 @@ export interface VerifyReport {
   missing: Digest[];
   /** Blobs whose bytes no longer hash to their name; they were moved away (or deleted). */
   corrupt: Array<{ digest: Digest; actual: Digest; size: number; quarantinedTo?: string }>;
+  /**
+   * Images `index.json` records that lack blobs they need — after the blobs found corrupt were taken
+   * out. Empty when `digests` was given (images are checked only by a verify of everything).
+   */
+  incompleteImages: IncompleteImage[];
+  /** Why `index.json` cannot be read as an image index (then no image was checked); absent when it can. */
+  indexCorrupt?: string;
+}
+
+/**
+ * An image recorded in `index.json` that a pull with `--pull never`, `unpack` or skopeo could not
+ * read whole: blobs it needs are not in `blobs/`.
+ */
+export interface IncompleteImage {
+  /** Its reference (the `org.opencontainers.image.ref.name` annotation); absent for an entry without one. */
+  ref?: string;
+  /** The manifest or index `index.json` records for it. */
+  digest: Digest;
+  /**
+   * The blobs it lacks: the recorded manifest or index itself, a manifest's config and layers and,
+   * for an index of which no manifest is cached at all, its manifests (an index needs only the
+   * manifests that were pulled: each cached one must be whole).
+   */
+  missing: Digest[];
 }
 
 /** Re-hashes committed blobs and takes the bad ones out of `blobs/` (under their lock). */
 export async function verifyBlobs(cache: BlobCache, options: VerifyOptions = {}): Promise<VerifyReport> {
-  const report: VerifyReport = { checked: 0, bytes: 0, missing: [], corrupt: [] };
+  const report: VerifyReport = { checked: 0, bytes: 0, missing: [], corrupt: [], incompleteImages: [] };
   let entries: BlobEntry[];
   if (options.digests === undefined) entries = await listBlobs(cache);
   else {
@@ -485,7 +521,89 @@ export async function verifyBlobs(cache: BlobCache, options: VerifyOptions = {})
     }
     report.corrupt.push(bad);
   }
+  // Last, so that what was just quarantined counts as missing.
+  if (options.digests === undefined) await verifyImages(cache, report, options.signal);
   return report;
+}
+
+/**
+ * Walks every image `index.json` records (index → manifests → config and layers, as gc marks them)
+ * and adds the ones that lack blobs to `report.incompleteImages`; a corrupt `index.json` is reported
+ * in `report.indexCorrupt`. An image untagged while it was walked (an `rm` and a `prune`) is not one.
+ */
+async function verifyImages(cache: BlobCache, report: VerifyReport, signal?: AbortSignal): Promise<void> {
+  const read = async () => {
+    try {
+      return await readIndex(cache.layout.indexJson);
+    } catch (error) {
+      if (!isOciError(error, ErrorCode.CacheCorrupt)) throw error;
+      report.indexCorrupt = error.message;
+      return undefined;
+    }
+  };
+  const index = await read();
+  if (index === undefined) return;
+  const found: IncompleteImage[] = [];
+  for (const [position, entry] of index.manifests.entries()) {
+    throwIfAborted(signal);
+    const ref = entry?.annotations?.[REF_NAME_ANNOTATION];
+    if (!isDigest(entry?.digest)) {
+      const name = ref === undefined ? '' : ` (${ref})`;
+      report.indexCorrupt = `${cache.layout.indexJson}: entry ${position + 1}${name} has no valid digest`;
+      continue;
+    }
+    const missing = await missingBlobs(cache, entry, signal);
+    if (missing.length > 0)
+      found.push({ ...(ref === undefined ? {} : { ref }), digest: entry.digest, missing });
+  }
+  if (found.length === 0) return;
+  const now = (await read())?.manifests ?? [];
+  const stillRecorded = (image: IncompleteImage) =>
+    now.some(
+      (entry) => entry?.digest === image.digest && entry.annotations?.[REF_NAME_ANNOTATION] === image.ref,
+    );
+  report.incompleteImages.push(...found.filter(stillRecorded));
+}
+
+/** The blobs the image `root` needs that are not committed (see `IncompleteImage.missing`). */
+async function missingBlobs(cache: BlobCache, root: Descriptor, signal?: AbortSignal): Promise<Digest[]> {
+  const missing = new Set<Digest>();
+  const seen = new Set<Digest>();
+  const visit = async (descriptor: Descriptor, role: 'node' | 'leaf'): Promise<void> => {
+    throwIfAborted(signal);
+    if (seen.has(descriptor.digest)) return;
+    seen.add(descriptor.digest);
+    if (!(await cache.has({ digest: descriptor.digest }))) {
+      missing.add(descriptor.digest);
+      return;
+    }
+    if (role === 'leaf') return;
+    let json: Record<string, unknown> | undefined;
+    try {
+      json = await readJson(cache, descriptor, { strict: true });
+    } catch (error) {
+      // Gone or rotted since it was found: as good as missing.
+      if (!isOciError(error, ErrorCode.BlobUnknown) && !isOciError(error, ErrorCode.CacheCorrupt))
+        throw error;
+      missing.add(descriptor.digest);
+      return;
+    }
+    if (json === undefined) return;
+    if (isIndexMediaType(descriptor.mediaType) || Array.isArray(json.manifests)) {
+      const children = descriptorsIn(json.manifests);
+      const cached: Descriptor[] = [];
+      for (const child of children) if (await cache.has({ digest: child.digest })) cached.push(child);
+      if (cached.length === 0) for (const child of children) missing.add(child.digest);
+      for (const child of cached) await visit(child, 'node');
+    }
+    if (isManifestMediaType(descriptor.mediaType) || json.config !== undefined) {
+      const [config] = descriptorsIn([json.config]);
+      if (config) await visit(config, 'leaf');
+      for (const layer of descriptorsIn(json.layers)) await visit(layer, 'leaf');
+    }
+  };
+  await visit(root, 'node');
+  return [...missing];
 }
 
 /** Disk use of one image. */

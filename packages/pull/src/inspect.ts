@@ -62,11 +62,31 @@ const noSource = {
   },
 };
 
+/**
+ * Leases a blob of `reference` the way a pull does (`BlobCache.useBlob`: an `rm` and a `prune` while
+ * it is read keep it), or fails with `ERR_NOT_CACHED` — before anything is written for it.
+ */
+async function useCached(
+  cache: BlobCache,
+  descriptor: Descriptor,
+  what: string,
+  reference: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (!(await cache.useBlob(descriptor, { signal }))) {
+    throw new OciError(
+      ErrorCode.NotCached,
+      `${what} ${descriptor.digest} of ${reference} is not in the cache`,
+    );
+  }
+}
+
 /** Describes a cached image (manifest, config, layers, sizes) without touching the network. */
 export function inspectImage(input: string, options: CacheReadOptions = {}): Promise<ImageInspection> {
   const reference = parseReference(input);
   return withCache(options, async (cache) => {
     const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    await useCached(cache, resolved.manifest.config, 'config', reference.toString(), options.signal);
     const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
     const diffIds = config.rootfs?.diff_ids ?? [];
     const layers = await Promise.all(
@@ -113,17 +133,13 @@ export function unpackImage(
   const reference = parseReference(input);
   return withCache(options, async (cache) => {
     const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    await useCached(cache, resolved.manifest.config, 'config', reference.toString(), options.signal);
     const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
     const diffIds = imageDiffIds(resolved.manifest, config);
     const layers = resolved.manifest.layers;
-    for (const layer of layers) {
-      if (!(await cache.has(layer))) {
-        throw new OciError(
-          ErrorCode.NotCached,
-          `layer ${layer.digest} of ${reference.toString()} is not in the cache`,
-        );
-      }
-    }
+    // Every layer is leased before the first is applied: the flatten opens each only when it gets
+    // there, and an `rm` plus a `prune` meanwhile must not take the ones it has not opened yet.
+    for (const layer of layers) await useCached(cache, layer, 'layer', reference.toString(), options.signal);
     let failed: Descriptor | undefined;
     const flattened = await flattenLayers(
       layers.map((layer, index) => ({

@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCache } from '@ocipull/blob-cache';
-import { type Descriptor, ErrorCode, isOciError, MediaType } from '@ocipull/core';
+import { type Descriptor, type Digest, ErrorCode, isOciError, MediaType } from '@ocipull/core';
 import type { ProgressEvent } from '@ocipull/progress';
 import {
   buildImage,
@@ -785,7 +785,7 @@ describe('images whose manifest or config a pull cannot take as they are', () =>
     const hex = createHash('sha256').update(bytes).digest('hex');
     await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
     await writeFile(join(dir, 'blobs', 'sha256', hex), bytes);
-    return { mediaType, digest: `sha256:${hex}`, size: bytes.length };
+    return { mediaType, digest: `sha256:${hex}` as Digest, size: bytes.length };
   }
 
   /** An OCI layout tagged `v1`: a manifest with `config` (of `configType`) and one plain-tar layer per tar. */

@@ -188,8 +188,24 @@ export async function verifyCommand(context: CommandContext): Promise<number> {
         );
       }
       for (const digest of report.missing) context.stdout.write(`missing ${digest}\n`);
+      if (report.indexCorrupt !== undefined)
+        context.stdout.write(`corrupt index.json: ${report.indexCorrupt}\n`);
+      for (const image of report.incompleteImages) {
+        context.stdout.write(
+          `incomplete ${image.ref ?? image.digest}${image.ref ? ` (${image.digest})` : ''}: missing ${image.missing.join(', ')}\n`,
+        );
+      }
+      if (report.incompleteImages.length > 0 && !context.quiet) {
+        context.stderr.write('hint: pull the incomplete images again, or `ocipull rm` them\n');
+      }
     }
-    if (report.corrupt.length > 0) return ExitCode.Integrity;
+    if (
+      report.corrupt.length > 0 ||
+      report.incompleteImages.length > 0 ||
+      report.indexCorrupt !== undefined
+    ) {
+      return ExitCode.Integrity;
+    }
     return report.missing.length > 0 ? ExitCode.NotFoundOrAuth : ExitCode.Ok;
   });
 }

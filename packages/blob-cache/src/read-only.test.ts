@@ -1,0 +1,166 @@
+import { spawn } from 'node:child_process';
+import { chmod, cp, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildImage, file } from '@ocipull/test-harness';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { openCache } from './index.ts';
+import { cacheImage } from './testing/fixtures/layout-source.ts';
+import type { ReadOnlyChildArguments } from './testing/fixtures/read-only-child.ts';
+
+// A cache this process may only read: a read-only mount, another user's cache, a layout skopeo wrote.
+// The child runs as `nobody` when the tests run as root (root writes anywhere), and over a tree made
+// read-only (chmod a-w) either way: writing there fails for real, as it does for the CLI.
+
+const NOBODY = 65534;
+let work: string;
+let image: Awaited<ReturnType<typeof buildImage>>;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'blob-cache-read-only-'));
+  // Traversable by the child's user.
+  await chmod(work, 0o755);
+  image = await buildImage(
+    { layers: [{ entries: [file('etc/os-release', 'ID=fixture\n'), file('a', { size: 20_000, seed: 5 })] }] },
+    { dir: join(work, 'image'), tag: 'ro' },
+  );
+});
+
+afterAll(async () => {
+  await setTreeMode(work, { directory: 0o755, file: 0o644 });
+  await rm(work, { recursive: true, force: true });
+});
+
+/** Sets the mode of every directory and file under `root` (symlinks have none). */
+async function setTreeMode(root: string, modes: { directory: number; file: number }): Promise<void> {
+  const info = await lstat(root).catch(() => undefined);
+  if (info === undefined || info.isSymbolicLink()) return;
+  if (!info.isDirectory()) {
+    await chmod(root, modes.file);
+    return;
+  }
+  await chmod(root, 0o755);
+  for (const name of await readdir(root)) await setTreeMode(join(root, name), modes);
+  await chmod(root, modes.directory);
+}
+
+/** Every path under `root` with its type, mode, size and mtime: equal listings mean nothing was written. */
+async function listing(root: string): Promise<string[]> {
+  const lines: string[] = [];
+  const walk = async (relative: string): Promise<void> => {
+    const info = await lstat(join(root, relative));
+    lines.push(`${relative} ${info.mode.toString(8)} ${info.size} ${info.mtimeMs}`);
+    if (info.isDirectory())
+      for (const name of (await readdir(join(root, relative))).sort()) await walk(join(relative, name));
+  };
+  await walk('.');
+  return lines;
+}
+
+/** Runs `read-only-child.ts` over `root`, as `nobody` when this is root. */
+function runChild(args: ReadOnlyChildArguments): Promise<Record<string, unknown>> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=@ocipull/source',
+      join(import.meta.dirname, 'testing', 'fixtures', 'read-only-child.ts'),
+      JSON.stringify(args),
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: work,
+      ...(process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {}),
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text;
+  });
+  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    stderr += text;
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', () => {
+      const line = stdout.split('\n').find((text) => text.startsWith('{'));
+      if (line === undefined) reject(new Error(`the child printed nothing: ${stderr}`));
+      else resolve(JSON.parse(line) as Record<string, unknown>);
+    });
+  });
+}
+
+/** A cache holding the image as `example.com/ro:1`, with its layer's tree extracted. */
+async function cachedImage(name: string): Promise<string> {
+  const root = join(work, name);
+  const cache = await openCache({ root });
+  await cacheImage(cache, image, 'example.com/ro:1');
+  await cache.close();
+  return root;
+}
+
+const childArguments = (root: string): ReadOnlyChildArguments => {
+  const manifest = image.manifests[0]!;
+  return {
+    root,
+    manifest: manifest.descriptor,
+    layer: manifest.layers[0]!.descriptor,
+    diffId: manifest.diffIds[0]!,
+  };
+};
+
+/** What the child reports on a read-only copy of a cache of the image; `layerPath` differs by layout. */
+function expectReads(result: Record<string, unknown>, layerPath: string | null): void {
+  const manifest = image.manifests[0]!;
+  expect(result).toEqual({
+    ok: true,
+    writable: false,
+    images: ['example.com/ro:1'],
+    imageBytes: [
+      manifest.descriptor.size + manifest.config.descriptor.size + manifest.layers[0]!.descriptor.size,
+    ],
+    usedManifest: true,
+    manifestBytes: manifest.descriptor.size,
+    streamed: manifest.layers[0]!.descriptor.size,
+    ingested: { cached: true, resumedFrom: 0 },
+    rewritten: manifest.descriptor.digest,
+    layerPath,
+    writes: {
+      writeBlob: 'ERR_IO',
+      putImage: 'ERR_IO',
+      untag: 'ERR_IO',
+      download: 'ERR_IO',
+      createLayerTemp: 'ERR_IO',
+    },
+  });
+}
+
+it('reads a read-only cache of ours without writing to it (no lease, no lock); writes fail with ERR_IO', async () => {
+  const root = await cachedImage('ours');
+  await setTreeMode(root, { directory: 0o555, file: 0o444 });
+  const before = await listing(root);
+  const result = await runChild(childArguments(root));
+  expectReads(
+    result,
+    join(root, 'layers', 'sha256', image.manifests[0]!.diffIds[0]!.slice('sha256:'.length)),
+  );
+  expect(await listing(root)).toEqual(before);
+});
+
+it('opens a read-only layout that has only what skopeo writes (oci-layout, index.json, blobs/)', async () => {
+  const full = await cachedImage('full');
+  const root = join(work, 'skopeo');
+  for (const name of ['oci-layout', 'index.json', 'blobs'])
+    await cp(join(full, name), join(root, name), { recursive: true });
+  await setTreeMode(root, { directory: 0o555, file: 0o444 });
+  const before = await listing(root);
+  expectReads(await runChild(childArguments(root)), null);
+  expect(await listing(root)).toEqual(before);
+});
+
+it('a directory that is no layout and cannot be made one is still an error', async () => {
+  const root = join(work, 'empty');
+  await mkdir(root);
+  await setTreeMode(root, { directory: 0o555, file: 0o444 });
+  expect(await runChild(childArguments(root))).toMatchObject({ ok: false, code: 'ERR_IO' });
+});
