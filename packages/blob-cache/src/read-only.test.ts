@@ -9,10 +9,9 @@ import { cacheImage } from './testing/fixtures/layout-source.ts';
 import type { ReadOnlyChildArguments } from './testing/fixtures/read-only-child.ts';
 
 // A cache this process may only read: a read-only mount, another user's cache, a layout skopeo wrote.
-// The child runs as `nobody` when the tests run as root (root writes anywhere), and over a tree made
-// read-only (chmod a-w) either way: writing there fails for real, as it does for the CLI.
-
-const NOBODY = 65534;
+// The tree is made read-only (chmod a-w); root writes anywhere, so as root the child also runs in a
+// mount namespace of its own where the cache is a read-only bind mount (EROFS, as on read-only media).
+// Writing there fails for real, as it does for the CLI.
 let work: string;
 let image: Awaited<ReturnType<typeof buildImage>>;
 
@@ -57,21 +56,14 @@ async function listing(root: string): Promise<string[]> {
   return lines;
 }
 
-/** Runs `read-only-child.ts` over `root`, as `nobody` when this is root. */
+/** Runs `read-only-child.ts` over `root`, with `root` mounted read-only when this is root. */
 function runChild(args: ReadOnlyChildArguments): Promise<Record<string, unknown>> {
-  const child = spawn(
-    process.execPath,
-    [
-      '--conditions=@ocipull/source',
-      join(import.meta.dirname, 'testing', 'fixtures', 'read-only-child.ts'),
-      JSON.stringify(args),
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: work,
-      ...(process.getuid?.() === 0 ? { uid: NOBODY, gid: NOBODY } : {}),
-    },
-  );
+  const [command, argv] = readOnlyCommand(args.root, process.execPath, [
+    '--conditions=@ocipull/source',
+    join(import.meta.dirname, 'testing', 'fixtures', 'read-only-child.ts'),
+    JSON.stringify(args),
+  ]);
+  const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: work });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (text: string) => {
@@ -164,3 +156,13 @@ it('a directory that is no layout and cannot be made one is still an error', asy
   await setTreeMode(root, { directory: 0o555, file: 0o444 });
   expect(await runChild(childArguments(root))).toMatchObject({ ok: false, code: 'ERR_IO' });
 });
+
+/**
+ * `command args` as they run over the read-only `root`: as root, inside `unshare -m` after a read-only
+ * bind mount of `root` onto itself (private to that namespace, gone with it).
+ */
+function readOnlyCommand(root: string, command: string, args: string[]): [string, string[]] {
+  if (process.getuid?.() !== 0) return [command, args];
+  const script = 'mount -o bind,ro -- "$0" "$0" && exec "$@"';
+  return ['unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, root, command, ...args]];
+}

@@ -228,21 +228,38 @@ describe('a cache this process may only read', () => {
     await chmod(out, 0o777);
     await setTreeMode(cacheRoot, { directory: 0o555, file: 0o444 });
     const before = await listing(cacheRoot);
-    const child = spawn(
+    // As root a chmod does not stop a write: the child then runs in a mount namespace of its own, where
+    // the cache is a read-only bind mount (EROFS, as on read-only media).
+    const node = [
       process.execPath,
-      ['--conditions=@ocipull/source', '--input-type=module', '-e', READ_ONLY_CHILD],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        cwd: import.meta.dirname,
-        env: {
-          ...process.env,
-          PULL_ENTRY: pathToFileURL(join(import.meta.dirname, 'index.ts')).href,
-          CHILD_ARGUMENTS: JSON.stringify({ root: cacheRoot, ref, out }),
-        },
-        // As root a chmod does not stop a write: the child runs as nobody then.
-        ...(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}),
+      '--conditions=@ocipull/source',
+      '--input-type=module',
+      '-e',
+      READ_ONLY_CHILD,
+    ];
+    const argv =
+      process.getuid?.() === 0
+        ? [
+            'unshare',
+            '-m',
+            '--propagation',
+            'private',
+            'sh',
+            '-c',
+            'mount -o bind,ro -- "$0" "$0" && exec "$@"',
+            cacheRoot,
+            ...node,
+          ]
+        : node;
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: import.meta.dirname,
+      env: {
+        ...process.env,
+        PULL_ENTRY: pathToFileURL(join(import.meta.dirname, 'index.ts')).href,
+        CHILD_ARGUMENTS: JSON.stringify({ root: cacheRoot, ref, out }),
       },
-    );
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
