@@ -68,7 +68,10 @@ export function hintFor(
       }
       return 'the registry refused access with these credentials; check the repository name and your permissions';
     case ErrorCode.NotCached:
-      return 'the image is not in the cache; pull it with `--pull missing` or `--pull always`';
+      // `pull --pull never` has the flag; the offline verbs (inspect, config, unpack) have none.
+      if (context.command === 'pull')
+        return 'the image is not in the cache; pull it with `--pull missing` or `--pull always`';
+      return 'pull it first: `ocipull pull REF` (with `--platform` when it is for another platform)';
     case ErrorCode.PlatformNotFound:
       return 'choose one of the available platforms with `--platform os/arch[/variant]`';
     case ErrorCode.ManifestUnknown:

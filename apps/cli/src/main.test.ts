@@ -171,7 +171,11 @@ describe('ocipull', () => {
     expect((await run(['rm', ref, '--cache', cache])).code).toBe(2);
     const pruned = await run(['prune', '--cache', cache, '--json']);
     expect(JSON.parse(pruned.stdout).removedBlobs.length).toBeGreaterThanOrEqual(4);
-    expect((await run(['inspect', ref, '--cache', cache])).code).toBe(2);
+    const gone = await run(['inspect', ref, '--cache', cache]);
+    expect(gone.code).toBe(2);
+    expect(gone.stderr).toContain(
+      `ocipull: ${ref} is not in the cache (ERR_NOT_CACHED)\nhint: pull it first: \`ocipull pull REF\``,
+    );
   });
 
   it('maps failures to the documented exit codes with a hint', async () => {
@@ -199,6 +203,13 @@ describe('ocipull', () => {
     // A port nobody listens on: the connection is refused.
     const down = await run(['pull', '127.0.0.1:1/cli/app:v1', '--cache', cache, '--progress', 'none']);
     expect(down.code).toBe(3);
+  });
+
+  it('demo --json prints the JSON document alone on stdout', async () => {
+    const demo = await run(['demo', '--json', '--progress', 'none', '--cache', join(work, 'cache-demo')]);
+    expect(demo.code).toBe(0);
+    expect(JSON.parse(demo.stdout)).toMatchObject({ layers: expect.any(Number) });
+    expect(demo.stderr).toContain('harness registry at');
   });
 
   it('flags a corrupted blob in the cache with exit code 4 on verify', async () => {

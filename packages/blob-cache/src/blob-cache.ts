@@ -1,6 +1,6 @@
 import { createReadStream, existsSync, type Stats } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   type BlobSource,
@@ -755,6 +755,15 @@ export class BlobCache implements BlobStore {
   ): Promise<CommitLayerResult> {
     const parsed = parseDigest(diffId);
     const path = this.layout.layerPath(parsed);
+    // Only a tree in a `createLayerTemp` directory is moved into the cache (or removed): never a
+    // caller's own directory elsewhere.
+    const inTemps = relative(resolve(this.layout.layerTemps), resolve(tempDirectory));
+    if (inTemps === '' || inTemps.startsWith('..') || isAbsolute(inTemps)) {
+      throw new OciError(
+        ErrorCode.InvalidArgument,
+        `commitLayer takes a directory made by createLayerTemp (in ${this.layout.layerTemps}), not ${tempDirectory}`,
+      );
+    }
     this.#requireWritable(`commit layer ${parsed}`);
     await this.#lease.add(`layer:${parsed}`);
     const release = await this.lock(this.layout.layerLockName(parsed), { signal: options.signal });

@@ -177,6 +177,17 @@ describe('layer trees', () => {
     expect(await cache.removeLayer(diffId)).toBe(false);
     expect(await cache.hasLayer(diffId)).toBe(false);
     expect(await readdir(cache.layout.layerTemps)).toEqual([]);
+    // A directory that createLayerTemp did not make is neither moved in nor removed.
+    const mine = join(await tempDir(), 'my-project');
+    await mkdir(mine);
+    await writeFile(join(mine, 'keep'), 'k');
+    for (const elsewhere of [mine, cache.layout.layerTemps, join(cache.layout.layerTemps, '..', '..')]) {
+      await expect(cache.commitLayer(diffId, elsewhere)).rejects.toMatchObject({
+        code: 'ERR_INVALID_ARGUMENT',
+      });
+    }
+    expect(await readdir(mine)).toEqual(['keep']);
+    expect(await cache.hasLayer(diffId)).toBe(false);
   });
 });
 

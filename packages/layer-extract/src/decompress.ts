@@ -112,6 +112,8 @@ async function readHead(input: Readable, count: number): Promise<{ head: Buffer;
       length += buffer.length;
       continue;
     }
+    // A stream that failed is no empty layer: its error is the answer.
+    if (input.errored) throw input.errored;
     if (input.readableEnded || input.destroyed) return { head: joined(), ended: true };
     const ended = await new Promise<boolean>((resolve, reject) => {
       const cleanup = () => {

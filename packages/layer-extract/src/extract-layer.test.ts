@@ -633,6 +633,23 @@ describe('per-layer trees (extractLayer)', () => {
     expect(listAll(destination)).toEqual(['.wh.gone', 'd', 'd/.wh..wh..opq']);
   });
 
+  it('fails on an input stream that already failed, never extracting it as an empty layer', async () => {
+    for (const extract of [
+      (input: Readable, destination: string) => extractLayer(input, { destination }),
+      (input: Readable, destination: string) => flattenLayers([{ open: () => input }], { destination }),
+    ]) {
+      const parent = fresh();
+      fs.mkdirSync(parent);
+      const input = new Readable({ read() {} });
+      input.on('error', () => {});
+      input.destroy(Object.assign(new Error('read failed'), { code: 'EIO' }));
+      await new Promise((resolve) => setImmediate(resolve));
+      const error = await extract(input, join(parent, 'out')).catch((caught: unknown) => caught);
+      expect((error as { code?: string }).code, String(error)).toBe('ERR_IO');
+      expect(fs.readdirSync(parent)).toEqual([]);
+    }
+  });
+
   it('refuses a destination that exists, and leaves nothing behind on failure', async () => {
     const parent = fresh();
     fs.mkdirSync(parent);

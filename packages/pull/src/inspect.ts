@@ -5,11 +5,12 @@ import {
   ErrorCode,
   type ImageConfig,
   type ImageManifest,
+  isOciError,
   OciError,
   type Platform,
 } from '@ocipull/core';
 import { flattenLayers } from '@ocipull/layer-extract';
-import { parseReference } from '@ocipull/registry-client';
+import { formatPlatform, hostPlatform, parseReference, type Reference } from '@ocipull/registry-client';
 import { corruptCacheOr } from './cache-verdict.ts';
 import { type ImageSummary, summarizeConfig } from './image-summary.ts';
 import type { PullOptions } from './options.ts';
@@ -74,9 +75,37 @@ async function useCached(
   signal: AbortSignal | undefined,
 ): Promise<void> {
   if (!(await cache.useBlob(descriptor, { signal }))) {
+    // A committed blob of another size than its descriptor's was cut or grown since it was verified.
+    const found = await cache.stat(descriptor.digest);
+    if (found !== undefined) {
+      throw new OciError(
+        ErrorCode.CacheCorrupt,
+        `cached ${what} ${descriptor.digest} of ${reference} is ${found.size} bytes, not ${descriptor.size}`,
+      );
+    }
     throw new OciError(
       ErrorCode.NotCached,
       `${what} ${descriptor.digest} of ${reference} is not in the cache`,
+    );
+  }
+}
+
+/**
+ * The cached manifest for `reference`, offline; `ERR_NOT_CACHED` saying whether the reference is not
+ * there at all or is an index cached for other platforms only.
+ */
+async function resolveCached(reference: Reference, cache: BlobCache, options: CacheReadOptions) {
+  try {
+    return await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+  } catch (error) {
+    if (!isOciError(error, ErrorCode.NotCached)) throw error;
+    const recorded = reference.digest === undefined && (await cache.resolveImage(reference.toString()));
+    const platform = options.platform ?? hostPlatform();
+    throw new OciError(
+      ErrorCode.NotCached,
+      recorded
+        ? `${reference.toString()} is in the cache, but not for ${typeof platform === 'string' ? platform : formatPlatform(platform)}`
+        : `${reference.toString()} is not in the cache`,
     );
   }
 }
@@ -85,7 +114,7 @@ async function useCached(
 export function inspectImage(input: string, options: CacheReadOptions = {}): Promise<ImageInspection> {
   const reference = parseReference(input);
   return withCache(options, async (cache) => {
-    const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    const resolved = await resolveCached(reference, cache, options);
     await useCached(cache, resolved.manifest.config, 'config', reference.toString(), options.signal);
     const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
     const diffIds = config.rootfs?.diff_ids ?? [];
@@ -132,7 +161,7 @@ export function unpackImage(
 ): Promise<{ destination: string; layers: number; warnings: string[] }> {
   const reference = parseReference(input);
   return withCache(options, async (cache) => {
-    const resolved = await resolveManifest(reference, cache, offline, { ...options, policy: 'never' });
+    const resolved = await resolveCached(reference, cache, options);
     await useCached(cache, resolved.manifest.config, 'config', reference.toString(), options.signal);
     const config = await readConfig(resolved.manifest, cache, noSource, options.signal);
     const diffIds = imageDiffIds(resolved.manifest, config);

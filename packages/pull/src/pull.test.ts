@@ -437,6 +437,15 @@ describe('pull', () => {
     );
     expect(isOciError(error, ErrorCode.PlatformNotFound)).toBe(true);
     expect(String(error.message)).toContain('linux/arm64');
+    // Offline, an index cached for arm64 only is in the cache, but not for amd64.
+    const offline = await inspectImage(ref('test/multi'), {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+    }).catch((e) => e);
+    expect(isOciError(offline, ErrorCode.NotCached)).toBe(true);
+    expect(offline.message).toBe(`${ref('test/multi')} is in the cache, but not for linux/amd64`);
+    const never = await inspectImage(ref('test/never-pulled'), { cache: cacheRoot }).catch((e) => e);
+    expect(never.message).toBe(`${ref('test/never-pulled')} is not in the cache`);
   });
 
   it('re-pulls with no registry request under --pull missing and only manifest requests under always', async () => {
@@ -478,6 +487,89 @@ describe('pull', () => {
     expect(gets.length).toBe(2);
     expect(gets[1]!.range).toBe('bytes=20-');
     expect(gets.reduce((sum, r) => sum + r.bytesSent, 0)).toBe(layer.size);
+  });
+
+  it('is not failed by a progress listener that throws, whatever the event', async () => {
+    for (const layers of [true, false]) {
+      const result = await pull(ref('test/oci'), {
+        cache: await mkdtemp(join(work, 'cache-')),
+        platform: 'linux/amd64',
+        layers,
+        ...(layers ? {} : { rootfs: join(await mkdtemp(join(work, 'rootfs-')), 'rootfs') }),
+        onProgress: () => {
+          throw new Error('a broken listener');
+        },
+      });
+      expect(result.layers).toHaveLength(2);
+    }
+  });
+
+  it('says the cache is damaged (ERR_CACHE_CORRUPT) for a config that rotted or a layer cut since', async () => {
+    const pulled = await pull(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64', layers: false });
+    const configPath = join(cacheRoot, 'blobs', 'sha256', pulled.manifest.config.digest.slice(7));
+    const original = await readFile(configPath);
+    const bytes = Buffer.from(original);
+    const at = bytes.indexOf('"created"') + 3;
+    bytes[at] = (bytes[at] ?? 0) ^ 0x20;
+    await writeFile(configPath, bytes);
+    for (const read of [
+      () =>
+        pull(ref('test/oci'), {
+          cache: cacheRoot,
+          platform: 'linux/amd64',
+          layers: false,
+          policy: 'missing',
+        }),
+      () => inspectImage(ref('test/oci'), { cache: cacheRoot, platform: 'linux/amd64' }),
+    ]) {
+      const error = await read().catch((e) => e);
+      expect(isOciError(error, ErrorCode.CacheCorrupt), String(error)).toBe(true);
+      expect(error.message).toBe(
+        `cached config ${pulled.manifest.config.digest} no longer matches its digest`,
+      );
+    }
+    await writeFile(configPath, original);
+    const layer = pulled.manifest.layers[1]!;
+    const layerPath = join(cacheRoot, 'blobs', 'sha256', layer.digest.slice(7));
+    await writeFile(layerPath, (await readFile(layerPath)).subarray(0, 10));
+    const rootfs = join(await mkdtemp(join(work, 'cut-')), 'rootfs');
+    const cut = await unpackImage(ref('test/oci'), rootfs, {
+      cache: cacheRoot,
+      platform: 'linux/amd64',
+    }).catch((e) => e);
+    expect(isOciError(cut, ErrorCode.CacheCorrupt), String(cut)).toBe(true);
+    expect(cut.message).toBe(
+      `cached layer ${layer.digest} of ${ref('test/oci')} is 10 bytes, not ${layer.size}`,
+    );
+  });
+
+  it('gives up on a layer that keeps failing after the client retries, not after 5 times as many', async () => {
+    const built = await pull(ref('test/oci'), { cache: join(cacheRoot, 'probe'), platform: 'linux/amd64' });
+    const layer = built.manifest.layers[0]!;
+    registry.clearRequests();
+    registry.faults.add({
+      match: { kind: 'blob', digest: layer.digest },
+      action: { type: 'status', status: 500 },
+      times: 100,
+    });
+    for (const layers of [true, false]) {
+      registry.clearRequests();
+      const error = await pull(ref('test/oci'), {
+        cache: await mkdtemp(join(work, 'cache-')),
+        platform: 'linux/amd64',
+        layers,
+        ...(layers ? {} : { rootfs: join(await mkdtemp(join(work, 'rootfs-')), 'rootfs') }),
+        registry: { retryPolicy: { retries: 2, baseMs: 1, maxMs: 2 } },
+      }).catch((e) => e);
+      expect([error.code, error.status, error.retryable]).toEqual([ErrorCode.Registry, 500, false]);
+      const gets = registry.requests.filter(
+        (r) => r.kind === 'blob' && r.digest === layer.digest && r.method === 'GET',
+      );
+      // One request and 2 retries, plus the direct read where it was tried (its 500 is declined and
+      // asked again the general way) — not the cache's 5 attempts of those.
+      expect(gets.length).toBeGreaterThanOrEqual(3);
+      expect(gets.length).toBeLessThanOrEqual(4);
+    }
   });
 
   /** The pull failed with ERR_DIGEST_MISMATCH and left no rootfs, image record, blob or tree behind. */

@@ -19,7 +19,7 @@ import {
   throwIfAborted,
   untilAborted,
 } from '@ocipull/core';
-import { parseDigest } from '@ocipull/digest';
+import { parseDigest, verifyBytes } from '@ocipull/digest';
 import { extractLayer, flattenLayers, isMissingLinkTarget } from '@ocipull/layer-extract';
 import type { ProgressEvent } from '@ocipull/progress';
 import {
@@ -179,7 +179,13 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
       `destination ${resolvePath(options.rootfs)} already exists`,
     );
   }
-  const emit = (event: ProgressEvent) => options.onProgress?.(event);
+  const emit = (event: ProgressEvent) => {
+    try {
+      options.onProgress?.(event);
+    } catch {
+      // A listener never fails the pull (nor, thrown inside a stream callback, the process).
+    }
+  };
   const controller = new AbortController();
   const forwardAbort = () => controller.abort(options.signal?.reason);
   options.signal?.addEventListener('abort', forwardAbort, { once: true });
@@ -658,6 +664,19 @@ async function readConfigLater(
     endWhenVerified: true,
   });
   const bytes = await buffer(stream);
+  // Read from the cache, the config was verified when it was committed, but it is small enough to
+  // check again on every read: a config that rotted since must not decide the rootfs or the diff_ids.
+  if (stream.cached) {
+    try {
+      verifyBytes(bytes, { digest: manifest.config.digest, size: manifest.config.size, label: 'config' });
+    } catch (error) {
+      throw new OciError(
+        ErrorCode.CacheCorrupt,
+        `cached config ${manifest.config.digest} no longer matches its digest`,
+        { cause: error },
+      );
+    }
+  }
   return { config: parseConfig(manifest, bytes), stored: stream.committed };
 }
 

@@ -1116,7 +1116,10 @@ class Client implements RegistryClient {
           // the registry asked for quiet for longer than we are willing to wait.
           throw beyondCeiling(error as RegistryError, this.#policy.maxRetryAfterMs);
         }
-        if (!error.retryable || tries >= retries) throw error;
+        if (!error.retryable) throw error;
+        // Given up after its retries: not retryable for anyone else either (the blob cache's own loop
+        // would multiply them: 5 attempts of 5 — it resumes cut bodies, which never get here).
+        if (tries >= retries) throw error instanceof RegistryError ? exhausted(error, tries + 1) : error;
         const delayMs =
           retryAfterMs === undefined ? backoffDelay(tries, this.#policy) : Math.max(retryAfterMs, 0);
         this.#emit({
@@ -1491,6 +1494,22 @@ const HEAD_REFUSED: readonly number[] = [405, 501];
  * `error` given up on because its `Retry-After` is above the ceiling: not retryable, so that no
  * caller (the blob cache retries what is) asks sooner than the registry said.
  */
+/** `error`, the last of `attempts` tries: no longer retryable, and saying how often it was tried. */
+function exhausted(error: RegistryError, attempts: number): RegistryError {
+  return new RegistryError(
+    error.code,
+    attempts > 1 ? `${error.message} (${attempts} attempts)` : error.message,
+    {
+      ...(error.status === undefined ? {} : { status: error.status }),
+      errors: error.errors,
+      ...(error.registry === undefined ? {} : { registry: error.registry }),
+      ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
+      ...(error.cause === undefined ? {} : { cause: error.cause }),
+      retryable: false,
+    },
+  );
+}
+
 function beyondCeiling(error: RegistryError, ceilingMs: number): RegistryError {
   const seconds = (ms: number) => Math.ceil(ms / 1000);
   return new RegistryError(

@@ -54,7 +54,12 @@ export async function demoCommand(context: CommandContext): Promise<number> {
     const reference = `${registry.host}/demo/sample:latest`;
     const cache = context.cache ?? join(work, 'cache');
     const rootfs = join(work, 'rootfs');
-    if (!context.quiet) context.stdout.write(`harness registry at ${registry.url}; pulling ${reference}\n`);
+    // Not on stdout with --json: stdout is the JSON document alone.
+    if (!context.quiet) {
+      (context.json ? context.stderr : context.stdout).write(
+        `harness registry at ${registry.url}; pulling ${reference}\n`,
+      );
+    }
     const progress = progressSink(context, values.progress);
     const result = await pull(reference, {
       cache,
