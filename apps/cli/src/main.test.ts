@@ -158,6 +158,9 @@ describe('ocipull', () => {
     expect(await readFile(join(target, 'app'), 'utf8')).toBe('x');
 
     expect((await run(['verify', '--cache', cache])).code).toBe(0);
+    // --quiet prints nothing but what is wrong.
+    expect((await run(['verify', '--cache', cache, '--quiet'])).stdout).toBe('');
+    expect((await run(['prune', '--dry-run', '--cache', cache, '--quiet'])).stdout).toBe('');
     // A DIGEST that is not a digest is a usage error, not an integrity failure.
     const badDigest = await run(['verify', 'sha256:zz', '--cache', cache]);
     expect(badDigest.code).toBe(1);

@@ -857,6 +857,10 @@ export class BlobCache implements BlobStore {
  * layout is idempotent and safe when many processes do it at once.
  */
 export async function openCache(options: OpenCacheOptions = {}): Promise<BlobCache> {
+  if (options.root === '') {
+    // Not "the current directory": a variable that came out empty must not make one a cache.
+    throw new OciError(ErrorCode.InvalidArgument, 'the cache root is an empty string');
+  }
   const layout = new CacheLayout(options.root ?? defaultCacheRoot());
   const { writable } = await initLayout(layout);
   return new BlobCache(layout, options, { writable });

@@ -99,6 +99,12 @@ async function allLayers(root: string): Promise<Set<string>> {
   return new Set((await readdir(join(root, 'layers', 'sha256'))).map((hex) => `sha256:${hex}`));
 }
 
+describe('openCache', () => {
+  it('refuses an empty root rather than making the working directory a cache', async () => {
+    await expect(openCache({ root: '' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+  });
+});
+
 describe('defaultCacheRoot', () => {
   it('prefers $OCIPULL_CACHE, then $XDG_CACHE_HOME/ocipull, then ~/.cache/ocipull', () => {
     expect(defaultCacheRoot({ OCIPULL_CACHE: '/c', XDG_CACHE_HOME: '/x', HOME: '/h' })).toBe('/c');

@@ -97,6 +97,11 @@ describe('digestOf', () => {
     hasher.update(content.subarray(10));
     expect(hasher.bytes).toBe(content.length);
     expect(hasher.digest()).toBe(hex('sha256', content));
+    // A string counts no bytes: refused rather than hashed with a size check blind to it.
+    expect(() => hasher.update('text' as unknown as Uint8Array)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }),
+    );
+    expect(hasher.bytes).toBe(content.length);
   });
 });
 

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import type { Digest } from '@ocipull/core';
+import { type Digest, ErrorCode, OciError } from '@ocipull/core';
 import type { DigestAlgorithm } from './parse-digest.ts';
 
 /** Default algorithm for new content: the only one every registry accepts. */
@@ -26,6 +26,13 @@ export class Hasher {
 
   /** Feeds bytes to the hash. */
   update(chunk: Uint8Array): this {
+    if (!(chunk instanceof Uint8Array)) {
+      // A string would hash as UTF-8 but count no bytes: the size check would be blind to it.
+      throw new OciError(
+        ErrorCode.InvalidArgument,
+        `update takes bytes (a Uint8Array), not a ${typeof chunk}`,
+      );
+    }
     this.#hash.update(chunk);
     this.#bytes += chunk.byteLength;
     return this;

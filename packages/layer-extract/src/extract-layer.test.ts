@@ -633,6 +633,10 @@ describe('per-layer trees (extractLayer)', () => {
     expect(listAll(destination)).toEqual(['.wh.gone', 'd', 'd/.wh..wh..opq']);
   });
 
+  it('refuses an empty root for applyLayer rather than applying onto the working directory', async () => {
+    await expectCode(applyLayer(await layerStream([file('a', 'x')]), { root: '' }), 'ERR_INVALID_ARGUMENT');
+  });
+
   it('fails on an input stream that already failed, never extracting it as an empty layer', async () => {
     for (const extract of [
       (input: Readable, destination: string) => extractLayer(input, { destination }),

@@ -161,6 +161,10 @@ export async function extractLayer(
  * Work on a copy (or use `flattenLayers`, which does) when that matters.
  */
 export async function applyLayer(input: Readable, options: ApplyLayerOptions): Promise<LayerExtractResult> {
+  if (options.root === '') {
+    discard(input);
+    throw new OciError(ErrorCode.InvalidArgument, 'root is an empty string');
+  }
   const root = path.resolve(options.root);
   const stat = fs.statSync(root, { throwIfNoEntry: false });
   if (stat === undefined || !stat.isDirectory()) {

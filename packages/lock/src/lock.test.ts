@@ -205,6 +205,7 @@ describe('acquireLock', () => {
     [{ staleMs: 1000 }],
     [{ staleMs: 4000, updateMs: 3000 }],
     [{ updateMs: 10 }],
+    [{ lockfilePath: '' }],
   ])('rejects bad options %j with ERR_INVALID_ARGUMENT', async (options) => {
     expect((await rejected(acquireLock(fresh(), options))).code).toBe(ErrorCode.InvalidArgument);
   });

@@ -75,6 +75,12 @@ function resolveOptions(path: string, options: LockOptions): ResolvedOptions {
   const updateMs = options.updateMs ?? staleMs / 2;
   const invalid = (message: string) => new OciError(ErrorCode.InvalidArgument, message);
   if (typeof path !== 'string' || path.length === 0) throw invalid('lock path must be a non-empty string');
+  if (
+    options.lockfilePath !== undefined &&
+    (typeof options.lockfilePath !== 'string' || options.lockfilePath === '')
+  ) {
+    throw invalid('lockfilePath must be a non-empty string');
+  }
   if (!(timeoutMs >= 0)) throw invalid(`timeoutMs must be >= 0, got ${timeoutMs}`);
   if (!(staleMs >= MIN_LOCK_STALE_MS))
     throw invalid(`staleMs must be >= ${MIN_LOCK_STALE_MS}, got ${staleMs}`);

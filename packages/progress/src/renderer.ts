@@ -7,6 +7,8 @@ export interface ProgressOutput {
   isTTY?: boolean;
   /** Terminal width, read at every redraw (so resizing works). */
   columns?: number;
+  /** Terminal height, read at every redraw: a block taller than it could not be redrawn in place. */
+  rows?: number;
 }
 
 /** Turns progress events into output. `handle` is bound: pass it straight to `subscribe` or `onProgress`. */

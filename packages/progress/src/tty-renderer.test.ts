@@ -167,4 +167,52 @@ describe('createTtyRenderer', () => {
     renderer.handle(SCRIPT[0]![1]);
     expect(writes).toEqual([]);
   });
+
+  it('keeps the block within the terminal height: layers at work first, and how many are not shown', () => {
+    const clock = fakeClock();
+    const { sink, writes } = stringSink({ columns: 80, rows: 10 });
+    const renderer = createTtyRenderer(sink, { now: clock.now, redrawIntervalMs: 0 });
+    const digest = (index: number) => `sha256:${index.toString(16).padStart(64, '0')}`;
+    const layers = Array.from({ length: 30 }, (_, index) => ({ digest: digest(index), size: 1000 }));
+    renderer.handle({ type: 'resolve-start', reference: 'r.example/big:1' });
+    renderer.handle({
+      type: 'resolve-end',
+      manifestDigest: digest(999),
+      platform: { os: 'linux', architecture: 'amd64' },
+      layers,
+      totalBytes: 30_000,
+    });
+    for (let index = 0; index < 30; index++) {
+      renderer.handle({
+        type: 'layer-download-start',
+        index,
+        digest: digest(index),
+        total: 1000,
+        resumedFrom: 0,
+      });
+      if (index < 25) {
+        renderer.handle({
+          type: 'layer-download-end',
+          index,
+          digest: digest(index),
+          cached: false,
+          resumedFrom: 0,
+          total: 1000,
+        });
+      }
+    }
+    renderer.close();
+    // Never more than rows - 1 lines redrawn: the cursor can move up over all of them.
+    for (const write of writes) {
+      const up = Number(UP.exec(write)?.[1] ?? 0);
+      expect(up).toBeLessThanOrEqual(9);
+      expect(write.replace(UP, '').split('\n').length - 1).toBeLessThanOrEqual(9);
+    }
+    const last = screen(writes.join(''));
+    expect(last).toHaveLength(9);
+    // The five still downloading (26–30) are shown, then the first done ones; the rest counted.
+    expect(last.filter((line) => /^2[6-9]\/30|^30\/30/.test(line))).toHaveLength(5);
+    expect(last).toContain('… 24 more layers');
+    expect(last.at(-1)).toMatch(/total/);
+  });
 });

@@ -8,6 +8,8 @@ import type { ProgressOutput, ProgressRenderer, RendererOptions } from './render
 export interface TtyRendererOptions extends RendererOptions {
   /** Width when the output has no `columns`. Default 80. */
   columns?: number;
+  /** Height when the output has no `rows`. Default 24. */
+  rows?: number;
   /** Byte counters redraw the block at most this often; state changes always redraw. Default 50. */
   redrawIntervalMs?: number;
 }
@@ -60,6 +62,9 @@ export function createTtyRenderer(
 
   // A pty of unknown size (script(1), some CI runners) reports 0 columns: treat that as unknown.
   const width = () => Math.max(20, output.columns || options.columns || 80) - 1;
+  // Lines a block may take: the cursor cannot move up past the top of the screen, so a taller block
+  // would be drawn again below itself at every redraw (one line is left for the cursor).
+  const height = () => Math.max(4, output.rows || options.rows || 24) - 1;
 
   function header(): string {
     if (!resolved) return `resolving ${reference}`;
@@ -106,7 +111,25 @@ export function createTtyRenderer(
     const lines = [header().slice(0, columns)];
     const layers = [...table.layers.values()].sort((a, b) => a.index - b.index);
     if (layers.length === 0) return lines;
-    const rows = layers.map((layer) => ({
+    // More layers than the screen holds: the ones at work first, then those waiting, then those done,
+    // each in layer order; a line says how many are not shown.
+    const room = height() - 2;
+    let shown = layers;
+    let hidden = 0;
+    if (layers.length > room) {
+      const rank = (layer: (typeof layers)[number]) =>
+        layer.phase === 'downloading' || layer.phase === 'extracting'
+          ? 0
+          : layer.phase === 'waiting' || layer.phase === 'downloaded'
+            ? 1
+            : 2;
+      const keep = new Set(
+        [...layers].sort((a, b) => rank(a) - rank(b) || a.index - b.index).slice(0, room - 1),
+      );
+      shown = layers.filter((layer) => keep.has(layer));
+      hidden = layers.length - shown.length;
+    }
+    const rows = shown.map((layer) => ({
       left: `${table.position(layer.index)} ${shortDigest(layer.digest)}`,
       ...layerParts(layer, time),
     }));
@@ -131,6 +154,7 @@ export function createTtyRenderer(
     const barWidth = Math.min(MAX_BAR_WIDTH, columns - leftWidth - rightWidth - 4);
     for (const row of rows)
       lines.push(line(row.left.padStart(leftWidth), row.fraction, row.right, barWidth, columns));
+    if (hidden > 0) lines.splice(lines.length - 1, 0, `… ${hidden} more layers`.slice(0, columns));
     return lines;
   }
 

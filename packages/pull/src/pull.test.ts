@@ -489,6 +489,18 @@ describe('pull', () => {
     expect(gets.reduce((sum, r) => sum + r.bytesSent, 0)).toBe(layer.size);
   });
 
+  it('refuses an empty rootfs or cache path instead of taking the working directory', async () => {
+    for (const options of [{ rootfs: '' }, { cache: '' }]) {
+      const error = await pull(ref('test/oci'), {
+        cache: cacheRoot,
+        platform: 'linux/amd64',
+        ...options,
+      }).catch((e) => e);
+      expect(isOciError(error, ErrorCode.InvalidArgument), String(error)).toBe(true);
+    }
+    expect(registry.requests).toHaveLength(0);
+  });
+
   it('is not failed by a progress listener that throws, whatever the event', async () => {
     for (const layers of [true, false]) {
       const result = await pull(ref('test/oci'), {

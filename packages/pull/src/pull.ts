@@ -173,6 +173,7 @@ async function pullOnce(input: string, options: PullOptions): Promise<PullResult
   const reference = parseReference(input);
   // The flatten refuses an existing rootfs too, but only once the image is resolved: refused here, a
   // mistake costs no request and leaves nothing in the cache.
+  if (options.rootfs === '') throw new OciError(ErrorCode.InvalidArgument, 'rootfs is an empty string');
   if (options.rootfs !== undefined && exists(options.rootfs)) {
     throw new OciError(
       ErrorCode.InvalidArgument,

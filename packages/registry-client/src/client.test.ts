@@ -1063,3 +1063,20 @@ describe('registry client against scripted servers', () => {
     });
   });
 });
+
+describe('client options', () => {
+  it.each([
+    [{ maxConnectionsPerHost: Number.NaN }],
+    [{ maxConnectionsPerHost: 0 }],
+    [{ maxConnectionsPerHost: 1.5 }],
+    [{ timeouts: { headers: -1 } }],
+    [{ timeouts: { bodyIdle: Number.NaN } }],
+    [{ retryPolicy: { baseMs: -5 } }],
+    [{ retryPolicy: { maxRetryAfterMs: Number.NaN } }],
+  ])('refuses %j with ERR_INVALID_ARGUMENT instead of hanging or misbehaving later', async (options) => {
+    const { createRegistryClient } = await import('./index.ts');
+    expect(() => createRegistryClient(options)).toThrow(
+      expect.objectContaining({ code: ErrorCode.InvalidArgument }),
+    );
+  });
+});

@@ -327,6 +327,21 @@ class Client implements RegistryClient {
     if (!Number.isSafeInteger(this.#policy.retries) || this.#policy.retries < 0) {
       throw new OciError(ErrorCode.InvalidArgument, `retries must be a non-negative integer`);
     }
+    for (const key of ['baseMs', 'maxMs', 'maxRetryAfterMs'] as const) {
+      const value = this.#policy[key];
+      if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+        throw new OciError(ErrorCode.InvalidArgument, `retryPolicy.${key} must be a non-negative number`);
+      }
+    }
+    const connections = options.maxConnectionsPerHost;
+    if (connections !== undefined && (!Number.isSafeInteger(connections) || connections < 1)) {
+      throw new OciError(ErrorCode.InvalidArgument, 'maxConnectionsPerHost must be a positive integer');
+    }
+    for (const [key, value] of Object.entries(options.timeouts ?? {})) {
+      if (value !== undefined && (typeof value !== 'number' || Number.isNaN(value) || value <= 0)) {
+        throw new OciError(ErrorCode.InvalidArgument, `timeouts.${key} must be a positive number of ms`);
+      }
+    }
     for (const [key, value] of Object.entries(options.registries ?? {})) {
       this.#registries.set(normalizeAuthKey(key), value);
     }

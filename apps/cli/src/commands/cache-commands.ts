@@ -158,7 +158,7 @@ export async function pruneCommand(context: CommandContext): Promise<number> {
   return withCache(context, async (cache) => {
     const result = await cache.gc({ dryRun: values['dry-run'] ?? false, signal: context.signal });
     if (context.json) printJson(context, result);
-    else {
+    else if (!context.quiet) {
       const verb = values['dry-run'] ? 'would remove' : 'removed';
       context.stdout.write(
         `${verb} ${result.removedBlobs.length} blobs, ${result.removedLayers.length} layer trees and ` +
@@ -181,7 +181,9 @@ export async function verifyCommand(context: CommandContext): Promise<number> {
       });
     if (context.json) printJson(context, report);
     else {
-      context.stdout.write(`checked ${report.checked} blobs (${formatBytes(report.bytes)})\n`);
+      // --quiet: only what is wrong.
+      if (!context.quiet)
+        context.stdout.write(`checked ${report.checked} blobs (${formatBytes(report.bytes)})\n`);
       for (const bad of report.corrupt) {
         context.stdout.write(
           `corrupt ${bad.digest} (hashes to ${bad.actual})${bad.quarantinedTo ? `, moved to ${bad.quarantinedTo}` : ''}\n`,
