@@ -1,3 +1,4 @@
+import type { Digest } from '@ocipull/core';
 import { describe, expect, it } from 'vitest';
 import { createRenderer, createTtyRenderer } from './index.ts';
 import { fakeClock, LAYER0, MiB, play, SCRIPT, screen, stringSink } from './testing/fixtures/script.ts';
@@ -172,7 +173,7 @@ describe('createTtyRenderer', () => {
     const clock = fakeClock();
     const { sink, writes } = stringSink({ columns: 80, rows: 10 });
     const renderer = createTtyRenderer(sink, { now: clock.now, redrawIntervalMs: 0 });
-    const digest = (index: number) => `sha256:${index.toString(16).padStart(64, '0')}`;
+    const digest = (index: number) => `sha256:${index.toString(16).padStart(64, '0')}` as Digest;
     const layers = Array.from({ length: 30 }, (_, index) => ({ digest: digest(index), size: 1000 }));
     renderer.handle({ type: 'resolve-start', reference: 'r.example/big:1' });
     renderer.handle({
