@@ -2,7 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, readlink, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ErrorCode, homeDirectory, OciError } from '@ocipull/core';
-import { DEFAULT_REGISTRY, DOCKER_HUB_CONFIG_KEY, normalizeAuthKey } from '@ocipull/registry-client';
+import {
+  authFilePaths,
+  DEFAULT_REGISTRY,
+  DOCKER_HUB_CONFIG_KEY,
+  normalizeAuthKey,
+} from '@ocipull/registry-client';
 
 /** The parts of `~/.docker/config.json` login and logout touch; everything else is kept as is. */
 interface DockerConfig {
@@ -156,18 +161,57 @@ export async function saveCredentials(
     config.auths = { ...config.auths, [key]: { auth } };
   }
   await writeConfig(path, config);
+  // A podman/skopeo auth file is read before the docker config (their order): an entry for this
+  // registry there would win over what was just stored, so it gets the new credentials too.
+  await inContainersAuthFiles(registry, env, (entries, key) => {
+    entries[key] = {
+      ...entries[key],
+      auth: Buffer.from(`${credentials.username}:${credentials.password}`, 'utf8').toString('base64'),
+    };
+  });
   return path;
+}
+
+/**
+ * Runs `change` on each podman/skopeo auth file (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/
+ * auth.json`, `~/.config/containers/auth.json`) for each of its `auths` keys naming `registry`, and
+ * writes the files it changed; true when there was any such key.
+ */
+async function inContainersAuthFiles(
+  registry: string,
+  env: NodeJS.ProcessEnv,
+  change: (entries: NonNullable<DockerConfig['auths']>, key: string) => void,
+): Promise<boolean> {
+  const wanted = normalizeAuthKey(registry);
+  const docker = dockerConfigPath(env);
+  let found = false;
+  for (const path of authFilePaths(undefined, env)) {
+    if (resolve(path) === resolve(docker)) continue;
+    const config = await readConfig(path);
+    const entries = config.auths ?? {};
+    const keys = Object.keys(entries).filter((key) => normalizeAuthKey(key) === wanted);
+    if (keys.length === 0) continue;
+    for (const key of keys) change(entries, key);
+    config.auths = entries;
+    await writeConfig(path, config);
+    found = true;
+  }
+  return found;
 }
 
 /** Removes stored credentials for a registry; false when there were none. */
 export async function removeCredentials(registry: string, env: NodeJS.ProcessEnv): Promise<boolean> {
+  // Also from the podman/skopeo auth files a pull reads first: logged out means none is used.
+  const elsewhere = await inContainersAuthFiles(registry, env, (entries, key) => {
+    delete entries[key];
+  });
   const path = dockerConfigPath(env);
   const config = await readConfig(path);
   const wanted = normalizeAuthKey(registry);
   const keys = Object.keys(config.auths ?? {}).filter((key) => normalizeAuthKey(key) === wanted);
   const helper = helperFor(config, authKeyFor(registry));
   if (helper) await runHelper(helper, 'erase', authKeyFor(registry), env).catch(() => {});
-  if (keys.length === 0) return false;
+  if (keys.length === 0) return elsewhere;
   for (const key of keys) delete config.auths![key];
   await writeConfig(path, config);
   return true;

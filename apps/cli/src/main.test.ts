@@ -234,6 +234,36 @@ describe('ocipull', () => {
     expect(again.stderr).toContain('hint: pull the incomplete images again');
   });
 
+  it('keeps a podman/skopeo auth file that a pull reads first in step with login and logout', async () => {
+    const home = join(work, 'docker-config-shadowed');
+    const authFile = join(work, 'containers-auth.json');
+    const old = Buffer.from('alice:old').toString('base64');
+    await writeFile(
+      authFile,
+      JSON.stringify({ auths: { 'registry.example:5000': { auth: old }, 'other.example': { auth: old } } }),
+    );
+    const env = { DOCKER_CONFIG: home, REGISTRY_AUTH_FILE: authFile };
+    const login = await run(
+      ['login', 'registry.example:5000', '-u', 'alice', '--password-stdin', '--no-verify'],
+      {
+        stdin: 'new\n',
+        env,
+      },
+    );
+    expect(login.code, login.stderr).toBe(0);
+    const fresh = Buffer.from('alice:new').toString('base64');
+    const auths = () => readFile(authFile, 'utf8').then((text) => JSON.parse(text).auths);
+    expect(await auths()).toEqual({
+      'registry.example:5000': { auth: fresh },
+      'other.example': { auth: old },
+    });
+    expect((await stat(authFile)).mode & 0o777).toBe(0o600);
+    const logout = await run(['logout', 'registry.example:5000'], { env });
+    expect(logout.stdout).toBe('removed credentials for registry.example:5000\n');
+    expect(await auths()).toEqual({ 'other.example': { auth: old } });
+    expect(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).auths).toEqual({});
+  });
+
   it('logs in and out in the docker config format without printing the password', async () => {
     const home = join(work, 'docker-config');
     const env = { DOCKER_CONFIG: home };
