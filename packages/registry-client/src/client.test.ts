@@ -1080,3 +1080,36 @@ describe('client options', () => {
     );
   });
 });
+
+describe('client.close()', () => {
+  it('resolves while a blob stream is still unread, and that stream fails', async () => {
+    const { createRegistryClient } = await import('./index.ts');
+    const bytes = Buffer.alloc(4 * 1024 * 1024, 7);
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Descriptor['digest'];
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { 'content-length': bytes.length, 'content-type': 'application/octet-stream' });
+      response.end(bytes);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const closing = createRegistryClient({ directBlobReads: false });
+      const stream = await closing.fetchBlob(`127.0.0.1:${port}/x/y`, {
+        mediaType: MediaType.OciLayerGzip,
+        digest,
+        size: bytes.length,
+      });
+      const failed = new Promise((resolve) => stream.once('error', resolve));
+      const closed = await Promise.race([
+        closing.close().then(() => 'closed'),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting'), 3000)),
+      ]);
+      expect(closed).toBe('closed');
+      stream.resume();
+      expect(await failed).toBeInstanceOf(Error);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});

@@ -210,9 +210,11 @@ export class Transport {
 
   /** Closes every connection. */
   async close(): Promise<void> {
+    // destroy, not close: a graceful close waits for every response body to be read, and a caller's
+    // stream it never reads would hold it forever. Whatever is still in flight fails instead.
     await Promise.all([
-      this.#direct?.close(),
-      ...[...this.#proxied.values()].map((dispatcher) => dispatcher.close()),
+      this.#direct?.destroy(),
+      ...[...this.#proxied.values()].map((dispatcher) => dispatcher.destroy()),
     ]);
   }
 }
