@@ -132,6 +132,8 @@ function defaultTimes(action: FaultAction): number {
 const ACTION_TYPES = new Set(['cut', 'stall', 'corrupt', 'throttle', 'ignore-range', 'status', 'redirect']);
 const ROUTE_KINDS = new Set(['ping', 'manifest', 'blob', 'upload', 'tags', 'catalog', 'token', 'origin']);
 
+const MATCH_KEYS = new Set(['kind', 'method', 'name', 'digest', 'reference']);
+
 function validate(rule: FaultRule): void {
   const action = rule.action;
   // A misspelt type or kind (from JavaScript, or a cast) would install a fault that never fires: the
@@ -140,6 +142,14 @@ function validate(rule: FaultRule): void {
     throw new RangeError(
       `fault action type ${JSON.stringify((action as { type?: unknown } | null)?.type)} is not one of ${[...ACTION_TYPES].join(', ')}`,
     );
+  }
+  for (const key of Object.keys(rule.match ?? {})) {
+    // A misspelt match key would match every request instead of the one meant.
+    if (!MATCH_KEYS.has(key)) {
+      throw new RangeError(
+        `fault match key ${JSON.stringify(key)} is not one of ${[...MATCH_KEYS].join(', ')}`,
+      );
+    }
   }
   const kinds = rule.match?.kind;
   for (const kind of kinds === undefined ? [] : Array.isArray(kinds) ? kinds : [kinds]) {
@@ -154,14 +164,32 @@ function validate(rule: FaultRule): void {
       throw new RangeError(`fault ${action.type}: ${what} must be an integer >= 0`);
   };
   if (action.type === 'cut' || action.type === 'stall') nonNegative(action.afterBytes, 'afterBytes');
-  if (action.type === 'corrupt') nonNegative(action.offset, 'offset');
+  if (action.type === 'corrupt') {
+    nonNegative(action.offset, 'offset');
+    // A mask of 0 (or one that is no byte) flips nothing: the fault would count hits and change nothing.
+    if (
+      action.mask !== undefined &&
+      !(Number.isInteger(action.mask) && action.mask >= 1 && action.mask <= 255)
+    ) {
+      throw new RangeError('fault corrupt: mask must be an integer from 1 to 255');
+    }
+  }
+  if (
+    action.type === 'redirect' &&
+    action.status !== undefined &&
+    ![301, 302, 303, 307, 308].includes(action.status)
+  ) {
+    throw new RangeError('fault redirect: status must be 301, 302, 303, 307 or 308');
+  }
   if (action.type === 'throttle' && !(action.bytesPerSecond > 0)) {
     throw new RangeError('fault throttle: bytesPerSecond must be > 0');
   }
   if (action.type === 'status' && !(action.status >= 400 && action.status <= 599)) {
     throw new RangeError('fault status: status must be 4xx or 5xx');
   }
-  if (rule.times !== undefined && !(rule.times >= 0)) throw new RangeError('fault times must be >= 0');
+  if (rule.times !== undefined && !(Number.isInteger(rule.times) && rule.times >= 0)) {
+    throw new RangeError('fault times must be an integer >= 0');
+  }
 }
 
 /** Creates the fault table a registry consults for every request. */

@@ -356,6 +356,13 @@ describe('faults', () => {
     expect(() =>
       untyped({ match: { kind: ['blob', 'manifests'] }, action: { type: 'ignore-range' } }),
     ).toThrow(RangeError);
+    expect(() => untyped({ match: { digests: 'sha256:x' }, action: { type: 'cut', afterBytes: 1 } })).toThrow(
+      /match key "digests"/,
+    );
+    expect(() => untyped({ action: { type: 'corrupt', offset: 1, mask: 0 } })).toThrow(/mask/);
+    expect(() => untyped({ action: { type: 'corrupt', offset: 1, mask: 256 } })).toThrow(/mask/);
+    expect(() => untyped({ action: { type: 'redirect', status: 200 } })).toThrow(/redirect: status/);
+    expect(() => untyped({ action: { type: 'ignore-range' }, times: 1.5 })).toThrow(/times/);
     expect(registry.faults.list().map((handle) => handle.rule.action.type)).not.toContain('truncate');
   });
 });
