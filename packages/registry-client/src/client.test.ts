@@ -1113,3 +1113,40 @@ describe('client.close()', () => {
     }
   });
 });
+
+describe('client.close() and a token fetch that waits', () => {
+  it('ends a shared token fetch waiting out a Retry-After: the process exits at once', async () => {
+    const layout = await mkdtemp(join(tmpdir(), 'token-wait-'));
+    const { buildImage: build, file: entry } = await import('@ocipull/test-harness');
+    await build({ layers: [{ entries: [entry('a', 'a')] }] }, { dir: layout, tag: 'v1' });
+    const waiting = await startRegistry({ repositories: { 'lib/app': layout }, auth: { type: 'bearer' } });
+    waiting.faults.add({
+      match: { kind: 'token' },
+      action: { type: 'status', status: 503, retryAfter: 30 },
+      times: 100,
+    });
+    // In a process of its own: what is measured is whether anything keeps that process alive.
+    const script = [
+      `const { createRegistryClient } = await import(${JSON.stringify(join(import.meta.dirname, 'index.ts'))});`,
+      'const client = createRegistryClient({ env: {} });',
+      `await client.resolve(${JSON.stringify(`${waiting.host}/lib/app:v1`)}, { signal: AbortSignal.timeout(200) }).catch(() => {});`,
+      'await client.close();',
+    ].join('\n');
+    try {
+      const started = performance.now();
+      const child = await new Promise<number>((resolve) => {
+        const { spawn } = process.getBuiltinModule(
+          'node:child_process',
+        ) as typeof import('node:child_process');
+        spawn(process.execPath, ['--conditions=@ocipull/source', '--input-type=module', '-e', script], {
+          stdio: 'ignore',
+        }).on('exit', (code) => resolve(code ?? -1));
+      });
+      expect(child).toBe(0);
+      expect(performance.now() - started).toBeLessThan(10_000);
+    } finally {
+      await waiting.close();
+      await rm(layout, { recursive: true, force: true });
+    }
+  }, 40_000);
+});

@@ -1307,11 +1307,16 @@ class Client implements RegistryClient {
     let pending = this.#pendingTokens.get(key);
     if (!pending) {
       // Shared by every concurrent request for this scope, so no one caller's signal may cancel it;
-      // the transport timeouts bound it, and each caller stops waiting when its own signal fires.
-      pending = this.#fetchToken(endpoint, challenge, scope, credentials).finally(() => {
-        this.#pendingTokens.delete(key);
-      });
+      // the transport timeouts bound it, each caller stops waiting when its own signal fires, and
+      // `close()` ends it (a Retry-After wait would otherwise keep the process alive).
+      pending = this.#fetchToken(endpoint, challenge, scope, credentials, this.#closing.signal).finally(
+        () => {
+          this.#pendingTokens.delete(key);
+        },
+      );
       this.#pendingTokens.set(key, pending);
+      // Every caller may have stopped waiting by the time it fails: that failure is theirs, not unhandled.
+      pending.catch(() => {});
     }
     return `Bearer ${await untilAborted(pending, signal)}`;
   }
