@@ -187,8 +187,12 @@ function validate(rule: FaultRule): void {
   if (action.type === 'status' && !(action.status >= 400 && action.status <= 599)) {
     throw new RangeError('fault status: status must be 4xx or 5xx');
   }
-  if (rule.times !== undefined && !(Number.isInteger(rule.times) && rule.times >= 0)) {
-    throw new RangeError('fault times must be an integer >= 0');
+  if (
+    rule.times !== undefined &&
+    rule.times !== Number.POSITIVE_INFINITY &&
+    !(Number.isInteger(rule.times) && rule.times >= 0)
+  ) {
+    throw new RangeError('fault times must be an integer >= 0, or Infinity');
   }
 }
 
