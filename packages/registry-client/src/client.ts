@@ -1510,39 +1510,36 @@ function basicAuthorization(credentials: Credentials | undefined): string | unde
 /** HEAD answers that mean "ask with GET" (some registries and proxies allow GET only). */
 const HEAD_REFUSED: readonly number[] = [405, 501];
 
+/** `error`, the last of `attempts` tries: no longer retryable, and saying how often it was tried. */
+function exhausted(error: RegistryError, attempts: number): RegistryError {
+  return finalError(error, attempts > 1 ? `${error.message} (${attempts} attempts)` : error.message);
+}
+
 /**
  * `error` given up on because its `Retry-After` is above the ceiling: not retryable, so that no
  * caller (the blob cache retries what is) asks sooner than the registry said.
  */
-/** `error`, the last of `attempts` tries: no longer retryable, and saying how often it was tried. */
-function exhausted(error: RegistryError, attempts: number): RegistryError {
-  return new RegistryError(
-    error.code,
-    attempts > 1 ? `${error.message} (${attempts} attempts)` : error.message,
-    {
-      ...(error.status === undefined ? {} : { status: error.status }),
-      errors: error.errors,
-      ...(error.registry === undefined ? {} : { registry: error.registry }),
-      ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
-      ...(error.cause === undefined ? {} : { cause: error.cause }),
-      retryable: false,
-    },
+function beyondCeiling(error: RegistryError, ceilingMs: number): RegistryError {
+  const seconds = (ms: number) => Math.ceil(ms / 1000);
+  return finalError(
+    error,
+    `${error.message}; it asks to wait ${seconds(error.retryAfterMs ?? 0)} s, longer than the ${seconds(ceilingMs)} s this client waits (retryPolicy.maxRetryAfterMs)`,
   );
 }
 
-function beyondCeiling(error: RegistryError, ceilingMs: number): RegistryError {
-  const seconds = (ms: number) => Math.ceil(ms / 1000);
-  return new RegistryError(
-    error.code,
-    `${error.message}; it asks to wait ${seconds(error.retryAfterMs ?? 0)} s, longer than the ${seconds(ceilingMs)} s this client waits (retryPolicy.maxRetryAfterMs)`,
-    {
-      ...(error.status === undefined ? {} : { status: error.status }),
-      errors: error.errors,
-      ...(error.registry === undefined ? {} : { registry: error.registry }),
-      ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
-      retryable: false,
-    },
-  );
+/**
+ * `error` with `message`, no longer retryable: the client gave up on it, and nobody else (the blob
+ * cache's own loop) is to try again. Everything else it says is kept.
+ */
+function finalError(error: RegistryError, message: string): RegistryError {
+  return new RegistryError(error.code, message, {
+    ...(error.status === undefined ? {} : { status: error.status }),
+    errors: error.errors,
+    ...(error.registry === undefined ? {} : { registry: error.registry }),
+    ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
+    ...(error.cause === undefined ? {} : { cause: error.cause }),
+    retryable: false,
+  });
 }
 
 /** Whether a `Content-Encoding` value names no coding (absent, empty or `identity`). */

@@ -28,6 +28,7 @@ import {
   type RegistryError,
 } from './index.ts';
 import { rejection, testClients } from './testing/clients.ts';
+import { handMadeManifest } from './testing/fixtures/manifests.ts';
 
 const LAYER_SIZE = 5 * 1024 * 1024 + 12_345;
 
@@ -898,16 +899,7 @@ describe('directRequest (whole small answers, any status)', () => {
   });
 
   it('a registry whose manifests the direct way declines for their form is asked through undici from then on', async () => {
-    const manifest = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: {
-        mediaType: 'application/vnd.oci.image.config.v1+json',
-        digest: `sha256:${'c'.repeat(64)}`,
-        size: 2,
-      },
-      layers: [],
-    });
+    const manifest = handMadeManifest().bytes.toString();
     const seen: string[] = [];
     respond = (head, socket) => {
       seen.push(/\r\nconnection: keep-alive/i.test(head) ? 'pool' : 'direct');
@@ -955,23 +947,6 @@ describe('directRequest (whole small answers, any status)', () => {
     expect(error.code).toBe(ErrorCode.Aborted);
   });
 });
-
-/** A small OCI image manifest and its digest, for servers that answer manifests by hand. */
-function handMadeManifest() {
-  const bytes = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: {
-        mediaType: 'application/vnd.oci.image.config.v1+json',
-        digest: `sha256:${'c'.repeat(64)}`,
-        size: 2,
-      },
-      layers: [],
-    }),
-  );
-  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
-}
 
 describe('interim (1xx) answers before the final one', () => {
   const manifest = handMadeManifest();

@@ -21,6 +21,7 @@ import {
   type RegistryClientOptions,
   type RegistryEvent,
 } from './index.ts';
+import { handMadeManifest } from './testing/fixtures/manifests.ts';
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
@@ -235,18 +236,7 @@ describe('TLS settings of a registry reach the hosts it redirects to', () => {
   let storageHost: string;
   /** Whether each request the storage host got carried an `Authorization` header. */
   const storageAuthorization: boolean[] = [];
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: {
-        mediaType: 'application/vnd.oci.image.config.v1+json',
-        digest: `sha256:${'c'.repeat(64)}`,
-        size: 2,
-      },
-      layers: [],
-    }),
-  );
+  const manifest = handMadeManifest().bytes;
   const blob = Buffer.alloc(300_000, 9);
   const blobDescriptor = {
     mediaType: 'application/octet-stream',
