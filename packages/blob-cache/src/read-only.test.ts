@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { chmod, cp, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, cp, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildImage, file } from '@ocipull/test-harness';
+import { buildImage, file, readOnlyCommand, setTreeMode, treeStamp } from '@ocipull/test-harness';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openCache } from './index.ts';
 import { cacheImage } from './testing/fixtures/layout-source.ts';
@@ -29,32 +29,6 @@ afterAll(async () => {
   await setTreeMode(work, { directory: 0o755, file: 0o644 });
   await rm(work, { recursive: true, force: true });
 });
-
-/** Sets the mode of every directory and file under `root` (symlinks have none). */
-async function setTreeMode(root: string, modes: { directory: number; file: number }): Promise<void> {
-  const info = await lstat(root).catch(() => undefined);
-  if (info === undefined || info.isSymbolicLink()) return;
-  if (!info.isDirectory()) {
-    await chmod(root, modes.file);
-    return;
-  }
-  await chmod(root, 0o755);
-  for (const name of await readdir(root)) await setTreeMode(join(root, name), modes);
-  await chmod(root, modes.directory);
-}
-
-/** Every path under `root` with its type, mode, size and mtime: equal listings mean nothing was written. */
-async function listing(root: string): Promise<string[]> {
-  const lines: string[] = [];
-  const walk = async (relative: string): Promise<void> => {
-    const info = await lstat(join(root, relative));
-    lines.push(`${relative} ${info.mode.toString(8)} ${info.size} ${info.mtimeMs}`);
-    if (info.isDirectory())
-      for (const name of (await readdir(join(root, relative))).sort()) await walk(join(relative, name));
-  };
-  await walk('.');
-  return lines;
-}
 
 /** Runs `read-only-child.ts` over `root`, with `root` mounted read-only when this is root. */
 function runChild(args: ReadOnlyChildArguments): Promise<Record<string, unknown>> {
@@ -130,13 +104,13 @@ function expectReads(result: Record<string, unknown>, layerPath: string | null):
 it('reads a read-only cache of ours without writing to it (no lease, no lock); writes fail with ERR_IO', async () => {
   const root = await cachedImage('ours');
   await setTreeMode(root, { directory: 0o555, file: 0o444 });
-  const before = await listing(root);
+  const before = await treeStamp(root);
   const result = await runChild(childArguments(root));
   expectReads(
     result,
     join(root, 'layers', 'sha256', image.manifests[0]!.diffIds[0]!.slice('sha256:'.length)),
   );
-  expect(await listing(root)).toEqual(before);
+  expect(await treeStamp(root)).toEqual(before);
 });
 
 it('opens a read-only layout that has only what skopeo writes (oci-layout, index.json, blobs/)', async () => {
@@ -145,9 +119,9 @@ it('opens a read-only layout that has only what skopeo writes (oci-layout, index
   for (const name of ['oci-layout', 'index.json', 'blobs'])
     await cp(join(full, name), join(root, name), { recursive: true });
   await setTreeMode(root, { directory: 0o555, file: 0o444 });
-  const before = await listing(root);
+  const before = await treeStamp(root);
   expectReads(await runChild(childArguments(root)), null);
-  expect(await listing(root)).toEqual(before);
+  expect(await treeStamp(root)).toEqual(before);
 });
 
 it('a directory that is no layout and cannot be made one is still an error', async () => {
@@ -156,13 +130,3 @@ it('a directory that is no layout and cannot be made one is still an error', asy
   await setTreeMode(root, { directory: 0o555, file: 0o444 });
   expect(await runChild(childArguments(root))).toMatchObject({ ok: false, code: 'ERR_IO' });
 });
-
-/**
- * `command args` as they run over the read-only `root`: as root, inside `unshare -m` after a read-only
- * bind mount of `root` onto itself (private to that namespace, gone with it).
- */
-function readOnlyCommand(root: string, command: string, args: string[]): [string, string[]] {
-  if (process.getuid?.() !== 0) return [command, args];
-  const script = 'mount -o bind,ro -- "$0" "$0" && exec "$@"';
-  return ['unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, root, command, ...args]];
-}

@@ -1,11 +1,20 @@
 import { spawn } from 'node:child_process';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type BlobCache, openCache } from '@ocipull/blob-cache';
 import type { ImageManifest } from '@ocipull/core';
-import { buildImage, dir, file, type HarnessRegistry, startRegistry } from '@ocipull/test-harness';
+import {
+  buildImage,
+  dir,
+  file,
+  type HarnessRegistry,
+  readOnlyCommand,
+  setTreeMode,
+  startRegistry,
+  treeStamp,
+} from '@ocipull/test-harness';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pull, unpackImage } from './index.ts';
 
@@ -161,33 +170,6 @@ describe('unpack while another process runs rm and prune', () => {
   });
 });
 
-/** Sets the mode of every directory and file under `root` (symlinks have none). */
-async function setTreeMode(root: string, modes: { directory: number; file: number }): Promise<void> {
-  const info = await lstat(root).catch(() => undefined);
-  if (info === undefined || info.isSymbolicLink()) return;
-  if (!info.isDirectory()) {
-    await chmod(root, modes.file);
-    return;
-  }
-  await chmod(root, 0o755);
-  for (const name of await readdir(root)) await setTreeMode(join(root, name), modes);
-  await chmod(root, modes.directory);
-}
-
-/** Every path under `root` with its mode, size and mtime: equal listings mean nothing was written. */
-async function listing(root: string): Promise<string[]> {
-  const lines: string[] = [];
-  const walk = async (relative: string): Promise<void> => {
-    const info = await lstat(join(root, relative));
-    lines.push(`${relative} ${info.mode.toString(8)} ${info.size} ${info.mtimeMs}`);
-    if (info.isDirectory()) {
-      for (const name of (await readdir(join(root, relative))).sort()) await walk(join(relative, name));
-    }
-  };
-  await walk('.');
-  return lines;
-}
-
 /** What each verb did in the read-only child: `'ok'` or its error code. */
 const READ_ONLY_CHILD = `
 const pull = await import(process.env.PULL_ENTRY);
@@ -227,31 +209,16 @@ describe('a cache this process may only read', () => {
     await mkdir(out, { mode: 0o777 });
     await chmod(out, 0o777);
     await setTreeMode(cacheRoot, { directory: 0o555, file: 0o444 });
-    const before = await listing(cacheRoot);
+    const before = await treeStamp(cacheRoot);
     // As root a chmod does not stop a write: the child then runs in a mount namespace of its own, where
     // the cache is a read-only bind mount (EROFS, as on read-only media).
-    const node = [
-      process.execPath,
+    const [command, argv] = readOnlyCommand(cacheRoot, process.execPath, [
       '--conditions=@ocipull/source',
       '--input-type=module',
       '-e',
       READ_ONLY_CHILD,
-    ];
-    const argv =
-      process.getuid?.() === 0
-        ? [
-            'unshare',
-            '-m',
-            '--propagation',
-            'private',
-            'sh',
-            '-c',
-            'mount -o bind,ro -- "$0" "$0" && exec "$@"',
-            cacheRoot,
-            ...node,
-          ]
-        : node;
-    const child = spawn(argv[0]!, argv.slice(1), {
+    ]);
+    const child = spawn(command, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: import.meta.dirname,
       env: {
@@ -279,6 +246,6 @@ describe('a cache this process may only read', () => {
     });
     expect((await readdir(join(out, 'rootfs'))).sort()).toEqual(['etc', 'srv', 'usr']);
     expect((await readdir(join(out, 'unpacked'))).sort()).toEqual(['etc', 'srv', 'usr']);
-    expect(await listing(cacheRoot)).toEqual(before);
+    expect(await treeStamp(cacheRoot)).toEqual(before);
   });
 });
